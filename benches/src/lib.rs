@@ -1,0 +1,1 @@
+//! Benchmarks and load tools for the video backbone.

@@ -1,0 +1,5 @@
+//! hlsd daemon.
+
+fn main() {
+    println!("hlsd: not yet built");
+}

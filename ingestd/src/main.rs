@@ -1,0 +1,5 @@
+//! ingestd daemon.
+
+fn main() {
+    println!("ingestd: not yet built");
+}
