@@ -1,0 +1,209 @@
+//! Access-unit assembly (ITU-T H.264 7.4.1.2.3), sans-IO.
+//!
+//! NAL units go in one at a time; complete access units (one coded picture
+//! with its parameter sets and SEI) come out. A new access unit starts at an
+//! AUD, SPS, PPS, SEI or prefix NAL that follows a picture's slices, or at a
+//! slice whose `first_mb_in_slice` is 0. The assembler keeps the parameter
+//! sets, reads the first slice header of each picture and computes its
+//! picture order count, so timing downstream can restore display order.
+
+use bytes::Bytes;
+
+use crate::h264::{self, nal_type, ParamSets, PocState, SliceHeader, Sps};
+
+/// One coded picture and the non-VCL NAL units that precede it.
+#[derive(Debug, Clone, Default)]
+pub struct AccessUnit {
+    /// NAL units without start codes, in stream order.
+    pub nals: Vec<Bytes>,
+    /// Contains an IDR slice: decoding can start here.
+    pub keyframe: bool,
+    pub has_sps: bool,
+    pub has_pps: bool,
+    pub has_aud: bool,
+    /// Picture order count within its IDR period, when the slice header and
+    /// its parameter sets could be read.
+    pub poc: Option<i64>,
+    /// The SPS this picture uses changed size or profile from the previous
+    /// one: decoders must be reset (a discontinuity in HLS terms).
+    pub format_change: bool,
+    /// Device capture time in milliseconds, when the transport carries one.
+    pub capture_ms: Option<i64>,
+    /// Bytes of NAL payload (without start codes).
+    pub payload_bytes: usize,
+}
+
+/// Counters of what the assembler could not use.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct AssemblerStats {
+    pub access_units: u64,
+    pub bad_parameter_sets: u64,
+    pub bad_slice_headers: u64,
+    pub orphan_nals: u64,
+}
+
+/// Groups NAL units into access units.
+#[derive(Debug, Default)]
+pub struct AccessUnitAssembler {
+    current: AccessUnit,
+    current_has_vcl: bool,
+    params: ParamSets,
+    poc: PocState,
+    active_sps: Option<Sps>,
+    /// Latest SPS and PPS NAL units seen, re-inserted before keyframes
+    /// that lack them (devices often send them once).
+    last_sps_nal: Option<Bytes>,
+    last_pps_nal: Option<Bytes>,
+    pending_format_change: bool,
+    stats: AssemblerStats,
+}
+
+impl AccessUnitAssembler {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn stats(&self) -> AssemblerStats {
+        self.stats
+    }
+
+    /// The active SPS (of the last completed picture).
+    pub fn active_sps(&self) -> Option<&Sps> {
+        self.active_sps.as_ref()
+    }
+
+    /// Cached SPS and PPS NAL units, for keyframes sent without them.
+    pub fn cached_parameter_sets(&self) -> (Option<&Bytes>, Option<&Bytes>) {
+        (self.last_sps_nal.as_ref(), self.last_pps_nal.as_ref())
+    }
+
+    /// Adds a NAL unit; returns the access unit it completed, if any.
+    pub fn push(&mut self, nal: Bytes, capture_ms: Option<i64>) -> Option<AccessUnit> {
+        let t = h264::nal_unit_type(&nal);
+        let begins_new = if h264::is_vcl(t) {
+            self.current_has_vcl
+                && SliceHeader::first_mb(&nal)
+                    .map(|mb| mb == 0)
+                    .unwrap_or(false)
+        } else {
+            self.current_has_vcl
+                && matches!(
+                    t,
+                    nal_type::AUD | nal_type::SPS | nal_type::PPS | nal_type::SEI | 14..=18
+                )
+        };
+        let done = if begins_new { self.take() } else { None };
+        self.add(nal, t, capture_ms);
+        done
+    }
+
+    /// Completes the access unit in progress (end of a frame or stream).
+    pub fn flush(&mut self) -> Option<AccessUnit> {
+        self.take()
+    }
+
+    fn add(&mut self, nal: Bytes, t: u8, capture_ms: Option<i64>) {
+        if self.current.nals.is_empty() || self.current.capture_ms.is_none() {
+            self.current.capture_ms = capture_ms;
+        }
+        match t {
+            nal_type::SPS => match h264::Sps::parse(&nal) {
+                Ok(sps) => {
+                    self.current.has_sps = true;
+                    self.last_sps_nal = Some(nal.clone());
+                    if let Some(old) = self.params.put_sps(sps.clone()) {
+                        if old.changes_format(&sps) {
+                            self.pending_format_change = true;
+                        }
+                    } else if let Some(active) = &self.active_sps {
+                        if active.changes_format(&sps) {
+                            self.pending_format_change = true;
+                        }
+                    }
+                }
+                Err(e) => {
+                    self.stats.bad_parameter_sets += 1;
+                    tracing::warn!(error = %e, "dropping unparsable SPS");
+                    return;
+                }
+            },
+            nal_type::PPS => match h264::Pps::parse(&nal) {
+                Ok(pps) => {
+                    self.current.has_pps = true;
+                    self.last_pps_nal = Some(nal.clone());
+                    self.params.put_pps(pps);
+                }
+                Err(e) => {
+                    self.stats.bad_parameter_sets += 1;
+                    tracing::warn!(error = %e, "dropping unparsable PPS");
+                    return;
+                }
+            },
+            nal_type::AUD => self.current.has_aud = true,
+            _ if h264::is_vcl(t) => {
+                if !self.current_has_vcl {
+                    self.current_has_vcl = true;
+                    self.read_first_slice(&nal);
+                }
+                if t == nal_type::IDR {
+                    self.current.keyframe = true;
+                }
+            }
+            _ => {}
+        }
+        self.current.payload_bytes += nal.len();
+        self.current.nals.push(nal);
+    }
+
+    fn read_first_slice(&mut self, nal: &[u8]) {
+        let parsed = SliceHeader::parse(nal, &self.params).and_then(|sh| {
+            let pps = self
+                .params
+                .pps(sh.pps_id)
+                .expect("checked by SliceHeader::parse");
+            let sps = self
+                .params
+                .sps(pps.sps_id)
+                .expect("checked by SliceHeader::parse");
+            let poc = self.poc.compute(sps, &sh)?;
+            Ok((poc, sps.clone()))
+        });
+        match parsed {
+            Ok((poc, sps)) => {
+                self.current.poc = Some(poc);
+                if let Some(active) = &self.active_sps {
+                    if active.changes_format(&sps) {
+                        self.pending_format_change = true;
+                    }
+                }
+                if self.active_sps.as_ref() != Some(&sps) {
+                    self.active_sps = Some(sps);
+                }
+                if self.pending_format_change {
+                    self.current.format_change = true;
+                    self.pending_format_change = false;
+                }
+            }
+            Err(e) => {
+                self.stats.bad_slice_headers += 1;
+                tracing::debug!(error = %e, "slice header unreadable (no parameter sets yet?)");
+            }
+        }
+    }
+
+    fn take(&mut self) -> Option<AccessUnit> {
+        if self.current.nals.is_empty() {
+            return None;
+        }
+        let has_vcl = std::mem::replace(&mut self.current_has_vcl, false);
+        let au = std::mem::take(&mut self.current);
+        if !has_vcl {
+            // Parameter sets or SEI with no picture after them: keep the
+            // parameter sets (already cached), drop the rest.
+            self.stats.orphan_nals += au.nals.len() as u64;
+            return None;
+        }
+        self.stats.access_units += 1;
+        Some(au)
+    }
+}

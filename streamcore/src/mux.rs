@@ -1,0 +1,182 @@
+//! MPEG-TS muxing through libavformat (ffmpeg-next), in memory. This is the
+//! only module that touches FFmpeg; every `unsafe` block says why it holds.
+//!
+//! One muxer lives as long as its stream, so continuity counters and PCR
+//! run on across segments (FFmpeg's own HLS client reports "Packet corrupt"
+//! where they restart). Its output goes through a custom AVIO context into
+//! whichever [`SegmentWriter`] is current, so a segment streams to storage
+//! as it is produced instead of being held whole in memory. `max_delay`
+//! stays at its API default (no PCR/PTS shift); packets carry exact
+//! durations; every packet starts with an AUD so the muxer never has to
+//! copy one in; PAT/PMT are re-emitted by the muxer before each keyframe.
+
+use std::io::{self, Write};
+use std::sync::{Arc, Mutex, Once};
+
+use ffmpeg::ffi;
+use ffmpeg_next as ffmpeg;
+
+use crate::error::{Error, Result};
+use crate::storage::SegmentWriter;
+use crate::time::{Dur90k, Ts90k};
+
+/// AVIO buffer: output reaches the segment writer in chunks of this size.
+const AVIO_BUFFER: usize = 32 * 1024;
+
+#[derive(Default)]
+struct Sink {
+    writer: Option<Box<dyn SegmentWriter>>,
+    bytes: u64,
+    /// First write error of the current segment. Errors are not returned to
+    /// libavformat: its AVIO context would stay failed for the stream's
+    /// life; the segment is dropped instead and the next one starts clean.
+    error: Option<io::Error>,
+}
+
+#[derive(Clone, Default)]
+struct SinkHandle(Arc<Mutex<Sink>>);
+
+impl Write for SinkHandle {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let mut sink = self.0.lock().expect("sink poisoned");
+        let sink = &mut *sink;
+        sink.bytes += buf.len() as u64;
+        if sink.error.is_none() {
+            match sink.writer.as_mut() {
+                Some(w) => {
+                    if let Err(e) = w.write_all(buf) {
+                        sink.error = Some(e);
+                    }
+                }
+                None => {
+                    sink.error = Some(io::Error::other("muxer output with no segment open"));
+                }
+            }
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// How a segment ended at the muxer.
+pub struct FinishedSegment {
+    pub bytes: u64,
+    pub writer: Option<Box<dyn SegmentWriter>>,
+    pub error: Option<io::Error>,
+}
+
+/// A libavformat MPEG-TS muxer with one H.264 stream.
+pub struct TsMuxer {
+    octx: ffmpeg::format::context::Output,
+    sink: SinkHandle,
+    stream: String,
+}
+
+fn init_ffmpeg() {
+    static INIT: Once = Once::new();
+    INIT.call_once(|| {
+        let _ = ffmpeg::init();
+        // libavformat logs to stderr by default; our tracing owns logging.
+        ffmpeg::util::log::set_level(ffmpeg::util::log::Level::Error);
+    });
+}
+
+impl TsMuxer {
+    pub fn new(stream: &str) -> Result<Self> {
+        init_ffmpeg();
+        let err = |e: ffmpeg::Error| Error::Mux {
+            stream: stream.to_string(),
+            detail: e.to_string(),
+        };
+        let sink = SinkHandle::default();
+        let io =
+            ffmpeg::format::context::StreamIo::from_write_with_capacity(sink.clone(), AVIO_BUFFER)
+                .map_err(err)?;
+        let mut octx = ffmpeg::format::output_to_stream(io, None, Some("mpegts")).map_err(err)?;
+        {
+            let mut st = octx.add_stream(None::<ffmpeg::Codec>).map_err(err)?;
+            st.set_time_base((1, 90_000));
+            // SAFETY: `st` wraps a stream that avformat_new_stream just
+            // allocated inside `octx`, which owns it and outlives this
+            // block; its `codecpar` is allocated with it and never null.
+            // Plain field stores, no aliasing: nothing else holds it yet.
+            unsafe {
+                let par = (*st.as_mut_ptr()).codecpar;
+                (*par).codec_type = ffi::AVMediaType::AVMEDIA_TYPE_VIDEO;
+                (*par).codec_id = ffi::AVCodecID::AV_CODEC_ID_H264;
+            }
+        }
+        octx.write_header().map_err(err)?;
+        Ok(TsMuxer {
+            octx,
+            sink,
+            stream: stream.to_string(),
+        })
+    }
+
+    /// Routes output to `writer` from now on.
+    pub fn begin_segment(&mut self, writer: Option<Box<dyn SegmentWriter>>) {
+        let mut sink = self.sink.0.lock().expect("sink poisoned");
+        sink.writer = writer;
+        sink.bytes = 0;
+        sink.error = None;
+    }
+
+    /// Writes one access unit (Annex-B, starting with an AUD).
+    pub fn write(
+        &mut self,
+        data: &[u8],
+        pts: Ts90k,
+        dts: Ts90k,
+        duration: Dur90k,
+        key: bool,
+    ) -> Result<()> {
+        // SAFETY: an all-zero AVPacket is a valid blank packet (no buffer,
+        // no side data). `data` points into a slice that outlives the call;
+        // with `buf` null, av_write_frame neither frees nor keeps the data
+        // (it references `buf` only when set, and the MPEG-TS muxer writes
+        // video PES packets out before returning). `octx` is a live output
+        // context whose header has been written.
+        let ret = unsafe {
+            let mut pkt: ffi::AVPacket = std::mem::zeroed();
+            pkt.data = data.as_ptr() as *mut u8;
+            pkt.size = data.len() as i32;
+            pkt.pts = pts.0;
+            pkt.dts = dts.0;
+            pkt.duration = duration.0;
+            pkt.pos = -1;
+            pkt.stream_index = 0;
+            pkt.flags = if key { ffi::AV_PKT_FLAG_KEY } else { 0 };
+            ffi::av_write_frame(self.octx.as_mut_ptr(), &mut pkt)
+        };
+        if ret < 0 {
+            return Err(Error::Mux {
+                stream: self.stream.clone(),
+                detail: format!("writing the frame at {pts:?}: {}", ffmpeg::Error::from(ret)),
+            });
+        }
+        Ok(())
+    }
+
+    /// Pushes everything written so far to the current writer and detaches it.
+    pub fn end_segment(&mut self) -> FinishedSegment {
+        // SAFETY: `octx` is live and its `pb` is the custom AVIO context
+        // installed by output_to_stream, kept alive by `octx`. avio_flush
+        // only calls our write callback, which does not re-enter libav.
+        unsafe {
+            let pb = (*self.octx.as_mut_ptr()).pb;
+            if !pb.is_null() {
+                ffi::avio_flush(pb);
+            }
+        }
+        let mut sink = self.sink.0.lock().expect("sink poisoned");
+        FinishedSegment {
+            bytes: std::mem::take(&mut sink.bytes),
+            writer: sink.writer.take(),
+            error: sink.error.take(),
+        }
+    }
+}

@@ -1,0 +1,337 @@
+//! HLS media playlists (RFC 8216 section 4.3 and 6.2.2), pure logic.
+//!
+//! A [`MediaPlaylist`] takes closed segments, slides its live window, and
+//! renders text; it never touches storage. Rules it keeps (see NOTES.md):
+//! TARGETDURATION fixed for the playlist's life; EXTINF written from 90 kHz
+//! ticks with six decimals; MEDIA-SEQUENCE rises by one per removed segment;
+//! DISCONTINUITY-SEQUENCE is written from the start and rises when a
+//! segment carrying a discontinuity slides out; PROGRAM-DATE-TIME on the
+//! first segment and after every discontinuity; ENDLIST when finished.
+
+use std::collections::VecDeque;
+use std::fmt::Write as _;
+
+use crate::error::{Error, Result};
+use crate::time::{Dur90k, TICKS_PER_SECOND};
+
+/// One segment as a playlist lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlaylistSegment {
+    pub sequence: u64,
+    pub uri: String,
+    pub duration: Dur90k,
+    pub discontinuity: bool,
+    /// Unix milliseconds of the segment's first presented frame.
+    pub pdt_ms: Option<i64>,
+}
+
+/// The kind of playlist, which decides sliding and tags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlaylistKind {
+    /// Sliding window holding at least this much media.
+    Live { window: Dur90k },
+    /// Grows until ended (`#EXT-X-PLAYLIST-TYPE:EVENT`).
+    Event,
+    /// Complete and unchanging (`#EXT-X-PLAYLIST-TYPE:VOD`, ENDLIST).
+    Vod,
+}
+
+/// A media playlist.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaPlaylist {
+    kind: PlaylistKind,
+    target_duration: u32,
+    media_sequence: u64,
+    discontinuity_sequence: u64,
+    segments: VecDeque<PlaylistSegment>,
+    ended: bool,
+}
+
+impl MediaPlaylist {
+    pub fn new(kind: PlaylistKind, target_duration_secs: u32) -> Self {
+        MediaPlaylist {
+            kind,
+            target_duration: target_duration_secs,
+            media_sequence: 0,
+            discontinuity_sequence: 0,
+            segments: VecDeque::new(),
+            ended: kind == PlaylistKind::Vod,
+        }
+    }
+
+    pub fn segments(&self) -> impl Iterator<Item = &PlaylistSegment> {
+        self.segments.iter()
+    }
+
+    pub fn target_duration(&self) -> u32 {
+        self.target_duration
+    }
+
+    pub fn media_sequence(&self) -> u64 {
+        self.media_sequence
+    }
+
+    pub fn discontinuity_sequence(&self) -> u64 {
+        self.discontinuity_sequence
+    }
+
+    pub fn is_ended(&self) -> bool {
+        self.ended
+    }
+
+    /// Sequence number the next appended segment must carry.
+    pub fn next_sequence(&self) -> u64 {
+        self.media_sequence + self.segments.len() as u64
+    }
+
+    /// Appends a segment; returns the segments that slid out of the window.
+    pub fn push(&mut self, segment: PlaylistSegment) -> Result<Vec<PlaylistSegment>> {
+        if segment.sequence != self.next_sequence() {
+            return Err(Error::Config(format!(
+                "segment sequence {} appended where {} was due",
+                segment.sequence,
+                self.next_sequence()
+            )));
+        }
+        let rounded = (segment.duration.0 + TICKS_PER_SECOND / 2) / TICKS_PER_SECOND;
+        if rounded > self.target_duration as i64 {
+            return Err(Error::Config(format!(
+                "segment {} of {:?} rounds above TARGETDURATION {}",
+                segment.sequence, segment.duration, self.target_duration
+            )));
+        }
+        self.ended = false;
+        self.segments.push_back(segment);
+        let mut removed = Vec::new();
+        if let PlaylistKind::Live { window } = self.kind {
+            let mut total: Dur90k = self
+                .segments
+                .iter()
+                .map(|s| s.duration)
+                .fold(Dur90k::ZERO, |a, b| a + b);
+            while let Some(front) = self.segments.front() {
+                if total - front.duration < window {
+                    break;
+                }
+                total -= front.duration;
+                let gone = self.segments.pop_front().expect("front exists");
+                self.media_sequence += 1;
+                if gone.discontinuity {
+                    self.discontinuity_sequence += 1;
+                }
+                removed.push(gone);
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Marks the playlist complete (`#EXT-X-ENDLIST`).
+    pub fn end(&mut self) {
+        self.ended = true;
+    }
+
+    /// Renders the playlist text.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(128 + self.segments.len() * 80);
+        out.push_str("#EXTM3U\n#EXT-X-VERSION:3\n");
+        let _ = writeln!(out, "#EXT-X-TARGETDURATION:{}", self.target_duration);
+        let _ = writeln!(out, "#EXT-X-MEDIA-SEQUENCE:{}", self.media_sequence);
+        let _ = writeln!(
+            out,
+            "#EXT-X-DISCONTINUITY-SEQUENCE:{}",
+            self.discontinuity_sequence
+        );
+        match self.kind {
+            PlaylistKind::Event => out.push_str("#EXT-X-PLAYLIST-TYPE:EVENT\n"),
+            PlaylistKind::Vod => out.push_str("#EXT-X-PLAYLIST-TYPE:VOD\n"),
+            PlaylistKind::Live { .. } => {}
+        }
+        for (i, s) in self.segments.iter().enumerate() {
+            if s.discontinuity && i > 0 {
+                out.push_str("#EXT-X-DISCONTINUITY\n");
+            }
+            if i == 0 || s.discontinuity {
+                if let Some(ms) = s.pdt_ms {
+                    let _ = writeln!(out, "#EXT-X-PROGRAM-DATE-TIME:{}", format_pdt(ms));
+                }
+            }
+            let _ = writeln!(out, "#EXTINF:{},\n{}", format_extinf(s.duration), s.uri);
+        }
+        if self.ended {
+            out.push_str("#EXT-X-ENDLIST\n");
+        }
+        out
+    }
+
+    /// Reads back a playlist this module rendered (to resume after a
+    /// restart). Unknown tags are ignored; a malformed one is an error.
+    pub fn parse(text: &str, kind: PlaylistKind) -> Result<Self> {
+        let bad = |line: &str| Error::Config(format!("unreadable playlist line {line:?}"));
+        let mut p = MediaPlaylist::new(kind, 0);
+        p.ended = false;
+        let mut disc = false;
+        let mut pdt = None;
+        let mut dur = None;
+        for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+            if let Some(v) = line.strip_prefix("#EXT-X-TARGETDURATION:") {
+                p.target_duration = v.parse().map_err(|_| bad(line))?;
+            } else if let Some(v) = line.strip_prefix("#EXT-X-MEDIA-SEQUENCE:") {
+                p.media_sequence = v.parse().map_err(|_| bad(line))?;
+            } else if let Some(v) = line.strip_prefix("#EXT-X-DISCONTINUITY-SEQUENCE:") {
+                p.discontinuity_sequence = v.parse().map_err(|_| bad(line))?;
+            } else if line == "#EXT-X-DISCONTINUITY" {
+                disc = true;
+            } else if let Some(v) = line.strip_prefix("#EXT-X-PROGRAM-DATE-TIME:") {
+                let t = chrono::DateTime::parse_from_rfc3339(v).map_err(|_| bad(line))?;
+                pdt = Some(t.timestamp_millis());
+            } else if let Some(v) = line.strip_prefix("#EXTINF:") {
+                let secs = v.split(',').next().unwrap_or_default();
+                dur = Some(parse_extinf(secs).ok_or_else(|| bad(line))?);
+            } else if line == "#EXT-X-ENDLIST" {
+                p.ended = true;
+            } else if !line.starts_with('#') {
+                let duration = dur.take().ok_or_else(|| bad(line))?;
+                let sequence = p.next_sequence();
+                let discontinuity = std::mem::take(&mut disc);
+                // Only some segments carry a date; the others follow on.
+                let follows = p.segments.back().filter(|_| !discontinuity);
+                let pdt_ms = pdt.take().or_else(|| {
+                    follows.and_then(|prev| Some(prev.pdt_ms? + prev.duration.as_millis()))
+                });
+                p.segments.push_back(PlaylistSegment {
+                    sequence,
+                    uri: line.to_string(),
+                    duration,
+                    discontinuity,
+                    pdt_ms,
+                });
+            }
+        }
+        if p.target_duration == 0 {
+            return Err(Error::Config(
+                "playlist without #EXT-X-TARGETDURATION".into(),
+            ));
+        }
+        Ok(p)
+    }
+}
+
+/// `#EXTINF` value: seconds with six decimals, computed from integer ticks.
+pub fn format_extinf(d: Dur90k) -> String {
+    let micros =
+        (d.0 as i128 * 1_000_000 + TICKS_PER_SECOND as i128 / 2) / TICKS_PER_SECOND as i128;
+    format!("{}.{:06}", micros / 1_000_000, micros % 1_000_000)
+}
+
+fn parse_extinf(s: &str) -> Option<Dur90k> {
+    let secs: f64 = s.trim().parse().ok()?;
+    (secs.is_finite() && secs >= 0.0)
+        .then(|| Dur90k((secs * TICKS_PER_SECOND as f64).round() as i64))
+}
+
+/// ISO 8601 with milliseconds and a zone, as `#EXT-X-PROGRAM-DATE-TIME` wants.
+pub fn format_pdt(unix_ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(unix_ms)
+        .unwrap_or_default()
+        .format("%Y-%m-%dT%H:%M:%S%.3fZ")
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seg(sequence: u64, secs_x10: i64, discontinuity: bool) -> PlaylistSegment {
+        PlaylistSegment {
+            sequence,
+            uri: format!("{sequence}.ts"),
+            duration: Dur90k(secs_x10 * 9_000),
+            discontinuity,
+            pdt_ms: Some(1_700_000_000_000 + sequence as i64 * 4_000),
+        }
+    }
+
+    #[test]
+    fn live_window_slides_and_counts_discontinuities() {
+        let mut p = MediaPlaylist::new(
+            PlaylistKind::Live {
+                window: Dur90k::from_secs(12),
+            },
+            8,
+        );
+        for i in 0..3 {
+            assert!(p.push(seg(i, 40, false)).unwrap().is_empty());
+        }
+        assert!(p.push(seg(3, 40, true)).unwrap().len() == 1);
+        assert!(p.push(seg(4, 40, false)).unwrap().len() == 1);
+        assert_eq!(
+            p.render(),
+            "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:8\n#EXT-X-MEDIA-SEQUENCE:2\n\
+             #EXT-X-DISCONTINUITY-SEQUENCE:0\n\
+             #EXT-X-PROGRAM-DATE-TIME:2023-11-14T22:13:28.000Z\n#EXTINF:4.000000,\n2.ts\n\
+             #EXT-X-DISCONTINUITY\n#EXT-X-PROGRAM-DATE-TIME:2023-11-14T22:13:32.000Z\n#EXTINF:4.000000,\n3.ts\n\
+             #EXTINF:4.000000,\n4.ts\n"
+        );
+        // Sliding the discontinuity out raises DISCONTINUITY-SEQUENCE.
+        p.push(seg(5, 40, false)).unwrap();
+        let text = p.render();
+        assert!(
+            text.contains("#EXT-X-MEDIA-SEQUENCE:3\n#EXT-X-DISCONTINUITY-SEQUENCE:0"),
+            "{text}"
+        );
+        p.push(seg(6, 40, false)).unwrap();
+        let text = p.render();
+        assert!(
+            text.contains("#EXT-X-MEDIA-SEQUENCE:4\n#EXT-X-DISCONTINUITY-SEQUENCE:1"),
+            "{text}"
+        );
+        assert!(!text.contains("#EXT-X-DISCONTINUITY\n"), "{text}");
+    }
+
+    #[test]
+    fn vod_ends_and_refuses_overlong_segments() {
+        let mut p = MediaPlaylist::new(PlaylistKind::Event, 4);
+        p.push(seg(0, 44, false)).unwrap();
+        assert!(p.push(seg(1, 45, false)).is_err(), "4.5 s rounds to 5 > 4");
+        p.push(PlaylistSegment {
+            duration: Dur90k(3003 * 60),
+            ..seg(1, 0, false)
+        })
+        .unwrap();
+        p.end();
+        assert_eq!(
+            p.render(),
+            "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:4\n#EXT-X-MEDIA-SEQUENCE:0\n\
+             #EXT-X-DISCONTINUITY-SEQUENCE:0\n#EXT-X-PLAYLIST-TYPE:EVENT\n\
+             #EXT-X-PROGRAM-DATE-TIME:2023-11-14T22:13:20.000Z\n#EXTINF:4.400000,\n0.ts\n\
+             #EXTINF:2.002000,\n1.ts\n#EXT-X-ENDLIST\n"
+        );
+    }
+
+    #[test]
+    fn parse_round_trips_render() {
+        let mut p = MediaPlaylist::new(
+            PlaylistKind::Live {
+                window: Dur90k::from_secs(100),
+            },
+            8,
+        );
+        p.push(seg(0, 40, false)).unwrap();
+        p.push(seg(1, 33, true)).unwrap();
+        let back = MediaPlaylist::parse(
+            &p.render(),
+            PlaylistKind::Live {
+                window: Dur90k::from_secs(100),
+            },
+        )
+        .unwrap();
+        assert_eq!(back.render(), p.render());
+        assert_eq!(back.next_sequence(), 2);
+    }
+
+    #[test]
+    fn extinf_is_exact_for_ntsc() {
+        assert_eq!(format_extinf(Dur90k(540_540)), "6.006000");
+        assert_eq!(format_extinf(Dur90k(3003)), "0.033367");
+    }
+}

@@ -1,0 +1,168 @@
+//! Keyframe segmenting, a pure state machine.
+//!
+//! A segment is cut before an IDR once it holds the target duration. The
+//! playlist's `#EXT-X-TARGETDURATION` is the configured maximum and never
+//! changes; no segment may round above it (RFC 8216 4.3.3.1). When no
+//! keyframe arrives in time, the segment is closed at the limit and the
+//! frames up to the next keyframe are dropped and counted: a segment that
+//! does not start with a keyframe cannot be decoded on its own, and one
+//! longer than the target duration breaks players (Chromium rejects the
+//! whole playlist). The segment after such a gap is flagged as a
+//! discontinuity. Choose the maximum above the worst keyframe interval you
+//! accept (the default, twice the target, allows an 8 s GOP).
+
+use crate::time::{Dur90k, Ts90k};
+use crate::timing::TimedFrame;
+
+/// Segment length settings.
+#[derive(Debug, Clone, Copy)]
+pub struct SegmenterConfig {
+    /// Cut at the first keyframe once a segment is this long.
+    pub target: Dur90k,
+    /// `#EXT-X-TARGETDURATION` in whole seconds; no segment rounds above it.
+    pub max_secs: u32,
+}
+
+impl SegmenterConfig {
+    /// Longest segment that still rounds to `max_secs` or less.
+    fn limit(&self) -> Dur90k {
+        Dur90k::from_secs(self.max_secs as i64) + Dur90k(45_000 - 1)
+    }
+}
+
+/// A segment that has been closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClosedSegment {
+    pub first_pts: Ts90k,
+    pub duration: Dur90k,
+    pub frames: u32,
+    pub keyframes: u32,
+    pub discontinuity: bool,
+    pub pdt_ms: i64,
+}
+
+/// What to do with one frame, in this order: close the open segment, open
+/// a new one, write the frame into the open segment.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Decision {
+    pub close: Option<ClosedSegment>,
+    /// Open a new segment; `true` when it starts a discontinuity.
+    pub open: Option<bool>,
+    pub write: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Open {
+    first_pts: Ts90k,
+    max_end: Ts90k,
+    frames: u32,
+    keyframes: u32,
+    discontinuity: bool,
+    pdt_ms: i64,
+}
+
+impl Open {
+    fn close(&self, end: Ts90k) -> ClosedSegment {
+        ClosedSegment {
+            first_pts: self.first_pts,
+            duration: end - self.first_pts,
+            frames: self.frames,
+            keyframes: self.keyframes,
+            discontinuity: self.discontinuity,
+            pdt_ms: self.pdt_ms,
+        }
+    }
+}
+
+/// Counters of the segmenter.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SegmenterStats {
+    /// Frames dropped because no keyframe had started a segment yet
+    /// (stream joined mid-GOP, or after a forced cut).
+    pub dropped_before_keyframe: u64,
+    /// Segments closed at the limit because no keyframe came in time.
+    pub forced_cuts: u64,
+}
+
+/// Decides segment boundaries for a stream of timed frames.
+#[derive(Debug)]
+pub struct Segmenter {
+    cfg: SegmenterConfig,
+    open: Option<Open>,
+    /// The next segment starts a discontinuity (frames were dropped).
+    gap_pending: bool,
+    stats: SegmenterStats,
+}
+
+impl Segmenter {
+    pub fn new(cfg: SegmenterConfig) -> Self {
+        Segmenter {
+            cfg,
+            open: None,
+            gap_pending: false,
+            stats: SegmenterStats::default(),
+        }
+    }
+
+    pub fn stats(&self) -> SegmenterStats {
+        self.stats
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.open.is_some()
+    }
+
+    /// Decides what to do with the next frame (in decode order).
+    pub fn push(&mut self, f: &TimedFrame) -> Decision {
+        let mut d = Decision::default();
+        if let Some(open) = self.open {
+            if f.discontinuity {
+                d.close = Some(open.close(open.max_end));
+                self.open = None;
+                self.gap_pending = true;
+            } else if f.au.keyframe && f.pts - open.first_pts >= self.cfg.target - f.duration / 2 {
+                d.close = Some(open.close(f.pts));
+                self.open = None;
+            } else if f.pts.max(open.max_end) + f.duration - open.first_pts > self.cfg.limit()
+                && !f.au.keyframe
+            {
+                d.close = Some(open.close(open.max_end));
+                self.open = None;
+                self.gap_pending = true;
+                self.stats.forced_cuts += 1;
+                tracing::warn!(
+                    limit_secs = self.cfg.max_secs,
+                    "no keyframe within the target duration: segment closed, frames dropped until the next keyframe"
+                );
+            }
+        }
+        if self.open.is_none() {
+            if !f.au.keyframe {
+                self.stats.dropped_before_keyframe += 1;
+                return d;
+            }
+            let discontinuity = std::mem::replace(&mut self.gap_pending, false) || f.discontinuity;
+            d.open = Some(discontinuity);
+            self.open = Some(Open {
+                first_pts: f.pts,
+                max_end: f.pts,
+                frames: 0,
+                keyframes: 0,
+                discontinuity,
+                pdt_ms: f.pdt_ms,
+            });
+        }
+        let open = self.open.as_mut().expect("opened above");
+        open.frames += 1;
+        open.keyframes += f.au.keyframe as u32;
+        open.max_end = open.max_end.max(f.pts + f.duration);
+        d.write = true;
+        d
+    }
+
+    /// Closes the open segment (end of stream or source break).
+    pub fn finish(&mut self) -> Option<ClosedSegment> {
+        let open = self.open.take()?;
+        Some(open.close(open.max_end))
+    }
+}
