@@ -494,8 +494,9 @@ impl LiveStream {
             self.force_discontinuity = true;
             return Ok(());
         }
-        let discontinuity = (closed.discontinuity && self.playlist.segments().next().is_some())
-            || std::mem::take(&mut self.force_discontinuity);
+        let forced = std::mem::take(&mut self.force_discontinuity);
+        let discontinuity =
+            forced || (closed.discontinuity && self.playlist.segments().next().is_some());
         let removed = self.playlist.push(PlaylistSegment {
             sequence: open.sequence,
             uri: open.file_name.clone(),

@@ -167,7 +167,13 @@ impl Timeline {
             (Some(now), Some(prev)) => {
                 let delta = Dur90k::from_millis(now - prev);
                 if delta > Dur90k::ZERO && delta <= self.cfg.max_gap {
-                    delta
+                    // Across a reconnect the clock follows on: keep the
+                    // timeline gapless rather than mark a discontinuity.
+                    if self.source_break {
+                        self.step
+                    } else {
+                        delta
+                    }
                 } else if delta <= Dur90k::ZERO && delta >= Dur90k::ZERO - self.cfg.max_backward {
                     if !self.source_break {
                         self.stats.repaired_timestamps += 1;

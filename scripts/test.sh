@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The test command: installs what the tests need, starts the catalog test
+# databases if they are down, then runs format, lint and the whole test suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install-deps.sh --test
+scripts/start-test-databases.sh
+if [ -f hlsd/web/package-lock.json ]; then
+  npm ci --prefix hlsd/web --no-audit --no-fund --loglevel=error
+fi
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
+cargo test --workspace

@@ -1,0 +1,155 @@
+//! Helpers shared by streamcore's integration tests: fixtures, a
+//! deterministic clock, and ffmpeg/ffprobe as independent readers.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+
+use streamcore::access_unit::AccessUnitAssembler;
+use streamcore::annexb::split_nals;
+use streamcore::stream::Clock;
+
+pub fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../fixtures")
+        .join(name)
+}
+
+pub fn shared(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/data")
+        .join(name)
+}
+
+/// A clock starting at 2023-11-14T22:13:20Z that advances 40 ms per reading.
+pub fn stepping_clock() -> Clock {
+    let t = Arc::new(AtomicI64::new(1_700_000_000_000));
+    Arc::new(move || t.fetch_add(40, Ordering::Relaxed))
+}
+
+/// Splits an Annex-B buffer into access units, each re-encoded as Annex-B.
+pub fn access_units(data: &[u8]) -> Vec<Vec<u8>> {
+    let mut asm = AccessUnitAssembler::new();
+    let mut out = Vec::new();
+    let encode = |au: streamcore::access_unit::AccessUnit| {
+        let mut v = Vec::new();
+        for n in au.nals {
+            v.extend_from_slice(&[0, 0, 0, 1]);
+            v.extend_from_slice(&n);
+        }
+        v
+    };
+    for nal in split_nals(data) {
+        if let Some(au) = asm.push(nal, None) {
+            out.push(encode(au));
+        }
+    }
+    if let Some(au) = asm.flush() {
+        out.push(encode(au));
+    }
+    out
+}
+
+fn run(cmd: &mut Command) -> (String, String) {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e} (install ffmpeg)"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// What `ffmpeg -v error -i INPUT -f null -` prints (empty when clean).
+pub fn ffmpeg_errors(input: &Path) -> String {
+    let (_, err) = run(Command::new("ffmpeg")
+        .args(["-nostdin", "-v", "error", "-i"])
+        .arg(input)
+        .args(["-f", "null", "-"]));
+    err
+}
+
+/// MD5 of every decoded frame in display order.
+pub fn frame_md5s(input: &Path) -> Vec<String> {
+    let (out, _) = run(Command::new("ffmpeg")
+        .args(["-nostdin", "-v", "quiet", "-i"])
+        .arg(input)
+        .args([
+            "-map",
+            "0:v",
+            "-fps_mode",
+            "passthrough",
+            "-f",
+            "framemd5",
+            "-",
+        ]));
+    out.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit(',').next().map(|s| s.trim().to_string()))
+        .collect()
+}
+
+/// (pts, duration, keyframe) of every video packet of a file, per ffprobe.
+pub fn packets(input: &Path) -> Vec<(i64, i64, bool)> {
+    let (out, _) = run(Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-select_streams",
+            "v",
+            "-show_entries",
+            "packet=pts,duration,flags",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(input));
+    out.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            (
+                f[0].parse().expect("pts"),
+                f[1].parse().unwrap_or(0),
+                f.get(2).is_some_and(|s| s.starts_with('K')),
+            )
+        })
+        .collect()
+}
+
+/// (EXTINF seconds, URI) of each segment, and TARGETDURATION.
+pub fn parse_playlist(text: &str) -> (Vec<(f64, String)>, u32) {
+    let (segs, target) = parse_playlist_with_discontinuities(text);
+    (segs.into_iter().map(|(d, u, _)| (d, u)).collect(), target)
+}
+
+/// (EXTINF seconds, URI, preceded by DISCONTINUITY) of each segment, and TARGETDURATION.
+pub fn parse_playlist_with_discontinuities(text: &str) -> (Vec<(f64, String, bool)>, u32) {
+    let mut disc = false;
+    let mut target = 0;
+    let mut segs = Vec::new();
+    let mut dur = None;
+    for line in text.lines() {
+        if let Some(v) = line.strip_prefix("#EXT-X-TARGETDURATION:") {
+            target = v.parse().unwrap();
+        } else if let Some(v) = line.strip_prefix("#EXTINF:") {
+            assert!(v.ends_with(','), "EXTINF keeps its comma: {line}");
+            dur = Some(v.trim_end_matches(',').parse::<f64>().unwrap());
+        } else if line == "#EXT-X-DISCONTINUITY" {
+            disc = true;
+        } else if !line.starts_with('#') && !line.is_empty() {
+            segs.push((
+                dur.take().expect("EXTINF before URI"),
+                line.to_string(),
+                std::mem::take(&mut disc),
+            ));
+        }
+    }
+    (segs, target)
+}

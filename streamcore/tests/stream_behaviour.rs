@@ -1,0 +1,291 @@
+//! LiveStream behaviour end to end: chunking invariance, exact playlist
+//! text around a timestamp gap, reconnects, window sliding with deletion,
+//! and the real JT/T 1078 device capture.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::*;
+use streamcore::{Dur90k, LiveStream, MemoryStorage, StreamConfig, StreamEvent};
+
+fn memory_stream(cfg: StreamConfig) -> (LiveStream, MemoryStorage) {
+    let storage = MemoryStorage::new();
+    let s = LiveStream::with_storage("t", Arc::new(storage.clone()), cfg).unwrap();
+    (s, storage)
+}
+
+fn all_files(storage: &MemoryStorage) -> Vec<(String, Vec<u8>)> {
+    storage
+        .names()
+        .into_iter()
+        .map(|n| (n.clone(), storage.get(&n).unwrap()))
+        .collect()
+}
+
+/// Remuxes `data` pushed in the given chunk sizes; returns every output file.
+fn remux_chunked(data: &[u8], chunk: impl Fn(usize) -> usize) -> Vec<(String, Vec<u8>)> {
+    let (mut s, storage) = memory_stream(StreamConfig {
+        clock: Arc::new(|| 1_700_000_000_000),
+        ..Default::default()
+    });
+    let mut at = 0;
+    let mut i = 0;
+    while at < data.len() {
+        let n = chunk(i).clamp(1, data.len() - at);
+        s.push_bytes(&data[at..at + n]).unwrap();
+        at += n;
+        i += 1;
+    }
+    s.finish(true).unwrap();
+    all_files(&storage)
+}
+
+#[test]
+fn any_chunking_gives_identical_segments_and_playlists() {
+    let fixtures = [
+        fixture("baseline.h264"),
+        fixture("high_b2.h264"),
+        fixture("high_b3.h264"),
+        fixture("main_2997.h264"),
+        fixture("reschange.h264"),
+        fixture("midgop.h264"),
+        fixture("sps_once.h264"),
+        shared("h264/VID_1280x720_cabac_temporal_direct.264"),
+        shared("h264/MR1_BT_A.h264"),
+        shared("h264/Error_I_P.264"),
+    ];
+    for f in fixtures {
+        let data = std::fs::read(&f).unwrap();
+        let whole = remux_chunked(&data, |_| usize::MAX);
+        assert!(whole.len() >= 2, "{f:?}: playlist and segments");
+        assert_eq!(
+            remux_chunked(&data, |_| 1),
+            whole,
+            "{f:?}: one byte at a time"
+        );
+        // Pseudo-random chunk sizes from 1 to 4096 (an LCG, reproducible).
+        let lcg = |i: usize| {
+            ((i as u64)
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407)
+                >> 52) as usize
+                % 4096
+                + 1
+        };
+        assert_eq!(remux_chunked(&data, lcg), whole, "{f:?}: random chunks");
+    }
+}
+
+#[test]
+fn capture_time_gap_closes_segment_and_adds_discontinuity() {
+    let aus = access_units(&std::fs::read(fixture("baseline.h264")).unwrap());
+    assert_eq!(aus.len(), 250);
+    let (mut s, storage) = memory_stream(StreamConfig {
+        clock: stepping_clock(),
+        ..Default::default()
+    });
+    for (i, au) in aus.iter().enumerate() {
+        // Non-Unix device clock from 1000 ms, 40 ms a frame, 10 s gap at frame 125.
+        let t = 1000 + 40 * i as i64 + if i >= 125 { 10_000 } else { 0 };
+        s.push_frame(au, Some(t)).unwrap();
+    }
+    s.finish(true).unwrap();
+    let text = String::from_utf8(storage.get("index.m3u8").unwrap()).unwrap();
+    assert_eq!(
+        text,
+        "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:8\n#EXT-X-MEDIA-SEQUENCE:0\n\
+         #EXT-X-DISCONTINUITY-SEQUENCE:0\n#EXT-X-PROGRAM-DATE-TIME:2023-11-14T22:13:20.000Z\n\
+         #EXTINF:4.000000,\n0.ts\n#EXTINF:1.000000,\n1.ts\n\
+         #EXT-X-DISCONTINUITY\n#EXT-X-PROGRAM-DATE-TIME:2023-11-14T22:13:26.000Z\n\
+         #EXTINF:4.000000,\n2.ts\n#EXT-X-ENDLIST\n"
+    );
+    // Frames 125-149 follow the gap before the next keyframe: dropped, counted.
+    assert_eq!(s.stats().dropped_before_keyframe, 25);
+    assert_eq!(s.stats().frames_muxed, 225);
+}
+
+#[test]
+fn reconnect_with_following_clock_continues_without_discontinuity() {
+    let aus = access_units(&std::fs::read(fixture("baseline.h264")).unwrap());
+    let (mut s, storage) = memory_stream(StreamConfig {
+        clock: stepping_clock(),
+        ..Default::default()
+    });
+    let mut published = Vec::new();
+    for (i, au) in aus.iter().enumerate() {
+        if i == 120 {
+            // The device drops its connection mid-GOP and comes back 1 s
+            // later at the next keyframe: the open segment is published.
+            let ev = s.mark_break().unwrap();
+            assert_eq!(ev.len(), 1, "segment open at disconnect is published");
+            published.extend(ev);
+            continue;
+        }
+        if (121..150).contains(&i) {
+            continue;
+        }
+        published.extend(s.push_frame(au, Some(1000 + 40 * i as i64)).unwrap());
+    }
+    published.extend(s.finish(true).unwrap());
+    let text = String::from_utf8(storage.get("index.m3u8").unwrap()).unwrap();
+    assert!(!text.contains("#EXT-X-DISCONTINUITY\n"), "{text}");
+    let durations: Vec<i64> = published
+        .iter()
+        .map(|StreamEvent::SegmentPublished(i)| i.duration.0)
+        .collect();
+    // 0-99 (4 s), 100-119 (0.8 s), then 150-249 gapless (4 s).
+    assert_eq!(durations, vec![360_000, 72_000, 360_000]);
+    let starts: Vec<i64> = published
+        .iter()
+        .map(|StreamEvent::SegmentPublished(i)| i.start_pts.0)
+        .collect();
+    assert_eq!(
+        starts,
+        vec![0, 360_000, 432_000],
+        "timestamps made continuous"
+    );
+}
+
+#[test]
+fn reconnect_with_clock_going_back_is_a_discontinuity() {
+    let aus = access_units(&std::fs::read(fixture("baseline.h264")).unwrap());
+    let (mut s, storage) = memory_stream(StreamConfig::default());
+    for (i, au) in aus.iter().enumerate().take(100) {
+        s.push_frame(au, Some(50_000 + 40 * i as i64)).unwrap();
+    }
+    s.mark_break().unwrap();
+    for (i, au) in aus.iter().enumerate().take(100) {
+        s.push_frame(au, Some(40 * i as i64)).unwrap();
+    }
+    s.finish(true).unwrap();
+    let text = String::from_utf8(storage.get("index.m3u8").unwrap()).unwrap();
+    assert_eq!(text.matches("#EXT-X-DISCONTINUITY\n").count(), 1, "{text}");
+}
+
+#[test]
+fn live_window_slides_and_old_segments_are_deleted_after_grace() {
+    let aus = access_units(&std::fs::read(fixture("baseline.h264")).unwrap());
+    let (mut s, storage) = memory_stream(StreamConfig {
+        delete_grace: Dur90k::from_secs(8),
+        ..Default::default()
+    });
+    // 60 s of video: the baseline fixture looped six times.
+    for round in 0..6 {
+        for (i, au) in aus.iter().enumerate() {
+            s.push_frame(au, Some(40 * (round * 250 + i) as i64))
+                .unwrap();
+        }
+    }
+    s.finish(false).unwrap();
+    let text = String::from_utf8(storage.get("index.m3u8").unwrap()).unwrap();
+    let (segs, target) = parse_playlist(&text);
+    let total: f64 = segs.iter().map(|s| s.0).sum();
+    // At least three target durations, and no more than needed for that.
+    assert!(total >= 3.0 * target as f64, "{text}");
+    assert!(total - segs[0].0 < 3.0 * target as f64, "{text}");
+    let first_seq: u64 = segs[0].1.trim_end_matches(".ts").parse().unwrap();
+    assert!(
+        text.contains(&format!("#EXT-X-MEDIA-SEQUENCE:{first_seq}\n")),
+        "{text}"
+    );
+    let files = storage.names();
+    for (_, uri) in &segs {
+        assert!(files.contains(uri), "listed segment {uri} exists");
+    }
+    // Segments more than the grace period out of the window are gone.
+    assert!(!files.contains(&"0.ts".to_string()), "{files:?}");
+    let kept_outside = files
+        .iter()
+        .filter(|f| f.ends_with(".ts") && !segs.iter().any(|s| &s.1 == *f))
+        .count();
+    assert!(kept_outside <= 2, "{files:?}");
+}
+
+#[test]
+fn restart_resumes_the_playlist_with_a_discontinuity() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = std::fs::read(fixture("baseline.h264")).unwrap();
+    for run in 0..2 {
+        let mut s = LiveStream::open("t", dir.path(), StreamConfig::default()).unwrap();
+        s.push_bytes(&data).unwrap();
+        // The second run ends the stream, so ffmpeg reads it as a whole.
+        s.finish(run == 1).unwrap();
+    }
+    let text = std::fs::read_to_string(dir.path().join("index.m3u8")).unwrap();
+    let (segs, _) = parse_playlist(&text);
+    let uris: Vec<&str> = segs.iter().map(|s| s.1.as_str()).collect();
+    assert_eq!(uris, ["0.ts", "1.ts", "2.ts", "3.ts", "4.ts", "5.ts"]);
+    assert_eq!(text.matches("#EXT-X-DISCONTINUITY\n").count(), 1);
+    assert!(
+        text.contains("#EXT-X-DISCONTINUITY\n#EXT-X-PROGRAM-DATE-TIME:"),
+        "{text}"
+    );
+    assert_eq!(ffmpeg_errors(&dir.path().join("index.m3u8")), "");
+}
+
+/// Frames of the real device capture: (capture ms, Annex-B bytes, is I-frame).
+fn capture_frames() -> Vec<(i64, Vec<u8>, bool)> {
+    let data = std::fs::read(shared("jt1078_capture_24s.bin")).unwrap();
+    let mut frames = Vec::new();
+    let mut partial = Vec::new();
+    let mut at = 0;
+    let mut packets = 0;
+    while at + 30 <= data.len() {
+        assert_eq!(&data[at..at + 4], b"01cd", "magic at {at}");
+        let kind = data[at + 15] >> 4;
+        let sub = data[at + 15] & 0x0f;
+        let ts = i64::from_be_bytes(data[at + 16..at + 24].try_into().unwrap());
+        let len_at = at
+            + if kind <= 2 {
+                28
+            } else if kind == 3 {
+                24
+            } else {
+                16
+            };
+        let len = u16::from_be_bytes([data[len_at], data[len_at + 1]]) as usize;
+        let body = &data[len_at + 2..len_at + 2 + len];
+        packets += 1;
+        at = len_at + 2 + len;
+        if kind > 2 {
+            continue;
+        }
+        partial.extend_from_slice(body);
+        if sub == 0 || sub == 2 {
+            frames.push((ts, std::mem::take(&mut partial), kind == 0));
+        }
+    }
+    assert_eq!(packets, 1634);
+    frames
+}
+
+#[test]
+fn real_device_capture_plays_for_its_own_timestamp_span() {
+    let frames = capture_frames();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = StreamConfig {
+        event_playlist: true,
+        keep_segments: true,
+        ..Default::default()
+    };
+    let mut s = LiveStream::open("132570034500_1", dir.path(), cfg).unwrap();
+    for (ts, frame, _) in &frames {
+        s.push_frame(frame, Some(*ts)).unwrap();
+    }
+    s.finish(true).unwrap();
+    let index = dir.path().join("index.m3u8");
+    assert_eq!(ffmpeg_errors(&index), "");
+    let first_key = frames.iter().position(|f| f.2).unwrap();
+    let span_ms = frames.last().unwrap().0 - frames[first_key].0;
+    let frame_ms = (span_ms as f64 / (frames.len() - first_key - 1) as f64).round();
+    let text = std::fs::read_to_string(&index).unwrap();
+    let (segs, _) = parse_playlist(&text);
+    let total_ms = segs.iter().map(|s| s.0).sum::<f64>() * 1000.0;
+    assert!(
+        (total_ms - span_ms as f64).abs() <= frame_ms + 1.0,
+        "total {total_ms} ms vs capture span {span_ms} ms (frame {frame_ms} ms)\n{text}"
+    );
+    assert_eq!(s.stats().frames_muxed as usize, frames.len() - first_key);
+    assert_eq!(frame_md5s(&index).len(), frames.len() - first_key);
+}
