@@ -6,3 +6,4 @@
 
 pub mod bcd;
 pub mod jt1078;
+pub mod jt808;
