@@ -5,5 +5,11 @@
 //! modules, and [`server::run`] starts them all (the binary and the tests use it).
 
 pub mod bcd;
+pub mod config;
+pub mod http;
 pub mod jt1078;
 pub mod jt808;
+pub mod media;
+pub mod metrics;
+pub mod server;
+pub mod sessions;
