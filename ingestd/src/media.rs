@@ -248,3 +248,59 @@ pub struct WorkerCounts {
 
 /// A snapshot type for tests and the HTTP API.
 pub type StreamCounts = HashMap<String, WorkerCounts>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Gated(Receiver<()>, Arc<std::sync::Mutex<Vec<String>>>);
+    impl MediaHandler for Gated {
+        fn handle(&mut self, msg: MediaMsg) {
+            let _ = self.0.recv();
+            self.1.lock().unwrap().push(msg.stream().to_string());
+        }
+        fn shutdown(&mut self) {
+            self.1.lock().unwrap().push("shutdown".into());
+        }
+    }
+
+    fn raw(name: &str) -> MediaMsg {
+        MediaMsg::Raw(RawChunk {
+            stream: name.into(),
+            data: Bytes::from_static(b"x"),
+        })
+    }
+
+    #[tokio::test]
+    async fn send_waits_while_queue_full_then_drains_in_order() {
+        let (gate_tx, gate_rx) = crossbeam_channel::unbounded();
+        let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (g, l) = (gate_rx.clone(), log.clone());
+        let pool = MediaPool::start(
+            1,
+            1,
+            Arc::new(move |_| Box::new(Gated(g.clone(), l.clone()))),
+        );
+        let tx = pool.sender();
+        tx.send(raw("s")).await.unwrap();
+        // The worker picks up the first message and blocks on the gate.
+        while tx.queue_depth() > 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        tx.send(raw("s")).await.unwrap();
+        assert_eq!(tx.queue_depth(), 1);
+        // Queue full: the third send must wait.
+        let third = tokio::time::timeout(Duration::from_millis(100), tx.send(raw("s"))).await;
+        assert!(third.is_err(), "send did not wait on a full queue");
+        for _ in 0..3 {
+            gate_tx.send(()).unwrap();
+        }
+        tx.send(raw("s")).await.unwrap();
+        drop(tx);
+        tokio::task::spawn_blocking(move || pool.join())
+            .await
+            .unwrap();
+        // The timed-out third send was cancelled before enqueueing.
+        assert_eq!(*log.lock().unwrap(), vec!["s", "s", "s", "shutdown"]);
+    }
+}
