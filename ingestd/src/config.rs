@@ -48,7 +48,7 @@ pub struct Cli {
     /// TOML configuration file.
     #[arg(long, env = "INGESTD_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Data directory (live playlists and segments under DIR/live/<stream>/).
+    /// Data directory (live playlists and segments under DIR/live/STREAM/).
     #[arg(long, env = "INGESTD_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
     /// Catalog database URL (sqlite://, postgres://, mysql://); default DIR/catalog.sqlite.
