@@ -9,19 +9,19 @@ use ingestd::server::Hooks;
 use ingestd::sessions::IngestEvent;
 use tracing::{debug, info};
 
-async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending().await,
+/// Registers SIGTERM/SIGINT handlers now (before the listeners announce
+/// themselves, so a supervisor's early SIGTERM is never lost) and returns a
+/// future that resolves on either.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = int.recv() => info!("SIGINT"),
+            _ = term.recv() => info!("SIGTERM"),
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => info!("SIGINT"),
-        _ = term => info!("SIGTERM"),
-    }
+    })
 }
 
 #[tokio::main]
@@ -48,6 +48,7 @@ async fn main() -> anyhow::Result<()> {
         media: None,
         events: Some(tx),
     };
-    ingestd::server::run(config, hooks, shutdown_signal()).await?;
+    let shutdown = shutdown_signal()?;
+    ingestd::server::run(config, hooks, shutdown).await?;
     Ok(())
 }
