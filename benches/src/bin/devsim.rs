@@ -1,0 +1,645 @@
+//! devsim: simulated JT/T 808/1078 devices (and raw-port encoders) for load
+//! tests and demos.
+//!
+//! Each simulated device opens a JT/T 808 connection (register, authenticate,
+//! heartbeats, 0x0200 positions moving round a circle) and a JT/T 1078
+//! connection that sends video with the device's own SIM. The video comes
+//! from a JT/T 1078 capture (packets re-addressed per device) or from an
+//! Annex-B H.264 file (split into access units and packetized). Pacing is
+//! real time by the timestamps, or flat out. In raw mode each device sends
+//! `STREAM <name>\n` and Annex-B bytes to the raw port instead.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use bytes::{Bytes, BytesMut};
+use clap::Parser;
+use ingestd::jt1078::{
+    self, DataType, Jt1078Event, Jt1078Packet, Jt1078Parser, PacketizeParams, Sim,
+};
+use ingestd::jt808::{self, Jt808Event, Jt808Parser, Location, OutHeader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "devsim",
+    about = "Simulated JT/T 808/1078 devices and raw H.264 encoders"
+)]
+struct Args {
+    /// JT/T 808 address of ingestd (signalling; omit to send media only).
+    #[arg(long)]
+    jt808: Option<SocketAddr>,
+    /// JT/T 1078 address of ingestd (media).
+    #[arg(long)]
+    jt1078: Option<SocketAddr>,
+    /// Raw port address: send `STREAM <name>\n` + Annex-B instead of JT/T 1078.
+    #[arg(long, conflicts_with = "jt1078")]
+    raw: Option<SocketAddr>,
+    /// Number of simulated devices.
+    #[arg(long, default_value_t = 1)]
+    devices: u32,
+    /// A JT/T 1078 capture (starts with 30 31 63 64) or an Annex-B H.264 file.
+    #[arg(long)]
+    input: PathBuf,
+    /// SIM of device 0; device i uses sim-base + i (12 digits, zero-padded).
+    #[arg(long, default_value_t = 13_800_000_000)]
+    sim_base: u64,
+    /// Logical channel the video is sent on.
+    #[arg(long, default_value_t = 1)]
+    channel: u8,
+    /// Pace by timestamps (the default).
+    #[arg(long, conflicts_with = "flat_out")]
+    realtime: bool,
+    /// Send as fast as the connection allows.
+    #[arg(long)]
+    flat_out: bool,
+    /// Repeat the input, keeping timestamps increasing.
+    #[arg(long = "loop")]
+    looping: bool,
+    /// Stop after this many seconds.
+    #[arg(long)]
+    duration: Option<f64>,
+    /// Heartbeat interval in seconds.
+    #[arg(long, default_value_t = 30)]
+    heartbeat: u64,
+    /// Position report interval in seconds.
+    #[arg(long, default_value_t = 5)]
+    position_interval: u64,
+    /// Frame rate assumed for Annex-B input (timestamps).
+    #[arg(long, default_value_t = 25)]
+    fps: u32,
+    /// Raw mode stream name prefix (stream i is `<prefix>-<i>`).
+    #[arg(long, default_value = "devsim")]
+    stream_prefix: String,
+    /// Wait for a 0x9101 request on the 808 connection before sending media
+    /// (to the address in the request), as a real device does.
+    #[arg(long, requires = "jt808")]
+    on_demand: bool,
+}
+
+/// One access unit / frame with its timestamp.
+#[derive(Clone)]
+struct Unit {
+    ts_ms: u64,
+    data_type: DataType,
+    data: Bytes,
+}
+
+/// What a device replays.
+enum Source {
+    /// Capture packets, re-addressed per device.
+    Packets(Vec<Jt1078Packet>),
+    /// Access units to packetize.
+    Units(Vec<Unit>),
+}
+
+impl Source {
+    fn span_ms(&self) -> u64 {
+        let (first, last, step) = match self {
+            Source::Packets(p) => (
+                p.first().and_then(|p| p.timestamp_ms).unwrap_or(0),
+                p.last().and_then(|p| p.timestamp_ms).unwrap_or(0),
+                40,
+            ),
+            Source::Units(u) => (
+                u.first().map_or(0, |u| u.ts_ms),
+                u.last().map_or(0, |u| u.ts_ms),
+                40,
+            ),
+        };
+        last.saturating_sub(first) + step
+    }
+}
+
+fn load(path: &PathBuf, fps: u32) -> anyhow::Result<Source> {
+    let data = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    if data.starts_with(&jt1078::MAGIC) {
+        let mut p = Jt1078Parser::new();
+        p.push(&data);
+        let pkts: Vec<_> = std::iter::from_fn(|| p.pull())
+            .filter_map(|e| match e {
+                Jt1078Event::Packet(p) => Some(p),
+                Jt1078Event::Resync { .. } => None,
+            })
+            .collect();
+        if pkts.is_empty() {
+            bail!("no JT/T 1078 packets in {}", path.display());
+        }
+        return Ok(Source::Packets(pkts));
+    }
+    let aus = split_access_units(&data);
+    if aus.is_empty() {
+        bail!("no H.264 access units in {}", path.display());
+    }
+    let step = 1000.0 / fps.max(1) as f64;
+    Ok(Source::Units(
+        aus.into_iter()
+            .enumerate()
+            .map(|(i, (idr, au))| Unit {
+                ts_ms: (i as f64 * step).round() as u64,
+                data_type: if idr {
+                    DataType::IFrame
+                } else {
+                    DataType::PFrame
+                },
+                data: Bytes::from(au),
+            })
+            .collect(),
+    ))
+}
+
+/// Positions of NAL units: (start code offset, NAL header offset).
+fn nal_starts(d: &[u8]) -> Vec<(usize, usize)> {
+    let mut v = Vec::new();
+    let mut i = 0;
+    while i + 3 <= d.len() {
+        if d[i] == 0 && d[i + 1] == 0 && d[i + 2] == 1 {
+            let sc = if i > 0 && d[i - 1] == 0 { i - 1 } else { i };
+            v.push((sc, i + 3));
+            i += 3;
+        } else {
+            i += 1;
+        }
+    }
+    v
+}
+
+/// Splits Annex-B into access units (H.264 7.4.1.2.3): a new unit starts at
+/// an AUD, at SPS/PPS/SEI after a slice, or at a slice with
+/// first_mb_in_slice == 0 (its first payload bit is 1). Returns (has IDR, bytes).
+fn split_access_units(d: &[u8]) -> Vec<(bool, Vec<u8>)> {
+    let nals = nal_starts(d);
+    let mut out: Vec<(bool, Vec<u8>)> = Vec::new();
+    let mut cur_start: Option<usize> = None;
+    let mut cur_has_slice = false;
+    let mut cur_idr = false;
+    for (k, &(sc, h)) in nals.iter().enumerate() {
+        if h >= d.len() {
+            break;
+        }
+        let t = d[h] & 0x1f;
+        let first_mb_zero = d.get(h + 1).is_some_and(|b| b & 0x80 != 0);
+        let boundary = match t {
+            9 => true,
+            6..=8 => cur_has_slice,
+            1 | 5 => cur_has_slice && first_mb_zero,
+            _ => false,
+        };
+        if boundary {
+            if let Some(s) = cur_start {
+                out.push((cur_idr, d[s..sc].to_vec()));
+            }
+            cur_start = Some(sc);
+            cur_has_slice = false;
+            cur_idr = false;
+        }
+        cur_start.get_or_insert(sc);
+        if t == 1 || t == 5 {
+            cur_has_slice = true;
+        }
+        if t == 5 {
+            cur_idr = true;
+        }
+        let _ = k;
+    }
+    if let Some(s) = cur_start {
+        if cur_has_slice {
+            out.push((cur_idr, d[s..].to_vec()));
+        }
+    }
+    out
+}
+
+#[derive(Debug, Default, Clone)]
+struct Stats {
+    frames: u64,
+    packets: u64,
+    bytes: u64,
+    positions: u64,
+    heartbeats: u64,
+    replies: u64,
+    error: Option<String>,
+}
+
+fn sim_of(args: &Args, i: u32) -> String {
+    format!("{:012}", args.sim_base + i as u64)
+}
+
+/// Point on a 2 km circle round Shenzhen, one lap per 10 minutes, each
+/// device offset along the circle.
+fn position(i: u32, t_s: f64, now_ms: i64) -> Location {
+    let phase = t_s / 600.0 * std::f64::consts::TAU + i as f64 * 0.7;
+    let (lat0, lon0, r_deg) = (22.543_096, 114.057_865, 0.018);
+    let lat = lat0 + r_deg * phase.sin();
+    let lon = lon0 + r_deg * phase.cos() / lat0.to_radians().cos();
+    let heading = ((90.0 - phase.to_degrees() + 360.0 * 4.0) % 360.0) as u16;
+    // 2 km radius, one lap per 600 s: about 75 km/h.
+    Location::new((lat * 1e6) as i64, (lon * 1e6) as i64, 754, heading, now_ms)
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+async fn read_808(
+    sock: &mut TcpStream,
+    parser: &mut Jt808Parser,
+    buf: &mut BytesMut,
+) -> anyhow::Result<jt808::Jt808Message> {
+    loop {
+        while let Some(ev) = parser.pull() {
+            if let Jt808Event::Message(m) = ev {
+                return Ok(m);
+            }
+        }
+        buf.clear();
+        if sock.read_buf(buf).await? == 0 {
+            bail!("808 connection closed");
+        }
+        parser.push(buf);
+    }
+}
+
+/// The signalling side of one device. Sends the media address of a 0x9101
+/// request through `live` (on-demand mode).
+async fn run_808(
+    args: Arc<Args>,
+    i: u32,
+    addr: SocketAddr,
+    deadline: Option<Instant>,
+    mut live: Option<tokio::sync::oneshot::Sender<SocketAddr>>,
+    media_done: Option<tokio::sync::oneshot::Receiver<()>>,
+    stats: &mut Stats,
+) -> anyhow::Result<()> {
+    let sim = sim_of(&args, i);
+    let mut sock = TcpStream::connect(addr).await.context("connect 808")?;
+    let mut parser = Jt808Parser::new();
+    let mut buf = BytesMut::with_capacity(4096);
+    let mut out = BytesMut::new();
+    let mut serial: u16 = 0;
+    let mut send = |msg_id: u16, body: &[u8], out: &mut BytesMut| {
+        jt808::encode_frame(
+            &OutHeader {
+                msg_id,
+                phone: &sim,
+                serial,
+                version: None,
+                subpackage: None,
+            },
+            body,
+            out,
+        );
+        serial = serial.wrapping_add(1);
+    };
+    let reg = jt808::Register {
+        province: 44,
+        city: 300,
+        maker_id: "DEVSM".into(),
+        model: "devsim".into(),
+        terminal_id: format!("{:07}", i % 10_000_000),
+        plate_color: 1,
+        plate: format!("SIM{i:05}"),
+    };
+    send(jt808::msg::REGISTER, &reg.encode(false), &mut out);
+    sock.write_all(&out).await?;
+    out.clear();
+    let reply = read_808(&mut sock, &mut parser, &mut buf).await?;
+    if reply.header.msg_id != jt808::msg::REGISTER_REPLY
+        || reply.body.len() < 3
+        || reply.body[2] != 0
+    {
+        bail!("registration refused: {:?}", reply);
+    }
+    let code = String::from_utf8_lossy(&reply.body[3..]).into_owned();
+    let auth = jt808::Authenticate {
+        code,
+        imei: None,
+        software_version: None,
+    };
+    send(jt808::msg::AUTHENTICATE, &auth.encode(false), &mut out);
+    sock.write_all(&out).await?;
+    out.clear();
+    let reply = read_808(&mut sock, &mut parser, &mut buf).await?;
+    let r = jt808::GeneralReply::decode(&reply.body, reply.header.msg_id)?;
+    if r.result != 0 {
+        bail!("authentication refused ({})", r.result);
+    }
+    stats.replies += 2;
+    // A real device sends media only once logged in; without --on-demand
+    // it starts right away, else it waits for 0x9101.
+    if !args.on_demand {
+        if let (Some(tx), Some(a)) = (live.take(), args.raw.or(args.jt1078)) {
+            let _ = tx.send(a);
+        }
+    }
+    let start = Instant::now();
+    let mut hb = tokio::time::interval(Duration::from_secs(args.heartbeat.max(1)));
+    let mut pos = tokio::time::interval(Duration::from_secs(args.position_interval.max(1)));
+    // Ends at the deadline, or when the media side finishes (its sender is
+    // dropped); signalling-only devices run until the deadline or forever.
+    let end = async {
+        let media_done = async {
+            match media_done {
+                Some(rx) => {
+                    let _ = rx.await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        match deadline {
+            Some(d) => tokio::select! {
+                _ = tokio::time::sleep_until(d) => {}
+                _ = media_done => {}
+            },
+            None => media_done.await,
+        }
+    };
+    tokio::pin!(end);
+    loop {
+        tokio::select! {
+            _ = &mut end => break,
+            _ = hb.tick() => {
+                send(jt808::msg::HEARTBEAT, &[], &mut out);
+                stats.heartbeats += 1;
+            }
+            _ = pos.tick() => {
+                let l = position(i, start.elapsed().as_secs_f64(), now_ms());
+                send(jt808::msg::LOCATION, &l.encode(), &mut out);
+                stats.positions += 1;
+            }
+            m = read_808(&mut sock, &mut parser, &mut buf) => {
+                let m = m?;
+                match m.header.msg_id {
+                    jt808::msg::PLATFORM_REPLY => stats.replies += 1,
+                    id @ (jt808::msg::LIVE_REQUEST | jt808::msg::LIVE_CONTROL | jt808::msg::PLAYBACK_REQUEST) => {
+                        let ack = jt808::GeneralReply { serial: m.header.serial, msg_id: id, result: 0 };
+                        send(jt808::msg::TERMINAL_REPLY, &ack.encode(), &mut out);
+                        if id == jt808::msg::LIVE_REQUEST && m.body.len() > 1 {
+                            let n = m.body[0] as usize;
+                            if m.body.len() >= 1 + n + 2 {
+                                let ip = String::from_utf8_lossy(&m.body[1..1 + n]).into_owned();
+                                let port = u16::from_be_bytes([m.body[1 + n], m.body[2 + n]]);
+                                if let (Some(tx), Ok(a)) = (live.take(), format!("{ip}:{port}").parse()) {
+                                    let _ = tx.send(a);
+                                }
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        if !out.is_empty() {
+            sock.write_all(&out).await?;
+            out.clear();
+        }
+    }
+    Ok(())
+}
+
+/// Sleeps until `rel_ms` after `t0` in real-time mode.
+async fn pace(args: &Args, t0: Instant, rel_ms: u64) {
+    if !args.flat_out {
+        tokio::time::sleep_until(t0 + Duration::from_millis(rel_ms)).await;
+    }
+}
+
+/// The media side of one device.
+async fn run_media(
+    args: Arc<Args>,
+    i: u32,
+    addr: SocketAddr,
+    src: Arc<Source>,
+    deadline: Option<Instant>,
+    stats: &mut Stats,
+) -> anyhow::Result<()> {
+    let mut sock = TcpStream::connect(addr).await.context("connect media")?;
+    let raw = args.raw.is_some();
+    if raw {
+        sock.write_all(format!("STREAM {}-{i}\n", args.stream_prefix).as_bytes())
+            .await?;
+    }
+    let sim = Sim::parse(&sim_of(&args, i)).context("SIM does not fit 12 digits")?;
+    let span = src.span_ms();
+    let t0 = Instant::now();
+    let mut seq: u16 = 0;
+    let mut out = BytesMut::with_capacity(64 * 1024);
+    let expired = |d: &Option<Instant>| d.is_some_and(|d| Instant::now() >= d);
+    for lap in 0u64.. {
+        let offset = lap * span;
+        match &*src {
+            Source::Packets(pkts) => {
+                let base = pkts[0].timestamp_ms.unwrap_or(0);
+                for p in pkts {
+                    if expired(&deadline) {
+                        return Ok(());
+                    }
+                    let ts = p.timestamp_ms.map(|t| t + offset);
+                    let rel = ts.map_or(0, |t| t - base);
+                    if raw {
+                        // Raw mode sends the H.264 bodies only.
+                        if p.data_type.is_video() {
+                            pace(&args, t0, rel).await;
+                            sock.write_all(&p.body).await?;
+                            stats.bytes += p.body.len() as u64;
+                        }
+                        continue;
+                    }
+                    let q = Jt1078Packet {
+                        sim,
+                        channel: args.channel,
+                        seq,
+                        timestamp_ms: ts,
+                        ..p.clone()
+                    };
+                    seq = seq.wrapping_add(1);
+                    out.clear();
+                    q.encode(&mut out);
+                    pace(&args, t0, rel).await;
+                    sock.write_all(&out).await?;
+                    stats.packets += 1;
+                    stats.bytes += out.len() as u64;
+                    if matches!(q.sub, jt1078::SubPackage::Atomic | jt1078::SubPackage::Last) {
+                        stats.frames += 1;
+                    }
+                }
+            }
+            Source::Units(units) => {
+                for u in units {
+                    if expired(&deadline) {
+                        return Ok(());
+                    }
+                    let ts = u.ts_ms + offset;
+                    pace(&args, t0, ts).await;
+                    if raw {
+                        sock.write_all(&u.data).await?;
+                        stats.bytes += u.data.len() as u64;
+                        stats.frames += 1;
+                        continue;
+                    }
+                    out.clear();
+                    let p = PacketizeParams {
+                        sim,
+                        channel: args.channel,
+                        data_type: u.data_type,
+                        payload_type: jt1078::PT_H264,
+                        timestamp_ms: ts,
+                        last_i_interval_ms: 0,
+                        last_frame_interval_ms: (1000 / args.fps.max(1)) as u16,
+                        max_body: 950,
+                    };
+                    stats.packets += jt1078::packetize(&p, &mut seq, &u.data, &mut out) as u64;
+                    sock.write_all(&out).await?;
+                    stats.bytes += out.len() as u64;
+                    stats.frames += 1;
+                }
+            }
+        }
+        if !args.looping {
+            break;
+        }
+    }
+    sock.shutdown().await?;
+    Ok(())
+}
+
+async fn device(args: Arc<Args>, i: u32, src: Arc<Source>, deadline: Option<Instant>) -> Stats {
+    let mut st808 = Stats::default();
+    let mut stm = Stats::default();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let has_media = args.jt1078.is_some() || args.raw.is_some();
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+    let done_rx = has_media.then_some(done_rx);
+    let sig = {
+        let args = args.clone();
+        let st = &mut st808;
+        async move {
+            match args.jt808 {
+                Some(a) => run_808(args.clone(), i, a, deadline, Some(tx), done_rx, st).await,
+                None => Ok(()),
+            }
+        }
+    };
+    let media = {
+        let args = args.clone();
+        let st = &mut stm;
+        async move {
+            let addr = if args.jt808.is_some() {
+                rx.await.ok()
+            } else {
+                args.raw.or(args.jt1078)
+            };
+            let r = match addr {
+                Some(a) => run_media(args.clone(), i, a, src, deadline, st).await,
+                None => Ok(()),
+            };
+            drop(done_tx);
+            r
+        }
+    };
+    let (r808, rmedia) = tokio::join!(sig, media);
+    let mut s = Stats {
+        positions: st808.positions,
+        heartbeats: st808.heartbeats,
+        replies: st808.replies,
+        frames: stm.frames,
+        packets: stm.packets,
+        bytes: stm.bytes,
+        error: None,
+    };
+    if let Err(e) = r808.and(rmedia) {
+        s.error = Some(format!("{e:#}"));
+    }
+    s
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Arc::new(Args::parse());
+    if args.jt808.is_none() && args.jt1078.is_none() && args.raw.is_none() {
+        bail!("give at least one of --jt808, --jt1078, --raw");
+    }
+    let src = Arc::new(load(&args.input, args.fps)?);
+    let deadline = args
+        .duration
+        .map(|s| Instant::now() + Duration::from_secs_f64(s));
+    let started = std::time::Instant::now();
+    let mut tasks = Vec::new();
+    for i in 0..args.devices {
+        tasks.push(tokio::spawn(device(args.clone(), i, src.clone(), deadline)));
+    }
+    let mut total = Stats::default();
+    let mut failed = 0;
+    for (i, t) in tasks.into_iter().enumerate() {
+        let s = t.await?;
+        let name = if args.raw.is_some() {
+            format!("{}-{i}", args.stream_prefix)
+        } else {
+            format!("{}_{}", sim_of(&args, i as u32), args.channel)
+        };
+        println!(
+            "{name}: frames {} packets {} bytes {} positions {} heartbeats {} replies {}{}",
+            s.frames,
+            s.packets,
+            s.bytes,
+            s.positions,
+            s.heartbeats,
+            s.replies,
+            s.error
+                .as_deref()
+                .map(|e| format!(" ERROR {e}"))
+                .unwrap_or_default()
+        );
+        failed += s.error.is_some() as u32;
+        total.frames += s.frames;
+        total.packets += s.packets;
+        total.bytes += s.bytes;
+        total.positions += s.positions;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "total: {} devices, frames {} packets {} bytes {} positions {} in {:.2} s ({:.1} MB/s)",
+        args.devices,
+        total.frames,
+        total.packets,
+        total.bytes,
+        total.positions,
+        secs,
+        total.bytes as f64 / secs / 1e6
+    );
+    if failed > 0 {
+        bail!("{failed} device(s) failed");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn access_units_split() {
+        // AUD, SPS, PPS, IDR slice (first_mb 0), slice (first_mb != 0: bit 0),
+        // then a P slice with first_mb 0 starts a new unit.
+        let d = [
+            0, 0, 0, 1, 0x09, 0xf0, // AUD
+            0, 0, 0, 1, 0x67, 0x42, // SPS
+            0, 0, 1, 0x68, 0xce, // PPS
+            0, 0, 1, 0x65, 0x88, 0x11, // IDR, first_mb 0
+            0, 0, 1, 0x65, 0x40, 0x22, // IDR, first_mb != 0
+            0, 0, 1, 0x41, 0x9a, 0x33, // P, first_mb 0
+        ];
+        let aus = split_access_units(&d);
+        assert_eq!(aus.len(), 2);
+        assert!(aus[0].0 && !aus[1].0);
+        assert_eq!(aus[0].1.len(), 29);
+        assert_eq!(aus[1].1, vec![0, 0, 1, 0x41, 0x9a, 0x33]);
+    }
+}

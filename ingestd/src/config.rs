@@ -1,0 +1,296 @@
+//! Daemon configuration: command-line flags (clap, each also readable from an
+//! `INGESTD_*` environment variable), an optional TOML file that rejects
+//! unknown keys, and embedded defaults. Resolved once at start-up with the
+//! precedence flags > environment > file > defaults.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Parser;
+use serde::Deserialize;
+
+pub const DEFAULT_JT808_LISTEN: &str = "0.0.0.0:6808";
+pub const DEFAULT_JT1078_LISTEN: &str = "0.0.0.0:6809";
+pub const DEFAULT_RAW_LISTEN: &str = "127.0.0.1:6810";
+pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:6811";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
+    #[error(
+        "no data directory: pass --data-dir, set INGESTD_DATA_DIR or `data_dir` in the config file"
+    )]
+    NoDataDir,
+    #[error("{what}: invalid socket address {value:?}")]
+    BadAddr { what: &'static str, value: String },
+}
+
+/// ingestd: receives JT/T 808 signalling, JT/T 1078 video and raw H.264 from
+/// devices over TCP and hands the video to the HLS pipeline.
+///
+/// Every flag can also be set through the environment variable named in its
+/// help, or in the TOML file given by --config (same names with `_` instead of
+/// `-`; unknown keys are rejected). Precedence: flags > environment > file >
+/// defaults.
+#[derive(Debug, Clone, Default, Parser)]
+#[command(name = "ingestd", version, about, long_about)]
+pub struct Cli {
+    /// TOML configuration file.
+    #[arg(long, env = "INGESTD_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Data directory (live playlists and segments under DIR/live/STREAM/).
+    #[arg(long, env = "INGESTD_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Catalog database URL (sqlite://, postgres://, mysql://); default DIR/catalog.sqlite.
+    #[arg(long, env = "INGESTD_DATABASE_URL", value_name = "URL")]
+    pub database_url: Option<String>,
+    /// JT/T 808 signalling listen address [default: 0.0.0.0:6808].
+    #[arg(long, env = "INGESTD_JT808_LISTEN", value_name = "ADDR")]
+    pub jt808_listen: Option<String>,
+    /// JT/T 1078 media listen address [default: 0.0.0.0:6809].
+    #[arg(long, env = "INGESTD_JT1078_LISTEN", value_name = "ADDR")]
+    pub jt1078_listen: Option<String>,
+    /// Raw H.264 listen address (`STREAM <name>\n` then Annex-B) [default: 127.0.0.1:6810].
+    #[arg(long, env = "INGESTD_RAW_LISTEN", value_name = "ADDR")]
+    pub raw_listen: Option<String>,
+    /// HTTP metrics and control API listen address [default: 127.0.0.1:6811].
+    #[arg(long, env = "INGESTD_HTTP_LISTEN", value_name = "ADDR")]
+    pub http_listen: Option<String>,
+    /// IP address devices are told to send media to (0x9101/0x9201);
+    /// default: the local address of the device's JT/T 808 connection.
+    #[arg(long, env = "INGESTD_ADVERTISE_IP", value_name = "IP")]
+    pub advertise_ip: Option<String>,
+    /// Maximum concurrent TCP connections over all listeners [default: 10000].
+    #[arg(long, env = "INGESTD_MAX_CONNECTIONS", value_name = "N")]
+    pub max_connections: Option<usize>,
+    /// Seconds without any received byte before a connection is closed [default: 180].
+    #[arg(long, env = "INGESTD_IDLE_TIMEOUT", value_name = "SECS")]
+    pub idle_timeout: Option<u64>,
+    /// Seconds a new connection has to send its first bytes [default: 10].
+    #[arg(long, env = "INGESTD_HANDSHAKE_TIMEOUT", value_name = "SECS")]
+    pub handshake_timeout: Option<u64>,
+    /// Largest reassembled JT/T 1078 frame in bytes [default: 2097152].
+    #[arg(long, env = "INGESTD_MAX_FRAME_BYTES", value_name = "BYTES")]
+    pub max_frame_bytes: Option<usize>,
+    /// Media worker threads [default: number of cores].
+    #[arg(long, env = "INGESTD_MEDIA_WORKERS", value_name = "N")]
+    pub media_workers: Option<usize>,
+    /// Queued media messages per worker before readers are paused [default: 1024].
+    #[arg(long, env = "INGESTD_QUEUE_DEPTH", value_name = "N")]
+    pub queue_depth: Option<usize>,
+    /// Secret from which device auth codes are derived [default: random per start].
+    #[arg(
+        long,
+        env = "INGESTD_AUTH_SECRET",
+        value_name = "STRING",
+        hide_env_values = true
+    )]
+    pub auth_secret: Option<String>,
+}
+
+/// The TOML file: the same settings, unknown keys rejected.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub data_dir: Option<PathBuf>,
+    pub database_url: Option<String>,
+    pub jt808_listen: Option<String>,
+    pub jt1078_listen: Option<String>,
+    pub raw_listen: Option<String>,
+    pub http_listen: Option<String>,
+    pub advertise_ip: Option<String>,
+    pub max_connections: Option<usize>,
+    pub idle_timeout: Option<u64>,
+    pub handshake_timeout: Option<u64>,
+    pub max_frame_bytes: Option<usize>,
+    pub media_workers: Option<usize>,
+    pub queue_depth: Option<usize>,
+    pub auth_secret: Option<String>,
+}
+
+impl FileConfig {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source: Box::new(source),
+        })
+    }
+}
+
+/// Resolved settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub database_url: String,
+    pub jt808_listen: SocketAddr,
+    pub jt1078_listen: SocketAddr,
+    pub raw_listen: SocketAddr,
+    pub http_listen: SocketAddr,
+    pub advertise_ip: Option<std::net::IpAddr>,
+    pub max_connections: usize,
+    pub idle_timeout: Duration,
+    pub handshake_timeout: Duration,
+    pub max_frame_bytes: usize,
+    pub media_workers: usize,
+    pub queue_depth: usize,
+    pub auth_secret: String,
+}
+
+fn addr(what: &'static str, v: Option<String>, default: &str) -> Result<SocketAddr, ConfigError> {
+    let s = v.unwrap_or_else(|| default.to_string());
+    s.parse()
+        .map_err(|_| ConfigError::BadAddr { what, value: s })
+}
+
+fn random_secret() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
+    format!("{:016x}", h.finish())
+}
+
+impl Config {
+    /// Resolves flags (already merged with the environment by clap) over the
+    /// config file over defaults.
+    pub fn resolve(cli: Cli) -> Result<Config, ConfigError> {
+        let f = match &cli.config {
+            Some(p) => FileConfig::load(p)?,
+            None => FileConfig::default(),
+        };
+        let data_dir = cli.data_dir.or(f.data_dir).ok_or(ConfigError::NoDataDir)?;
+        let database_url = cli
+            .database_url
+            .or(f.database_url)
+            .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("catalog.sqlite").display()));
+        let advertise_ip = match cli.advertise_ip.or(f.advertise_ip) {
+            Some(s) => Some(s.parse().map_err(|_| ConfigError::BadAddr {
+                what: "advertise-ip",
+                value: s,
+            })?),
+            None => None,
+        };
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Ok(Config {
+            jt808_listen: addr(
+                "jt808-listen",
+                cli.jt808_listen.or(f.jt808_listen),
+                DEFAULT_JT808_LISTEN,
+            )?,
+            jt1078_listen: addr(
+                "jt1078-listen",
+                cli.jt1078_listen.or(f.jt1078_listen),
+                DEFAULT_JT1078_LISTEN,
+            )?,
+            raw_listen: addr(
+                "raw-listen",
+                cli.raw_listen.or(f.raw_listen),
+                DEFAULT_RAW_LISTEN,
+            )?,
+            http_listen: addr(
+                "http-listen",
+                cli.http_listen.or(f.http_listen),
+                DEFAULT_HTTP_LISTEN,
+            )?,
+            advertise_ip,
+            max_connections: cli.max_connections.or(f.max_connections).unwrap_or(10_000),
+            idle_timeout: Duration::from_secs(cli.idle_timeout.or(f.idle_timeout).unwrap_or(180)),
+            handshake_timeout: Duration::from_secs(
+                cli.handshake_timeout.or(f.handshake_timeout).unwrap_or(10),
+            ),
+            max_frame_bytes: cli
+                .max_frame_bytes
+                .or(f.max_frame_bytes)
+                .unwrap_or(crate::jt1078::DEFAULT_MAX_FRAME),
+            media_workers: cli
+                .media_workers
+                .or(f.media_workers)
+                .unwrap_or(cores)
+                .max(1),
+            queue_depth: cli.queue_depth.or(f.queue_depth).unwrap_or(1024).max(1),
+            auth_secret: cli
+                .auth_secret
+                .or(f.auth_secret)
+                .unwrap_or_else(random_secret),
+            data_dir,
+            database_url,
+        })
+    }
+
+    /// Settings for tests: everything on 127.0.0.1 port 0.
+    pub fn for_tests(data_dir: &Path) -> Config {
+        let any: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+        Config {
+            data_dir: data_dir.to_owned(),
+            database_url: format!("sqlite://{}", data_dir.join("catalog.sqlite").display()),
+            jt808_listen: any,
+            jt1078_listen: any,
+            raw_listen: any,
+            http_listen: any,
+            advertise_ip: None,
+            max_connections: 64,
+            idle_timeout: Duration::from_secs(30),
+            handshake_timeout: Duration::from_secs(5),
+            max_frame_bytes: crate::jt1078::DEFAULT_MAX_FRAME,
+            media_workers: 2,
+            queue_depth: 64,
+            auth_secret: "test-secret".into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn precedence_and_unknown_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(
+            &file,
+            "data_dir = \"/from/file\"\njt808_listen = \"127.0.0.1:7000\"\nqueue_depth = 5\n",
+        )
+        .unwrap();
+        let cli = Cli::try_parse_from([
+            "ingestd",
+            "--config",
+            file.to_str().unwrap(),
+            "--jt808-listen",
+            "127.0.0.1:7001",
+        ])
+        .unwrap();
+        let c = Config::resolve(cli).unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/from/file"));
+        assert_eq!(c.jt808_listen.port(), 7001);
+        assert_eq!(c.queue_depth, 5);
+        assert_eq!(c.jt1078_listen, DEFAULT_JT1078_LISTEN.parse().unwrap());
+        assert_eq!(c.http_listen, DEFAULT_HTTP_LISTEN.parse().unwrap());
+
+        std::fs::write(&file, "data_dir = \"/x\"\nbogus = 1\n").unwrap();
+        let cli = Cli::try_parse_from(["ingestd", "--config", file.to_str().unwrap()]).unwrap();
+        let err = Config::resolve(cli).unwrap_err().to_string();
+        assert!(err.contains("bogus"), "{err}");
+
+        let cli = Cli::try_parse_from(["ingestd"]).unwrap();
+        assert!(matches!(Config::resolve(cli), Err(ConfigError::NoDataDir)));
+    }
+}
