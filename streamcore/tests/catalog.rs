@@ -671,6 +671,8 @@ fn incidents_in_a_time_range(db: TestDb) {
         ("emergency", 0, T0 + 9000)
     );
     assert_eq!(all[1].channel, 1);
+    assert_eq!(all[1].stream_name(), Some(format!("{SIM_A}_1")));
+    assert_eq!(all[0].stream_name(), None, "whole-device incident");
     let ids: HashSet<i64> = all.iter().map(|i| i.id).collect();
     assert_eq!(ids.len(), 3, "database-generated ids are distinct");
     let mid = cat.incidents(SIM_A, T0 + 5000, T0 + 100_000).unwrap();

@@ -30,6 +30,9 @@ const MYSQL_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/mysql
 /// failing with SQLITE_BUSY (several processes may share one file).
 const SQLITE_BUSY_TIMEOUT_MS: u32 = 10_000;
 
+/// Seconds libpq may spend connecting, unless the URL sets `connect_timeout`.
+const PG_CONNECT_TIMEOUT_S: u32 = 10;
+
 /// The database product behind a catalog URL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Backend {
@@ -66,7 +69,16 @@ impl DbUrl {
         let url = url.trim();
         let (backend, target) =
             if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-                (Backend::Postgres, url.to_owned())
+                // libpq waits forever for an unanswered connect by default; the
+                // writer must notice a dead server and back off instead.
+                let target = if url.contains("connect_timeout=") {
+                    url.to_owned()
+                } else if url.contains('?') {
+                    format!("{url}&connect_timeout={PG_CONNECT_TIMEOUT_S}")
+                } else {
+                    format!("{url}?connect_timeout={PG_CONNECT_TIMEOUT_S}")
+                };
+                (Backend::Postgres, target)
             } else if url.starts_with("mysql://") {
                 (Backend::Mysql, url.to_owned())
             } else if let Some(path) = url.strip_prefix("sqlite://") {
@@ -312,8 +324,18 @@ mod tests {
     #[test]
     fn passwords_are_redacted() {
         let u = DbUrl::parse("postgres://app:s3cret@db:5432/cat").unwrap();
-        assert_eq!(u.redacted(), "postgres://app:***@db:5432/cat");
+        assert_eq!(
+            u.redacted(),
+            "postgres://app:***@db:5432/cat?connect_timeout=10"
+        );
         assert!(!format!("{u:?}").contains("s3cret"));
+        let u = DbUrl::parse("postgres://u@h/db?sslmode=disable").unwrap();
+        assert_eq!(
+            u.target,
+            "postgres://u@h/db?sslmode=disable&connect_timeout=10"
+        );
+        let u = DbUrl::parse("postgres://u@h/db?connect_timeout=3").unwrap();
+        assert_eq!(u.target, "postgres://u@h/db?connect_timeout=3");
         let u = DbUrl::parse("mysql://root@127.0.0.1:3306/test").unwrap();
         assert_eq!(u.redacted(), "mysql://root@127.0.0.1:3306/test");
     }

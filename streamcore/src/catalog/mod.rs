@@ -17,6 +17,46 @@
 //! Conventions: times are Unix milliseconds (UTC); PTS and durations are
 //! 90 kHz ticks; time ranges are half-open `[from_ms, to_ms)` and select
 //! rows that overlap them; file paths in rows are relative to the data dir.
+//!
+//! ```
+//! use std::time::Duration;
+//! use streamcore::catalog::{new_session_id, Catalog, CatalogWriter, Record, SessionKind, WriterConfig};
+//!
+//! let data = tempfile::tempdir()?;
+//! let url = data.path().join("catalog.sqlite").display().to_string();
+//! let catalog = Catalog::open(&url)?; // migrates; fails fast on a bad URL
+//! let writer = CatalogWriter::spawn(&url, WriterConfig::default())?;
+//!
+//! let stream = "132570034500_1";
+//! let session = new_session_id(stream, 1_764_000_000_000);
+//! writer.send(Record::SessionStarted {
+//!     session_id: session.clone(),
+//!     stream: stream.into(),
+//!     sim: Some("132570034500".into()),
+//!     channel: Some(1),
+//!     kind: SessionKind::Live,
+//!     started_ms: 1_764_000_000_000,
+//!     host: "ingest-1".into(),
+//! });
+//! writer.send(Record::Segment {
+//!     session_id: session.clone(),
+//!     stream: stream.into(),
+//!     sequence: 0,
+//!     start_pts: 0,
+//!     duration_90k: 360_000,
+//!     bytes: 188 * 1000,
+//!     path: format!("live/{stream}/0.ts"),
+//!     program_date_time_ms: 1_764_000_000_000,
+//!     discontinuity: false,
+//! });
+//! assert!(writer.flush(Duration::from_secs(10)));
+//!
+//! assert_eq!(catalog.live_sessions()?[0].id, session);
+//! let segments = catalog.segments_of_session(&session)?;
+//! assert_eq!(segments[0].path, "live/132570034500_1/0.ts");
+//! assert_eq!(writer.shutdown().written, 2);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 pub mod conn;
 mod query;

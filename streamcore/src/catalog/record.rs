@@ -251,6 +251,15 @@ pub struct Incident {
     pub created_ms: i64,
 }
 
+impl Incident {
+    /// The device stream the incident's video is on (`<SIM>_<channel>`, the
+    /// naming contract for device streams), or `None` for a whole-device
+    /// incident (channel 0).
+    pub fn stream_name(&self) -> Option<String> {
+        (self.channel > 0).then(|| format!("{}_{}", self.sim, self.channel))
+    }
+}
+
 /// One stored stream.
 #[derive(Debug, Clone, PartialEq, Queryable, Selectable)]
 #[diesel(table_name = super::schema::streams)]

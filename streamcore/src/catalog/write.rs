@@ -149,13 +149,19 @@ conflict_target_writes!(PgConnection, |c, rows| diesel::insert_into(
 .values(rows)
 .on_conflict_do_nothing()
 .execute(c));
-// diesel renders SQLite multi-row inserts only without an ON CONFLICT clause;
-// INSERT OR IGNORE is SQLite's equivalent of DO NOTHING.
-conflict_target_writes!(SqliteConnection, |c, rows| diesel::insert_or_ignore_into(
-    positions::table
-)
-.values(rows)
-.execute(c));
+// SQLite: one cached prepared statement executed per row beats a fresh
+// multi-row statement (whose SQL, and so whose prepare, varies with the row
+// count) inside one transaction; and diesel renders SQLite multi-row inserts
+// only without an ON CONFLICT clause anyway. INSERT OR IGNORE = DO NOTHING.
+conflict_target_writes!(SqliteConnection, |c, rows| {
+    let mut n = 0;
+    for row in rows {
+        n += diesel::insert_or_ignore_into(positions::table)
+            .values(row)
+            .execute(c)?;
+    }
+    Ok(n)
+});
 
 impl BackendWrites for MysqlConnection {
     fn insert_positions(&mut self, rows: &[NewPosition<'_>]) -> QueryResult<usize> {
