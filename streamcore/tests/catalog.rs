@@ -1217,7 +1217,59 @@ fn writer_starts_during_an_outage(db: TestDb) {
     assert_eq!(cat.positions(SIM_B, 0, i64::MAX, 100).unwrap().len(), 10);
 }
 
+/// A server that accepts TCP connections and never answers (a hung host):
+/// the writer thread is stuck in connect, so the channel fills up and
+/// `send` must drop and count instead of blocking the producer.
+fn full_queue_drops_instead_of_blocking(db: TestDb) {
+    let _cat = db.open();
+    let hung = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = hung.local_addr().unwrap();
+    let held = Arc::new(Mutex::new(Vec::new()));
+    let keep = held.clone();
+    std::thread::spawn(move || {
+        for c in hung.incoming().flatten() {
+            keep.lock().unwrap().push(c); // hold it open, say nothing
+        }
+    });
+    let url = format!("postgres://root@{addr}/{}?connect_timeout=3", db.name);
+    let writer = CatalogWriter::spawn(
+        &url,
+        WriterConfig {
+            channel_capacity: 4,
+            shutdown_timeout: Duration::from_millis(50),
+            ..WriterConfig::default()
+        },
+    )
+    .unwrap();
+    assert!(writer.send(position(SIM_A, T0)));
+    wait_until(
+        "the writer to be stuck connecting",
+        Duration::from_secs(10),
+        || !held.lock().unwrap().is_empty(),
+    );
+    let accepted = (1..200)
+        .filter(|i| writer.send(position(SIM_A, T0 + i)))
+        .count() as u64;
+    let st = writer.stats();
+    assert!(
+        accepted <= 4,
+        "channel capacity bounds what is accepted: {accepted}"
+    );
+    assert_eq!(st.dropped_queue_full, 199 - accepted, "{st:?}");
+    assert_eq!(st.received, 1 + accepted);
+    let st = writer.shutdown();
+    assert_eq!(st.written, 0);
+    assert_eq!(
+        st.dropped_shutdown, st.received,
+        "unwritten records are counted at shutdown: {st:?}"
+    );
+}
+
 mod outage_postgres {
+    #[test]
+    fn full_queue_drops_instead_of_blocking() {
+        super::full_queue_drops_instead_of_blocking(super::TestDb::new(super::Backend::Postgres))
+    }
     #[test]
     fn outage_is_buffered_then_written_and_overflow_counted() {
         super::outage_is_buffered_then_written_and_overflow_counted(super::TestDb::new(

@@ -192,14 +192,26 @@ impl AnyConn {
         match url.backend {
             Backend::Sqlite => {
                 let mut c = SqliteConnection::establish(&url.target).map_err(connect_err)?;
-                // busy_timeout first so the WAL switch itself waits for other processes.
                 c.batch_execute(&format!(
                     "PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS};
-                     PRAGMA journal_mode = WAL;
                      PRAGMA synchronous = NORMAL;
                      PRAGMA foreign_keys = ON;"
                 ))
                 .map_err(Error::Query)?;
+                // Switching to WAL needs a moment of exclusive access and can
+                // report SQLITE_BUSY without waiting on busy_timeout when
+                // other processes open the file at the same time: retry.
+                let mut attempt = 0;
+                loop {
+                    match c.batch_execute("PRAGMA journal_mode = WAL;") {
+                        Ok(()) => break,
+                        Err(e) if attempt < 100 && e.to_string().contains("locked") => {
+                            attempt += 1;
+                            std::thread::sleep(Duration::from_millis(10 + attempt));
+                        }
+                        Err(e) => return Err(Error::Query(e)),
+                    }
+                }
                 Ok(AnyConn::Sqlite(c))
             }
             Backend::Postgres => Ok(AnyConn::Pg(

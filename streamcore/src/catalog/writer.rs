@@ -324,9 +324,13 @@ impl WriterThread {
                         continue;
                     }
                 }
-                // Give the batch `linger` to fill up.
+                // Give the batch `linger` to fill up, unless someone is
+                // waiting in flush() for it to be written now.
                 let until = Instant::now() + self.cfg.linger;
-                while self.buf.len() < self.batch_max && !self.closed {
+                while self.buf.len() < self.batch_max
+                    && !self.closed
+                    && self.flush_waiters.is_empty()
+                {
                     match self.rx.recv_deadline(until) {
                         Ok(m) => self.accept(m),
                         Err(RecvTimeoutError::Timeout) => break,
