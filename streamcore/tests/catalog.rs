@@ -1297,6 +1297,10 @@ mod outage_mysql {
 
 #[test]
 fn sqlite_url_forms_and_wal() {
+    assert_eq!(
+        streamcore::catalog::default_database_url(Path::new("/data")),
+        "/data/catalog.sqlite"
+    );
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("c.sqlite");
     let cat = Catalog::open(&format!("sqlite://{}", path.display())).unwrap();

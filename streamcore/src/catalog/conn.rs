@@ -7,7 +7,7 @@
 //! support upserts (`ON CONFLICT` / `ON DUPLICATE KEY`) or multi-row inserts,
 //! which the writer needs for race-safe idempotent writes and batching. We
 //! instead keep an enum of the three concrete connections and expand the
-//! same source block once per variant ([`dispatch!`]), so every query is
+//! same source block once per variant (the `dispatch!` macro), so every query is
 //! type-checked by diesel against each backend and there is one code path.
 
 use std::fmt;

@@ -79,6 +79,14 @@ pub use writer::{CatalogWriter, WriterConfig, WriterStats};
 
 use conn::AnyConn;
 
+/// File name of the default embedded catalog inside the data dir.
+pub const DEFAULT_SQLITE_FILE: &str = "catalog.sqlite";
+
+/// The default `--database-url`: `DATA/catalog.sqlite`.
+pub fn default_database_url(data_dir: &std::path::Path) -> String {
+    data_dir.join(DEFAULT_SQLITE_FILE).display().to_string()
+}
+
 /// Errors of the catalog.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -122,6 +130,9 @@ struct Inner {
     url: DbUrl,
     idle: Mutex<Vec<AnyConn>>,
     max_idle: usize,
+    /// Devices/streams/sessions committed by `write`, so repeated writes
+    /// skip their insert-or-ignore.
+    known: Mutex<write::Known>,
 }
 
 impl std::fmt::Debug for Catalog {
@@ -149,6 +160,7 @@ impl Catalog {
                 url,
                 idle: Mutex::new(vec![conn]),
                 max_idle: 8,
+                known: Mutex::new(write::Known::default()),
             }),
         })
     }
@@ -196,8 +208,25 @@ impl Catalog {
         for r in records {
             write::validate(r).map_err(Error::InvalidRecord)?;
         }
-        let mut known = write::Known::default();
-        self.with_conn(|c| Ok(write::apply_batch(c, records, &mut known, now_ms())?))
+        // Borrow the shared cache of rows known to exist; a concurrent
+        // caller just gets an empty one (fewer skipped ensure-inserts).
+        let mut known =
+            std::mem::take(&mut *self.inner.known.lock().unwrap_or_else(|e| e.into_inner()));
+        let r = self.with_conn(|c| Ok(write::apply_batch(c, records, &mut known, now_ms())?));
+        self.inner
+            .known
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .merge(known);
+        r
+    }
+
+    pub(crate) fn forget_known(&self) {
+        self.inner
+            .known
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
     }
 
     /// Runs raw SQL statements (tests and operators' tools).

@@ -142,6 +142,10 @@ impl Catalog {
                 .execute(c))?)
             })?;
             report.sessions_deleted += n as u64;
+            if n > 0 {
+                // Our write cache may name a session that is gone now.
+                self.forget_known();
+            }
         }
 
         if let Some(age) = policy.position_max_age {

@@ -143,12 +143,28 @@ macro_rules! conflict_target_writes {
         }
     };
 }
-conflict_target_writes!(PgConnection, |c, rows| diesel::insert_into(
-    positions::table
-)
-.values(rows)
-.on_conflict_do_nothing()
-.execute(c));
+// PostgreSQL: one statement with nine array parameters, unnested server
+// side, instead of a 9 x N parameter VALUES list whose text (and so whose
+// parse and plan) changes with N.
+conflict_target_writes!(PgConnection, |c, rows| {
+    use diesel::sql_types::{Array, BigInt, Double, Float, Integer, Text};
+    diesel::sql_query(
+        "INSERT INTO positions (sim, device_time_ms, lat, lon, speed_kmh, heading, altitude_m, \
+         alarm, status) SELECT * FROM UNNEST($1::text[], $2::int8[], $3::float8[], \
+         $4::float8[], $5::float4[], $6::int4[], $7::int4[], $8::int8[], $9::int8[]) \
+         ON CONFLICT DO NOTHING",
+    )
+    .bind::<Array<Text>, _>(rows.iter().map(|r| r.sim).collect::<Vec<_>>())
+    .bind::<Array<BigInt>, _>(rows.iter().map(|r| r.device_time_ms).collect::<Vec<_>>())
+    .bind::<Array<Double>, _>(rows.iter().map(|r| r.lat).collect::<Vec<_>>())
+    .bind::<Array<Double>, _>(rows.iter().map(|r| r.lon).collect::<Vec<_>>())
+    .bind::<Array<Float>, _>(rows.iter().map(|r| r.speed_kmh).collect::<Vec<_>>())
+    .bind::<Array<Integer>, _>(rows.iter().map(|r| r.heading).collect::<Vec<_>>())
+    .bind::<Array<Integer>, _>(rows.iter().map(|r| r.altitude_m).collect::<Vec<_>>())
+    .bind::<Array<BigInt>, _>(rows.iter().map(|r| r.alarm).collect::<Vec<_>>())
+    .bind::<Array<BigInt>, _>(rows.iter().map(|r| r.status).collect::<Vec<_>>())
+    .execute(c)
+});
 // SQLite: one cached prepared statement executed per row beats a fresh
 // multi-row statement (whose SQL, and so whose prepare, varies with the row
 // count) inside one transaction; and diesel renders SQLite multi-row inserts
@@ -202,7 +218,7 @@ pub(crate) struct Known {
 const KNOWN_MAX: usize = 100_000;
 
 impl Known {
-    fn merge(&mut self, other: Known) {
+    pub(crate) fn merge(&mut self, other: Known) {
         for (mine, theirs) in [
             (&mut self.sims, other.sims),
             (&mut self.streams, other.streams),
