@@ -218,6 +218,7 @@ suite!(
     writer_with_concurrent_readers,
     retention_deletes_rows_then_files_and_sweeps_orphans,
     invalid_records_are_rejected_not_fatal,
+    flush_under_load_waits_only_for_earlier_records,
 );
 
 // ------------------------------------------------------------ helpers
@@ -263,6 +264,16 @@ fn segment(session: &str, stream: &str, seq: u64, pdt: i64) -> Record {
         path: format!("live/{stream}/{seq}.ts"),
         program_date_time_ms: pdt,
         discontinuity: matches!(seq % 5, 0),
+    }
+}
+
+/// Stops looping helper threads even when an assertion panics, so a
+/// `thread::scope` ends and the failure is reported instead of hanging.
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
     }
 }
 
@@ -761,6 +772,7 @@ fn writer_with_concurrent_readers(db: TestDb) {
     let stop = AtomicBool::new(false);
     let reads = AtomicU64::new(0);
     std::thread::scope(|scope| {
+        let _guard = StopOnDrop(&stop);
         let mut readers = Vec::new();
         for _ in 0..2 {
             readers.push(scope.spawn(|| {
@@ -832,6 +844,46 @@ fn writer_with_concurrent_readers(db: TestDb) {
     assert_eq!(db.count("positions"), PRODUCERS * PER);
     assert_eq!(db.count("segments"), PRODUCERS * PER / 100);
     assert_eq!(cat.devices().unwrap().len(), PRODUCERS as usize);
+}
+
+fn flush_under_load_waits_only_for_earlier_records(db: TestDb) {
+    let cat = db.open();
+    let writer = CatalogWriter::spawn(&db.url, WriterConfig::default()).unwrap();
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let _guard = StopOnDrop(&stop);
+        // A steady load (about 20 records/ms, within what every backend
+        // absorbs in a debug build), not a backlog.
+        let producer = scope.spawn(|| {
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                for _ in 0..20 {
+                    writer.send(position(SIM_B, T0 + i));
+                    i += 1;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            i
+        });
+        for k in 0..5 {
+            assert!(writer.send(position(SIM_A, T0 + k)));
+            // Records keep arriving behind ours; flush returns once the
+            // records sent before it are in, whatever follows.
+            assert!(
+                writer.flush(Duration::from_secs(30)),
+                "flush {k} under load"
+            );
+            let n = cat.positions(SIM_A, 0, i64::MAX, 100).unwrap().len() as i64;
+            assert_eq!(n, k + 1);
+        }
+        stop.store(true, Ordering::Relaxed);
+        let sent = producer.join().unwrap();
+        assert!(sent > 0);
+    });
+    assert!(writer.flush(Duration::from_secs(60)));
+    let st = writer.shutdown();
+    assert_eq!(st.written + st.dropped(), st.received, "{st:?}");
+    assert_eq!(st.rejected, 0);
 }
 
 fn write_file(root: &Path, rel: &str, age: Duration) -> PathBuf {

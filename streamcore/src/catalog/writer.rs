@@ -191,6 +191,8 @@ impl CatalogWriter {
             known: Known::default(),
             buf: VecDeque::new(),
             flush_waiters: Vec::new(),
+            taken: 0,
+            done: 0,
             closed: false,
             shutdown_deadline: None,
         };
@@ -301,7 +303,13 @@ struct WriterThread {
     ever_connected: bool,
     known: Known,
     buf: VecDeque<Record>,
-    flush_waiters: Vec<Sender<()>>,
+    /// flush() callers, each with the `taken` count its ack waits for.
+    flush_waiters: Vec<(u64, Sender<()>)>,
+    /// Records taken off the channel so far (the channel is FIFO, so a
+    /// flush message is preceded by exactly `taken` records).
+    taken: u64,
+    /// Records finished so far: written, rejected or dropped.
+    done: u64,
     closed: bool,
     shutdown_deadline: Option<Instant>,
 }
@@ -310,10 +318,8 @@ impl WriterThread {
     fn run(mut self) {
         let mut backoff = self.cfg.backoff_min;
         loop {
+            self.ack_flushes();
             if self.buf.is_empty() {
-                for w in self.flush_waiters.drain(..) {
-                    let _ = w.send(());
-                }
                 if self.closed {
                     return;
                 }
@@ -338,8 +344,10 @@ impl WriterThread {
                     }
                 }
             } else {
-                // Backlog: take what is waiting without lingering.
-                while self.buf.len() < self.batch_max {
+                // Backlog: take everything waiting (accept() bounds the
+                // buffer) so producers keep room in the channel while we
+                // catch up, without lingering.
+                loop {
                     match self.rx.try_recv() {
                         Ok(m) => self.accept(m),
                         Err(crossbeam_channel::TryRecvError::Empty) => break,
@@ -386,9 +394,8 @@ impl WriterThread {
                     .fetch_add(n, Ordering::Relaxed);
                 self.counters.buffered.store(0, Ordering::Relaxed);
                 tracing::error!(dropped = n, url = %self.url, "catalog writer shut down with unwritten records");
-                for w in self.flush_waiters.drain(..) {
-                    let _ = w.send(());
-                }
+                self.done += n;
+                self.ack_flushes();
                 true
             }
             _ => false,
@@ -397,9 +404,11 @@ impl WriterThread {
 
     fn accept(&mut self, m: Msg) {
         match m {
-            Msg::Flush(ack) => self.flush_waiters.push(ack),
+            Msg::Flush(ack) => self.flush_waiters.push((self.taken, ack)),
             Msg::Record(r) => {
+                self.taken += 1;
                 if self.buf.len() >= self.cfg.buffer_max {
+                    self.done += 1;
                     let n = self
                         .counters
                         .dropped_buffer_full
@@ -476,8 +485,21 @@ impl WriterThread {
         }
     }
 
+    fn ack_flushes(&mut self) {
+        let done = self.done;
+        self.flush_waiters.retain(|(target, ack)| {
+            if *target <= done {
+                let _ = ack.send(());
+                false
+            } else {
+                true
+            }
+        });
+    }
+
     fn commit_front(&mut self, n: usize) {
         self.buf.drain(..n);
+        self.done += n as u64;
         self.counters.written.fetch_add(n as u64, Ordering::Relaxed);
         self.counters.batches.fetch_add(1, Ordering::Relaxed);
         self.counters
@@ -491,6 +513,7 @@ impl WriterThread {
                 Ok(()) => self.commit_front(1),
                 Err(Failure::Rejected(e)) => {
                     let r = self.buf.pop_front().expect("n <= len");
+                    self.done += 1;
                     self.counters.rejected.fetch_add(1, Ordering::Relaxed);
                     self.counters
                         .buffered
