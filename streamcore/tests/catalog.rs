@@ -586,6 +586,16 @@ fn sessions_segments_and_live_streams(db: TestDb) {
         .unwrap();
     let ph = cat.session(&lost).unwrap().unwrap();
     assert_eq!(ph.host, "");
+    // A placeholder on a known device stream is listed under that device.
+    let lost2 = new_session_id("132570034500_2", T0 + 70_000);
+    cat.write(&[segment(&lost2, "132570034500_2", 8, T0 + 70_000)])
+        .unwrap();
+    let ph2 = cat.session(&lost2).unwrap().unwrap();
+    assert_eq!((ph2.sim.as_deref(), ph2.channel), (Some(SIM_A), Some(2)));
+    assert!(ids(cat
+        .sessions_of_device(SIM_A, T0 + 70_000, T0 + 70_001)
+        .unwrap())
+    .contains(&lost2));
     cat.write(&[session_started(
         &lost,
         "132570034500_3",
@@ -603,7 +613,8 @@ fn sessions_segments_and_live_streams(db: TestDb) {
     let s3 = st.iter().find(|s| s.name == "132570034500_3").unwrap();
     assert_eq!((s3.sim.as_deref(), s3.channel), (Some(SIM_A), Some(3)));
 
-    // Crash recovery: an instance closes the sessions it left open.
+    // Crash recovery: an instance closes the sessions it left open (not the
+    // other instance's, nor the placeholder whose owner is unknown).
     assert_eq!(cat.end_open_sessions("ingest-1", T0 + 60_000).unwrap(), 2);
     let live: Vec<String> = cat
         .live_sessions()
@@ -611,7 +622,7 @@ fn sessions_segments_and_live_streams(db: TestDb) {
         .into_iter()
         .map(|s| s.id)
         .collect();
-    assert_eq!(live, vec![raw]);
+    assert_eq!(live, vec![lost2, raw]);
 }
 
 fn segments_covering_a_time_range(db: TestDb) {

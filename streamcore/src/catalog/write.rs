@@ -534,12 +534,20 @@ pub(crate) fn apply_batch(
                     }
                     if !known.sessions.contains(session_id) && !added.sessions.contains(session_id)
                     {
+                        // The placeholder inherits the stream's device so it
+                        // still shows up in per-device session lists.
+                        let (st_sim, st_channel): (Option<String>, Option<i32>) = streams::table
+                            .find(stream)
+                            .select((streams::sim, streams::channel))
+                            .first(c)
+                            .optional()?
+                            .unwrap_or((None, None));
                         diesel::insert_into(sessions::table)
                             .values(&NewSession {
                                 id: session_id,
                                 stream,
-                                sim: None,
-                                channel: None,
+                                sim: st_sim.as_deref(),
+                                channel: st_channel,
                                 kind: SessionKind::Live.as_str(),
                                 started_ms: *program_date_time_ms,
                                 ended_ms: None,

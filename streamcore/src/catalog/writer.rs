@@ -13,8 +13,10 @@
 //!   at most `buffer_max` records; records beyond it are dropped, counted and
 //!   logged. Every record is idempotent, so a batch that committed just
 //!   before the connection broke can safely be written again.
-//! - Lock contention (SQLite busy, deadlock, serialization failure) is
-//!   retried the same way without reconnecting.
+//! - Lock contention (SQLite busy, deadlock, serialization failure) and
+//!   exhausted resources (disk full, I/O error, too many connections) are
+//!   retried the same way without reconnecting: the records stay buffered
+//!   until the resource returns.
 //! - A batch the database rejects while healthy (a constraint, a value out
 //!   of range) is retried record by record; only the bad records are
 //!   dropped (counted as `rejected`).
@@ -287,8 +289,9 @@ impl Drop for CatalogWriter {
 enum Failure {
     /// The database is unreachable: reconnect, back off, keep the batch.
     Outage(String),
-    /// Lock contention: back off and retry on the same connection.
-    Contention(String),
+    /// Lock contention or an exhausted resource: back off and retry on the
+    /// same connection.
+    Transient(String),
     /// The database is fine but refused the batch.
     Rejected(DieselError),
 }
@@ -473,7 +476,7 @@ impl WriterThread {
                 tracing::warn!(error = %e, buffered = self.buf.len(), url = %self.url, "catalog unreachable; will retry");
                 Err(())
             }
-            Err(Failure::Contention(e)) => {
+            Err(Failure::Transient(e)) => {
                 self.counters.retries.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(error = %e, "catalog batch hit lock contention; will retry");
                 Err(())
@@ -520,7 +523,7 @@ impl WriterThread {
                         .store(self.buf.len() as u64, Ordering::Relaxed);
                     tracing::warn!(error = %e, record = ?r, "catalog refused a record; dropped");
                 }
-                Err(Failure::Outage(e) | Failure::Contention(e)) => {
+                Err(Failure::Outage(e) | Failure::Transient(e)) => {
                     self.counters.retries.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(error = %e, "catalog failed mid-batch; will retry");
                     return Err(());
@@ -550,7 +553,7 @@ impl WriterThread {
         let batch = &self.buf.make_contiguous()[..n];
         match apply_batch(conn, batch, &mut self.known, now_ms()) {
             Ok(()) => Ok(()),
-            Err(e) if is_contention(&e) => Err(Failure::Contention(e.to_string())),
+            Err(e) if is_transient(&e) => Err(Failure::Transient(e.to_string())),
             Err(e) => {
                 if conn.is_healthy() {
                     Err(Failure::Rejected(e))
@@ -564,19 +567,75 @@ impl WriterThread {
     }
 }
 
-/// Errors that mean "another transaction was in the way", worth retrying
-/// unchanged: SQLite busy/locked, MySQL deadlock or lock wait timeout,
-/// PostgreSQL serialization failure or deadlock.
-fn is_contention(e: &DieselError) -> bool {
+/// Errors worth retrying unchanged after a pause, with the connection
+/// still up: lock contention (SQLite busy/locked, MySQL deadlock or lock wait
+/// timeout, PostgreSQL serialization failure or deadlock) and exhausted
+/// resources (disk full, I/O errors, too many connections). Retrying these
+/// keeps the records buffered until the resource returns, instead of
+/// refusing them as if they were bad data.
+fn is_transient(e: &DieselError) -> bool {
+    const MARKERS: &[&str] = &[
+        "database is locked",
+        "database table is locked",
+        "deadlock",
+        "lock wait timeout",
+        "is full", // SQLite: database or disk is full; MySQL 1114: the table ... is full
+        "disk i/o error", // SQLite
+        "no space left", // PostgreSQL: could not extend file ...
+        "error 28", // MySQL: Got error 28 from storage engine
+        "out of memory",
+        "too many connections",
+        "read-only",         // a server in recovery, a replica after failover
+        "readonly database", // SQLite
+    ];
     match e {
         DieselError::DatabaseError(DatabaseErrorKind::SerializationFailure, _) => true,
         DieselError::DatabaseError(_, info) => {
             let m = info.message().to_ascii_lowercase();
-            m.contains("database is locked")
-                || m.contains("database table is locked")
-                || m.contains("deadlock")
-                || m.contains("lock wait timeout")
+            MARKERS.iter().any(|k| m.contains(k))
         }
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn db_err(kind: DatabaseErrorKind, msg: &str) -> DieselError {
+        DieselError::DatabaseError(kind, Box::new(msg.to_owned()))
+    }
+
+    #[test]
+    fn resource_and_lock_errors_are_retried_not_rejected() {
+        use DatabaseErrorKind::*;
+        for (kind, msg) in [
+            (Unknown, "database or disk is full"),
+            (Unknown, "database is locked"),
+            (
+                Unknown,
+                "could not extend file \"base/1/2\": No space left on device",
+            ),
+            (Unknown, "The table 'positions' is full"),
+            (
+                Unknown,
+                "Deadlock found when trying to get lock; try restarting transaction",
+            ),
+            (SerializationFailure, "could not serialize access"),
+            (Unknown, "cannot execute INSERT in a read-only transaction"),
+        ] {
+            assert!(is_transient(&db_err(kind, msg)), "{msg}");
+        }
+        for (kind, msg) in [
+            (ForeignKeyViolation, "FOREIGN KEY constraint failed"),
+            (
+                UniqueViolation,
+                "duplicate key value violates unique constraint",
+            ),
+            (CheckViolation, "new row violates check constraint"),
+            (Unknown, "value too long for type character varying(20)"),
+        ] {
+            assert!(!is_transient(&db_err(kind, msg)), "{msg}");
+        }
     }
 }
