@@ -959,6 +959,11 @@ fn retention_deletes_rows_then_files_and_sweeps_orphans(db: TestDb) {
         "INSERT INTO pending_deletions (path, queued_ms) VALUES ('live/cam-x/41.ts', 1)",
     )
     .unwrap();
+    // ... and one whose file was already unlinked when the crash came.
+    cat.execute_sql(
+        "INSERT INTO pending_deletions (path, queued_ms) VALUES ('live/cam-x/42.ts', 1)",
+    )
+    .unwrap();
     // A hostile row must never make retention touch files outside the root.
     let outside_dir = tempfile::tempdir().unwrap();
     let outside = outside_dir.path().join("victim.ts");
@@ -993,6 +998,7 @@ fn retention_deletes_rows_then_files_and_sweeps_orphans(db: TestDb) {
         report.files_deleted, 6,
         "5 expired + 1 left by the crash: {report:?}"
     );
+    assert_eq!(report.files_missing, 1, "{report:?}");
     assert_eq!(report.unsafe_paths, 1, "{report:?}");
     assert_eq!(report.positions_deleted, 10, "{report:?}");
     assert_eq!(report.sessions_deleted, 1, "{report:?}");

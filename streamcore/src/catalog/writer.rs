@@ -102,6 +102,69 @@ impl WriterStats {
     pub fn dropped(&self) -> u64 {
         self.dropped_queue_full + self.dropped_buffer_full + self.dropped_shutdown
     }
+
+    /// Appends the counters in the Prometheus text format, each metric named
+    /// `<prefix>_<counter>` (e.g. prefix `ingestd_catalog`).
+    pub fn write_prometheus(&self, prefix: &str, out: &mut String) {
+        use std::fmt::Write;
+        let counters = [
+            (
+                "records_received_total",
+                "records accepted by send",
+                self.received,
+            ),
+            ("records_written_total", "records committed", self.written),
+            ("batches_total", "transactions committed", self.batches),
+            (
+                "retries_total",
+                "failed attempts retried after backoff",
+                self.retries,
+            ),
+            (
+                "reconnects_total",
+                "reconnections after a lost connection",
+                self.reconnects,
+            ),
+            (
+                "records_rejected_total",
+                "records refused as invalid",
+                self.rejected,
+            ),
+        ];
+        for (name, help, v) in counters {
+            let _ = writeln!(out, "# HELP {prefix}_{name} Catalog writer: {help}.");
+            let _ = writeln!(out, "# TYPE {prefix}_{name} counter");
+            let _ = writeln!(out, "{prefix}_{name} {v}");
+        }
+        let _ = writeln!(
+            out,
+            "# HELP {prefix}_records_dropped_total Catalog writer: records lost, by reason."
+        );
+        let _ = writeln!(out, "# TYPE {prefix}_records_dropped_total counter");
+        for (reason, v) in [
+            ("queue_full", self.dropped_queue_full),
+            ("buffer_full", self.dropped_buffer_full),
+            ("shutdown", self.dropped_shutdown),
+        ] {
+            let _ = writeln!(
+                out,
+                "{prefix}_records_dropped_total{{reason=\"{reason}\"}} {v}"
+            );
+        }
+        let gauges = [
+            ("records_buffered", "records held in memory", self.buffered),
+            (
+                "connected",
+                "1 while the database connection works",
+                u64::from(self.connected),
+            ),
+        ];
+        for (name, help, v) in gauges {
+            let _ = writeln!(out, "# HELP {prefix}_{name} Catalog writer: {help}.");
+            let _ = writeln!(out, "# TYPE {prefix}_{name} gauge");
+            let _ = writeln!(out, "{prefix}_{name} {v}");
+        }
+    }
 }
 
 #[derive(Default)]
@@ -604,6 +667,28 @@ mod tests {
 
     fn db_err(kind: DatabaseErrorKind, msg: &str) -> DieselError {
         DieselError::DatabaseError(kind, Box::new(msg.to_owned()))
+    }
+
+    #[test]
+    fn prometheus_text_names_every_counter() {
+        let st = WriterStats {
+            received: 10,
+            written: 7,
+            dropped_buffer_full: 2,
+            connected: true,
+            ..WriterStats::default()
+        };
+        let mut out = String::new();
+        st.write_prometheus("ingestd_catalog", &mut out);
+        assert!(
+            out.contains("\ningestd_catalog_records_written_total 7\n"),
+            "{out}"
+        );
+        assert!(out.contains("ingestd_catalog_records_dropped_total{reason=\"buffer_full\"} 2\n"));
+        assert!(
+            out.contains("# TYPE ingestd_catalog_connected gauge\ningestd_catalog_connected 1\n")
+        );
+        assert_eq!(out.lines().filter(|l| !l.starts_with('#')).count(), 11);
     }
 
     #[test]
