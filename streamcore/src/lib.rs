@@ -5,10 +5,13 @@
 //! in-process through libavformat. The stages are sans-IO and can be used
 //! alone: [`annexb`] (framing), [`access_unit`] (pictures), [`timing`]
 //! (DTS/PTS), [`segmenter`] (cuts), [`playlist`] (text); [`mux`] is the one
-//! FFI module; [`storage`] is where bytes land; [`stream`] wires them up.
+//! FFI module; [`storage`] is where bytes land; [`stream`] wires them up;
+//! `catalog` (feature `catalog`) keeps devices, sessions and segments in SQL.
 
 pub mod access_unit;
 pub mod annexb;
+#[cfg(feature = "catalog")]
+pub mod catalog;
 pub mod error;
 pub mod h264;
 pub mod mux;

@@ -1,0 +1,257 @@
+//! The read side: the blocking queries hlsd (from `spawn_blocking`) and
+//! ingestd need. Each runs on a pooled connection; ranges are half-open and
+//! match rows overlapping them.
+
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Double, Float, Integer, Nullable, Text};
+
+use super::conn::{dispatch, write_tx};
+use super::record::{Device, Incident, Position, Segment, Session, Stream};
+use super::schema::{incidents, positions, segments, sessions, streams};
+use super::{Catalog, Error};
+
+#[derive(QueryableByName)]
+struct DeviceWithLast {
+    #[diesel(sql_type = Text)]
+    sim: String,
+    #[diesel(sql_type = Nullable<Text>)]
+    plate: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    auth_code: Option<String>,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    registered_ms: Option<i64>,
+    #[diesel(sql_type = BigInt)]
+    first_seen_ms: i64,
+    #[diesel(sql_type = BigInt)]
+    last_seen_ms: i64,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    device_time_ms: Option<i64>,
+    #[diesel(sql_type = Nullable<Double>)]
+    lat: Option<f64>,
+    #[diesel(sql_type = Nullable<Double>)]
+    lon: Option<f64>,
+    #[diesel(sql_type = Nullable<Float>)]
+    speed_kmh: Option<f32>,
+    #[diesel(sql_type = Nullable<Integer>)]
+    heading: Option<i32>,
+    #[diesel(sql_type = Nullable<Integer>)]
+    altitude_m: Option<i32>,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    alarm: Option<i64>,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    status: Option<i64>,
+}
+
+/// One statement for all devices and their latest fix; the correlated MAX
+/// is an index lookup on the (sim, device_time_ms) key on every backend.
+const DEVICES_SQL: &str = "SELECT d.sim, d.plate, d.auth_code, d.registered_ms, d.first_seen_ms, \
+     d.last_seen_ms, p.device_time_ms, p.lat, p.lon, p.speed_kmh, p.heading, p.altitude_m, \
+     p.alarm, p.status \
+     FROM devices d LEFT JOIN positions p ON p.sim = d.sim AND p.device_time_ms = \
+     (SELECT MAX(p2.device_time_ms) FROM positions p2 WHERE p2.sim = d.sim) \
+     ORDER BY d.sim";
+
+impl Catalog {
+    /// All devices, by SIM, each with its latest position (by device time).
+    pub fn devices(&self) -> Result<Vec<Device>, Error> {
+        let rows = self.with_conn(|c| {
+            Ok(dispatch!(c, |c| diesel::sql_query(DEVICES_SQL)
+                .load::<DeviceWithLast>(c))?)
+        })?;
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                let last_position = match (r.device_time_ms, r.lat, r.lon) {
+                    (Some(t), Some(lat), Some(lon)) => Some(Position {
+                        sim: r.sim.clone(),
+                        device_time_ms: t,
+                        lat,
+                        lon,
+                        speed: r.speed_kmh.unwrap_or(0.0),
+                        heading: r.heading.unwrap_or(0),
+                        altitude: r.altitude_m.unwrap_or(0),
+                        alarm: r.alarm.unwrap_or(0),
+                        status: r.status.unwrap_or(0),
+                    }),
+                    _ => None,
+                };
+                Device {
+                    sim: r.sim,
+                    plate: r.plate,
+                    auth_code: r.auth_code,
+                    registered_ms: r.registered_ms,
+                    first_seen_ms: r.first_seen_ms,
+                    last_seen_ms: r.last_seen_ms,
+                    last_position,
+                }
+            })
+            .collect())
+    }
+
+    /// All streams, by name.
+    pub fn streams(&self) -> Result<Vec<Stream>, Error> {
+        self.with_conn(|c| {
+            Ok(dispatch!(c, |c| streams::table
+                .select(Stream::as_select())
+                .order(streams::name.asc())
+                .load(c))?)
+        })
+    }
+
+    /// Sessions that have not ended (the live streams), by stream then start.
+    pub fn live_sessions(&self) -> Result<Vec<Session>, Error> {
+        self.with_conn(|c| {
+            Ok(dispatch!(c, |c| sessions::table
+                .filter(sessions::ended_ms.is_null())
+                .select(Session::as_select())
+                .order((sessions::stream.asc(), sessions::started_ms.asc()))
+                .load(c))?)
+        })
+    }
+
+    /// One session by id.
+    pub fn session(&self, id: &str) -> Result<Option<Session>, Error> {
+        self.with_conn(|c| {
+            Ok(dispatch!(c, |c| sessions::table
+                .find(id)
+                .select(Session::as_select())
+                .first(c)
+                .optional())?)
+        })
+    }
+
+    /// Sessions of a device (any channel) overlapping `[from_ms, to_ms)`, by start.
+    pub fn sessions_of_device(
+        &self,
+        sim: &str,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<Session>, Error> {
+        self.with_conn(|c| {
+            Ok(dispatch!(c, |c| sessions::table
+                .filter(sessions::sim.eq(sim))
+                .filter(sessions::started_ms.lt(to_ms))
+                .filter(
+                    sessions::ended_ms
+                        .is_null()
+                        .or(sessions::ended_ms.ge(from_ms))
+                )
+                .select(Session::as_select())
+                .order((sessions::started_ms.asc(), sessions::id.asc()))
+                .load(c))?)
+        })
+    }
+
+    /// Sessions of a stream overlapping `[from_ms, to_ms)`, by start.
+    pub fn sessions_of_stream(
+        &self,
+        stream: &str,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<Session>, Error> {
+        self.with_conn(|c| {
+            Ok(dispatch!(c, |c| sessions::table
+                .filter(sessions::stream.eq(stream))
+                .filter(sessions::started_ms.lt(to_ms))
+                .filter(
+                    sessions::ended_ms
+                        .is_null()
+                        .or(sessions::ended_ms.ge(from_ms))
+                )
+                .select(Session::as_select())
+                .order((sessions::started_ms.asc(), sessions::id.asc()))
+                .load(c))?)
+        })
+    }
+
+    /// The segments of a session in media-sequence order (a VOD playlist).
+    pub fn segments_of_session(&self, session_id: &str) -> Result<Vec<Segment>, Error> {
+        self.with_conn(|c| {
+            Ok(dispatch!(c, |c| segments::table
+                .filter(segments::session_id.eq(session_id))
+                .select(Segment::as_select())
+                .order((segments::stream.asc(), segments::sequence.asc()))
+                .load(c))?)
+        })
+    }
+
+    /// The segments of a stream whose program-date-time span overlaps
+    /// `[from_ms, to_ms)`, in sequence order (an incident's VOD playlist).
+    pub fn segments_in_range(
+        &self,
+        stream: &str,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<Segment>, Error> {
+        self.with_conn(|c| {
+            Ok(dispatch!(c, |c| segments::table
+                .filter(segments::stream.eq(stream))
+                .filter(segments::program_date_time_ms.lt(to_ms))
+                .filter(segments::end_ms.gt(from_ms))
+                .select(Segment::as_select())
+                .order(segments::sequence.asc())
+                .load(c))?)
+        })
+    }
+
+    /// Positions of a device with device time in `[from_ms, to_ms)`, oldest
+    /// first, at most `limit`.
+    pub fn positions(
+        &self,
+        sim: &str,
+        from_ms: i64,
+        to_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<Position>, Error> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.with_conn(|c| {
+            Ok(dispatch!(c, |c| positions::table
+                .filter(positions::sim.eq(sim))
+                .filter(positions::device_time_ms.ge(from_ms))
+                .filter(positions::device_time_ms.lt(to_ms))
+                .select(Position::as_select())
+                .order(positions::device_time_ms.asc())
+                .limit(limit)
+                .load(c))?)
+        })
+    }
+
+    /// Incidents of a device overlapping `[from_ms, to_ms)`, by start.
+    pub fn incidents(&self, sim: &str, from_ms: i64, to_ms: i64) -> Result<Vec<Incident>, Error> {
+        self.with_conn(|c| {
+            Ok(dispatch!(c, |c| incidents::table
+                .filter(incidents::sim.eq(sim))
+                .filter(incidents::from_ms.lt(to_ms))
+                .filter(incidents::to_ms.ge(from_ms))
+                .select(Incident::as_select())
+                .order((incidents::from_ms.asc(), incidents::id.asc()))
+                .load(c))?)
+        })
+    }
+
+    /// One incident by id.
+    pub fn incident(&self, id: i64) -> Result<Option<Incident>, Error> {
+        self.with_conn(|c| {
+            Ok(dispatch!(c, |c| incidents::table
+                .find(id)
+                .select(Incident::as_select())
+                .first(c)
+                .optional())?)
+        })
+    }
+
+    /// Ends the sessions a crashed instance left open: call at start-up with
+    /// the instance's own `host` (the name it puts in `SessionStarted`).
+    /// Returns how many sessions were closed.
+    pub fn end_open_sessions(&self, host: &str, ended_ms: i64) -> Result<usize, Error> {
+        self.with_conn(|c| {
+            Ok(write_tx!(c, |c| diesel::update(
+                sessions::table
+                    .filter(sessions::host.eq(host))
+                    .filter(sessions::ended_ms.is_null())
+            )
+            .set(sessions::ended_ms.eq(ended_ms))
+            .execute(c))?)
+        })
+    }
+}

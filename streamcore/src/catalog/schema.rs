@@ -1,0 +1,97 @@
+//! Diesel table definitions for the catalog. They mirror the migrations in
+//! `streamcore/migrations/{sqlite,postgres,mysql}` (see those files for what
+//! every column means); one definition serves all three backends because the
+//! migrations use types that map to the same diesel SQL types everywhere.
+
+diesel::table! {
+    devices (sim) {
+        sim -> Text,
+        plate -> Nullable<Text>,
+        auth_code -> Nullable<Text>,
+        registered_ms -> Nullable<BigInt>,
+        first_seen_ms -> BigInt,
+        last_seen_ms -> BigInt,
+    }
+}
+
+diesel::table! {
+    positions (sim, device_time_ms) {
+        sim -> Text,
+        device_time_ms -> BigInt,
+        lat -> Double,
+        lon -> Double,
+        speed_kmh -> Float,
+        heading -> Integer,
+        altitude_m -> Integer,
+        alarm -> BigInt,
+        status -> BigInt,
+    }
+}
+
+diesel::table! {
+    streams (name) {
+        name -> Text,
+        sim -> Nullable<Text>,
+        channel -> Nullable<Integer>,
+        created_ms -> BigInt,
+    }
+}
+
+diesel::table! {
+    sessions (id) {
+        id -> Text,
+        stream -> Text,
+        sim -> Nullable<Text>,
+        channel -> Nullable<Integer>,
+        kind -> Text,
+        started_ms -> BigInt,
+        ended_ms -> Nullable<BigInt>,
+        host -> Text,
+    }
+}
+
+diesel::table! {
+    segments (stream, sequence) {
+        stream -> Text,
+        sequence -> BigInt,
+        session_id -> Text,
+        start_pts -> BigInt,
+        duration_90k -> BigInt,
+        bytes -> BigInt,
+        path -> Text,
+        program_date_time_ms -> BigInt,
+        end_ms -> BigInt,
+        discontinuity -> Bool,
+        created_ms -> BigInt,
+    }
+}
+
+diesel::table! {
+    incidents (id) {
+        id -> BigInt,
+        sim -> Text,
+        channel -> Integer,
+        from_ms -> BigInt,
+        to_ms -> BigInt,
+        kind -> Text,
+        source -> Text,
+        created_ms -> BigInt,
+    }
+}
+
+diesel::table! {
+    pending_deletions (path) {
+        path -> Text,
+        queued_ms -> BigInt,
+    }
+}
+
+diesel::allow_tables_to_appear_in_same_query!(
+    devices,
+    positions,
+    streams,
+    sessions,
+    segments,
+    incidents,
+    pending_deletions,
+);

@@ -1,0 +1,1405 @@
+//! The catalog suite, run against real databases: SQLite in a temp dir, the
+//! machine's PostgreSQL and MariaDB/MySQL. Every test gets its own database
+//! (`CREATE DATABASE t_<unique>`, dropped at the end) so parallel runs do
+//! not collide. Server URLs can be overridden with `CATALOG_TEST_PG_URL` /
+//! `CATALOG_TEST_MYSQL_URL` (an admin URL whose database part is replaced).
+//! A server that is not running fails the test with a clear message: CI
+//! starts the servers, and a silent pass would hide a missing backend.
+
+use std::collections::HashSet;
+use std::io::Read;
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
+
+use diesel::connection::SimpleConnection;
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Text};
+use streamcore::catalog::{
+    new_session_id, now_ms, Backend, Catalog, CatalogWriter, Record, RetentionPolicy, SessionKind,
+    WriterConfig,
+};
+
+const DEFAULT_PG: &str = "postgres://root@127.0.0.1:5432/test";
+const DEFAULT_MYSQL: &str = "mysql://root@127.0.0.1:3306/test";
+
+// ---------------------------------------------------------------- fixture
+
+/// A fresh, empty database of one backend plus a data dir, removed on drop.
+struct TestDb {
+    backend: Backend,
+    /// URL of the per-test database.
+    url: String,
+    /// Admin URL used to create/drop it (servers only).
+    admin: Option<String>,
+    name: String,
+    _sqlite_dir: Option<tempfile::TempDir>,
+    data: tempfile::TempDir,
+}
+
+fn unique_name() -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!(
+        "t_{}_{}_{}",
+        std::process::id(),
+        nanos % 1_000_000_000_000,
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+fn replace_db(url: &str, db: &str) -> String {
+    let (base, _) = url.rsplit_once('/').expect("url with /database");
+    format!("{base}/{db}")
+}
+
+impl TestDb {
+    fn new(backend: Backend) -> TestDb {
+        let name = unique_name();
+        let data = tempfile::tempdir().unwrap();
+        match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().unwrap();
+                let url = dir.path().join("catalog.sqlite").display().to_string();
+                TestDb {
+                    backend,
+                    url,
+                    admin: None,
+                    name,
+                    _sqlite_dir: Some(dir),
+                    data,
+                }
+            }
+            Backend::Postgres => {
+                let admin = std::env::var("CATALOG_TEST_PG_URL").unwrap_or(DEFAULT_PG.into());
+                let mut c = PgConnection::establish(&admin).unwrap_or_else(|e| {
+                    panic!(
+                        "PostgreSQL is not reachable at {admin}: {e}\nThe catalog suite needs a \
+                         running server (CI starts it: pg_ctlcluster --skip-systemctl-redirect \
+                         $(ls /etc/postgresql) main start)"
+                    )
+                });
+                c.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
+                TestDb {
+                    backend,
+                    url: replace_db(&admin, &name),
+                    admin: Some(admin),
+                    name,
+                    _sqlite_dir: None,
+                    data,
+                }
+            }
+            Backend::Mysql => {
+                let admin = std::env::var("CATALOG_TEST_MYSQL_URL").unwrap_or(DEFAULT_MYSQL.into());
+                let mut c = MysqlConnection::establish(&admin).unwrap_or_else(|e| {
+                    panic!(
+                        "MariaDB/MySQL is not reachable at {admin}: {e}\nThe catalog suite needs \
+                         a running server (CI starts it: start-stop-daemon --start --oknodo \
+                         --background --exec /usr/sbin/mariadbd)"
+                    )
+                });
+                c.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
+                TestDb {
+                    backend,
+                    url: replace_db(&admin, &name),
+                    admin: Some(admin),
+                    name,
+                    _sqlite_dir: None,
+                    data,
+                }
+            }
+        }
+    }
+
+    fn open(&self) -> Catalog {
+        let cat = Catalog::open(&self.url).unwrap();
+        assert_eq!(cat.backend(), self.backend);
+        cat
+    }
+
+    fn data_dir(&self) -> &Path {
+        self.data.path()
+    }
+
+    /// Runs a query returning (text, text) pairs on a fresh raw connection.
+    fn pairs(&self, sql: &str) -> Vec<(String, String)> {
+        #[derive(QueryableByName)]
+        struct Pair {
+            #[diesel(sql_type = Text)]
+            a: String,
+            #[diesel(sql_type = Text)]
+            b: String,
+        }
+        let rows: Vec<Pair> = match self.backend {
+            Backend::Sqlite => diesel::sql_query(sql)
+                .load(&mut SqliteConnection::establish(&self.url).unwrap())
+                .unwrap(),
+            Backend::Postgres => diesel::sql_query(sql)
+                .load(&mut PgConnection::establish(&self.url).unwrap())
+                .unwrap(),
+            Backend::Mysql => diesel::sql_query(sql)
+                .load(&mut MysqlConnection::establish(&self.url).unwrap())
+                .unwrap(),
+        };
+        rows.into_iter().map(|p| (p.a, p.b)).collect()
+    }
+
+    fn count(&self, table: &str) -> i64 {
+        #[derive(QueryableByName)]
+        struct N {
+            #[diesel(sql_type = BigInt)]
+            n: i64,
+        }
+        let sql = format!("SELECT COUNT(*) AS n FROM {table}");
+        let rows: Vec<N> = match self.backend {
+            Backend::Sqlite => diesel::sql_query(sql)
+                .load(&mut SqliteConnection::establish(&self.url).unwrap())
+                .unwrap(),
+            Backend::Postgres => diesel::sql_query(sql)
+                .load(&mut PgConnection::establish(&self.url).unwrap())
+                .unwrap(),
+            Backend::Mysql => diesel::sql_query(sql)
+                .load(&mut MysqlConnection::establish(&self.url).unwrap())
+                .unwrap(),
+        };
+        rows[0].n
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let Some(admin) = &self.admin else { return };
+        let r = match self.backend {
+            Backend::Postgres => PgConnection::establish(admin).map(|mut c| {
+                c.batch_execute(&format!(
+                    "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                    self.name
+                ))
+            }),
+            Backend::Mysql => MysqlConnection::establish(admin)
+                .map(|mut c| c.batch_execute(&format!("DROP DATABASE IF EXISTS {}", self.name))),
+            Backend::Sqlite => return,
+        };
+        if !matches!(r, Ok(Ok(()))) {
+            eprintln!("could not drop test database {}", self.name);
+        }
+    }
+}
+
+/// Generates one `#[test]` per backend for each suite function.
+macro_rules! suite {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $( #[test] fn $name() { super::$name(super::TestDb::new(super::Backend::Sqlite)) } )*
+        }
+        mod postgres {
+            $( #[test] fn $name() { super::$name(super::TestDb::new(super::Backend::Postgres)) } )*
+        }
+        mod mysql {
+            $( #[test] fn $name() { super::$name(super::TestDb::new(super::Backend::Mysql)) } )*
+        }
+    };
+}
+
+suite!(
+    migrations_apply_once_with_a_comment_on_every_column,
+    concurrent_opens_migrate_once,
+    devices_and_positions,
+    sessions_segments_and_live_streams,
+    segments_covering_a_time_range,
+    incidents_in_a_time_range,
+    racing_writers_do_not_duplicate,
+    writer_with_concurrent_readers,
+    retention_deletes_rows_then_files_and_sweeps_orphans,
+    invalid_records_are_rejected_not_fatal,
+    flush_under_load_waits_only_for_earlier_records,
+);
+
+// ------------------------------------------------------------ helpers
+
+const SIM_A: &str = "132570034500";
+const SIM_B: &str = "013800138000";
+const T0: i64 = 1_764_000_000_000; // 2025-11-24T16:00:00Z
+
+fn position(sim: &str, t: i64) -> Record {
+    Record::Position {
+        sim: sim.into(),
+        device_time_ms: t,
+        lat: 22.5 + (t - T0) as f64 * 1e-7,
+        lon: 114.0 - (t - T0) as f64 * 1e-7,
+        speed: 42.5,
+        heading: 270,
+        altitude: -12,
+        alarm: 0x8000_0001,
+        status: 0x0000_0003,
+    }
+}
+
+fn session_started(id: &str, stream: &str, sim: Option<&str>, ch: Option<u8>, at: i64) -> Record {
+    Record::SessionStarted {
+        session_id: id.into(),
+        stream: stream.into(),
+        sim: sim.map(Into::into),
+        channel: ch,
+        kind: SessionKind::Live,
+        started_ms: at,
+        host: "ingest-1".into(),
+    }
+}
+
+fn segment(session: &str, stream: &str, seq: u64, pdt: i64) -> Record {
+    Record::Segment {
+        session_id: session.into(),
+        stream: stream.into(),
+        sequence: seq,
+        start_pts: 90_000 + seq as i64 * 360_000,
+        duration_90k: 360_000, // 4 s
+        bytes: 1000 + seq,
+        path: format!("live/{stream}/{seq}.ts"),
+        program_date_time_ms: pdt,
+        discontinuity: matches!(seq % 5, 0),
+    }
+}
+
+/// Stops looping helper threads even when an assertion panics, so a
+/// `thread::scope` ends and the failure is reported instead of hanging.
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+// -------------------------------------------------------------- tests
+
+fn migrations_apply_once_with_a_comment_on_every_column(db: TestDb) {
+    let cat = db.open();
+    // A second open finds nothing to apply and the schema still works.
+    let again = db.open();
+    drop(again);
+    assert!(cat.devices().unwrap().is_empty());
+    let missing: Vec<(String, String)> = match db.backend {
+        Backend::Postgres => db.pairs(
+            "SELECT c.relname::text AS a, a.attname::text AS b FROM pg_attribute a \
+             JOIN pg_class c ON a.attrelid = c.oid JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = 'public' AND c.relkind = 'r' AND a.attnum > 0 AND NOT a.attisdropped \
+             AND c.relname <> '__diesel_schema_migrations' \
+             AND col_description(c.oid, a.attnum) IS NULL",
+        ),
+        Backend::Mysql => db.pairs(
+            "SELECT table_name AS a, column_name AS b FROM information_schema.columns \
+             WHERE table_schema = DATABASE() AND table_name <> '__diesel_schema_migrations' \
+             AND column_comment = ''",
+        ),
+        Backend::Sqlite => {
+            // SQLite keeps the CREATE TABLE text: every column's line must carry a comment.
+            let tables = db.pairs(
+                "SELECT name AS a, sql AS b FROM sqlite_master WHERE type = 'table' \
+                 AND name NOT LIKE 'sqlite_%' AND name <> '__diesel_schema_migrations'",
+            );
+            assert_eq!(tables.len(), 7, "{tables:?}");
+            let mut missing = Vec::new();
+            for (table, sql) in tables {
+                let cols = db.pairs(&format!(
+                    "SELECT name AS a, type AS b FROM pragma_table_info('{table}')"
+                ));
+                assert!(!cols.is_empty());
+                for (col, _) in cols {
+                    let line = sql
+                        .lines()
+                        .find(|l| l.trim_start().starts_with(&format!("{col} ")))
+                        .unwrap_or_else(|| panic!("{table}.{col} not found in {sql}"));
+                    let comment = line.split_once("-- ").map(|x| x.1.trim()).unwrap_or("");
+                    if comment.len() < 10 {
+                        missing.push((table.clone(), col));
+                    }
+                }
+            }
+            missing
+        }
+    };
+    assert!(missing.is_empty(), "columns without a comment: {missing:?}");
+    // Every table exists and the count of commented columns matches the schema.
+    let expected = [
+        ("devices", 6),
+        ("positions", 9),
+        ("streams", 4),
+        ("sessions", 8),
+        ("segments", 11),
+        ("incidents", 8),
+        ("pending_deletions", 2),
+    ];
+    for (t, _) in expected {
+        assert_eq!(db.count(t), 0, "{t}");
+    }
+    if db.backend == Backend::Mysql {
+        let n = db.pairs(
+            "SELECT table_name AS a, CAST(COUNT(*) AS CHAR) AS b FROM information_schema.columns \
+             WHERE table_schema = DATABASE() GROUP BY table_name",
+        );
+        for (t, cols) in expected {
+            let got = n.iter().find(|(a, _)| a == t).map(|(_, b)| b.clone());
+            assert_eq!(got, Some(cols.to_string()), "{t}");
+        }
+    }
+}
+
+fn concurrent_opens_migrate_once(db: TestDb) {
+    // Several processes starting at once against an empty database.
+    let url = Arc::new(db.url.clone());
+    let handles: Vec<_> = (0..4)
+        .map(|_| {
+            let url = url.clone();
+            std::thread::spawn(move || Catalog::open(&url).map(|_| ()))
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap().expect("concurrent open must succeed");
+    }
+    assert_eq!(db.count("__diesel_schema_migrations"), 1);
+}
+
+fn devices_and_positions(db: TestDb) {
+    let cat = db.open();
+    cat.write(&[
+        Record::DeviceSeen {
+            sim: SIM_A.into(),
+            plate: Some("粤B12345".into()),
+            auth_code: Some("AUTH-A".into()),
+            at: T0,
+        },
+        Record::DeviceSeen {
+            sim: SIM_A.into(),
+            plate: None,
+            auth_code: None,
+            at: T0 + 5_000,
+        },
+        // A late, older report must not move last_seen backwards.
+        Record::DeviceSeen {
+            sim: SIM_A.into(),
+            plate: None,
+            auth_code: None,
+            at: T0 + 1_000,
+        },
+    ])
+    .unwrap();
+    // Positions out of order, with a duplicate (a re-sent 0x0704 batch), and
+    // one for a device never announced with DeviceSeen.
+    let mut recs: Vec<Record> = (0..50)
+        .rev()
+        .map(|i| position(SIM_A, T0 + i * 1000))
+        .collect();
+    recs.push(position(SIM_A, T0 + 7_000));
+    recs.push(position(SIM_B, T0 + 123));
+    cat.write(&recs).unwrap();
+    cat.write(&recs[..10]).unwrap(); // whole batch again: idempotent
+
+    let devices = cat.devices().unwrap();
+    assert_eq!(devices.len(), 2);
+    let b = &devices[0];
+    let a = &devices[1];
+    assert_eq!((a.sim.as_str(), b.sim.as_str()), (SIM_A, SIM_B));
+    assert_eq!(a.plate.as_deref(), Some("粤B12345"));
+    assert_eq!(a.auth_code.as_deref(), Some("AUTH-A"));
+    assert_eq!(a.registered_ms, Some(T0));
+    assert_eq!(a.first_seen_ms, T0);
+    assert_eq!(a.last_seen_ms, T0 + 5_000);
+    let last = a.last_position.as_ref().expect("device A has positions");
+    assert_eq!(
+        last.device_time_ms,
+        T0 + 49_000,
+        "latest by device time, not by insert order"
+    );
+    assert_eq!(last.heading, 270);
+    assert_eq!(last.altitude, -12);
+    assert_eq!(last.alarm, 0x8000_0001);
+    assert_eq!(last.status, 3);
+    assert!((last.speed - 42.5).abs() < 1e-6);
+    assert!((last.lat - (22.5 + 49_000.0 * 1e-7)).abs() < 1e-9);
+    assert_eq!(b.plate, None);
+    assert_eq!(
+        b.last_position.as_ref().map(|p| p.device_time_ms),
+        Some(T0 + 123)
+    );
+
+    // Range is half-open and ordered; the limit applies from the oldest.
+    let p = cat
+        .positions(SIM_A, T0 + 10_000, T0 + 20_000, 1000)
+        .unwrap();
+    let times: Vec<i64> = p.iter().map(|p| p.device_time_ms - T0).collect();
+    assert_eq!(times, (10..20).map(|i| i * 1000).collect::<Vec<_>>());
+    let p = cat.positions(SIM_A, T0, T0 + 1_000_000, 5).unwrap();
+    assert_eq!(p.len(), 5);
+    assert_eq!(p[0].device_time_ms, T0);
+    assert_eq!(
+        cat.positions(SIM_A, 0, i64::MAX, usize::MAX).unwrap().len(),
+        50
+    );
+    assert!(cat
+        .positions("999999999999", 0, i64::MAX, 10)
+        .unwrap()
+        .is_empty());
+    assert_eq!(db.count("positions"), 51);
+}
+
+fn sessions_segments_and_live_streams(db: TestDb) {
+    let cat = db.open();
+    let s1 = new_session_id("132570034500_1", T0);
+    let s2 = new_session_id("132570034500_2", T0 + 1000);
+    let raw = new_session_id("cam-lobby", T0 + 2000);
+    assert_ne!(
+        s1,
+        new_session_id("132570034500_1", T0),
+        "ids are unique per call"
+    );
+    assert!(s1.starts_with("132570034500_1-1764000000000-"));
+
+    let mut recs = vec![
+        session_started(&s1, "132570034500_1", Some(SIM_A), Some(1), T0),
+        session_started(&s2, "132570034500_2", Some(SIM_A), Some(2), T0 + 1000),
+        Record::SessionStarted {
+            session_id: raw.clone(),
+            stream: "cam-lobby".into(),
+            sim: None,
+            channel: None,
+            kind: SessionKind::Playback,
+            started_ms: T0 + 2000,
+            host: "ingest-2".into(),
+        },
+    ];
+    // Segments arrive out of order; one is re-sent with new facts (the file
+    // was rewritten) and must replace, not duplicate, the row.
+    for seq in [3u64, 1, 2, 0] {
+        recs.push(segment(&s1, "132570034500_1", seq, T0 + seq as i64 * 4000));
+    }
+    recs.push(segment(&s2, "132570034500_2", 7, T0 + 1000));
+    cat.write(&recs).unwrap();
+    let mut again = segment(&s1, "132570034500_1", 2, T0 + 8000);
+    if let Record::Segment { bytes, .. } = &mut again {
+        *bytes = 4242;
+    }
+    cat.write(&[again]).unwrap();
+
+    let segs = cat.segments_of_session(&s1).unwrap();
+    assert_eq!(
+        segs.iter().map(|s| s.sequence).collect::<Vec<_>>(),
+        vec![0, 1, 2, 3]
+    );
+    assert_eq!(segs[2].bytes, 4242);
+    assert_eq!(segs[0].path, "live/132570034500_1/0.ts");
+    assert!(segs[0].discontinuity && !segs[1].discontinuity);
+    assert_eq!(segs[1].start_pts, 90_000 + 360_000);
+    assert_eq!(segs[1].duration_90k, 360_000);
+    assert_eq!(segs[1].program_date_time_ms, T0 + 4000);
+    assert_eq!(segs[1].end_ms, T0 + 8000);
+    assert_eq!(db.count("segments"), 5);
+
+    let live = cat.live_sessions().unwrap();
+    assert_eq!(
+        live.iter().map(|s| s.stream.as_str()).collect::<Vec<_>>(),
+        vec!["132570034500_1", "132570034500_2", "cam-lobby"]
+    );
+    assert_eq!(live[2].kind(), SessionKind::Playback);
+    assert_eq!(live[0].sim.as_deref(), Some(SIM_A));
+    assert_eq!(live[0].channel, Some(1));
+    assert_eq!(live[0].host, "ingest-1");
+
+    cat.write(&[Record::SessionEnded {
+        session_id: s1.clone(),
+        ended_ms: T0 + 16_000,
+    }])
+    .unwrap();
+    // A second end (another process, a retry) does not move it.
+    cat.write(&[Record::SessionEnded {
+        session_id: s1.clone(),
+        ended_ms: T0 + 99_000,
+    }])
+    .unwrap();
+    let live: Vec<String> = cat
+        .live_sessions()
+        .unwrap()
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+    assert_eq!(live, vec![s2.clone(), raw.clone()]);
+    let ended = cat.session(&s1).unwrap().unwrap();
+    assert_eq!(ended.ended_ms, Some(T0 + 16_000));
+    assert!(cat.session("nope").unwrap().is_none());
+
+    // Device sessions: overlap with [from, to).
+    let ids =
+        |v: Vec<streamcore::catalog::Session>| v.into_iter().map(|s| s.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(cat.sessions_of_device(SIM_A, 0, i64::MAX).unwrap()),
+        vec![s1.clone(), s2.clone()]
+    );
+    assert_eq!(
+        ids(cat
+            .sessions_of_device(SIM_A, T0 + 17_000, T0 + 20_000)
+            .unwrap()),
+        vec![s2.clone()]
+    );
+    assert_eq!(
+        ids(cat.sessions_of_device(SIM_A, T0 - 5000, T0 + 500).unwrap()),
+        vec![s1.clone()]
+    );
+    assert!(cat
+        .sessions_of_device(SIM_B, 0, i64::MAX)
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        ids(cat
+            .sessions_of_stream("cam-lobby", T0, T0 + 1_000_000)
+            .unwrap()),
+        vec![raw.clone()]
+    );
+    assert!(cat
+        .sessions_of_stream("cam-lobby", 0, T0)
+        .unwrap()
+        .is_empty());
+
+    let streams = cat.streams().unwrap();
+    assert_eq!(streams.len(), 3);
+    assert_eq!(streams[0].name, "132570034500_1");
+    assert_eq!(streams[0].sim.as_deref(), Some(SIM_A));
+    assert_eq!(streams[2].sim, None);
+
+    // A segment whose SessionStarted was lost still lands, under a
+    // placeholder session that the late SessionStarted then fills in.
+    let lost = new_session_id("132570034500_3", T0 + 50_000);
+    cat.write(&[segment(&lost, "132570034500_3", 0, T0 + 50_000)])
+        .unwrap();
+    let ph = cat.session(&lost).unwrap().unwrap();
+    assert_eq!(ph.host, "");
+    // A placeholder on a known device stream is listed under that device.
+    let lost2 = new_session_id("132570034500_2", T0 + 70_000);
+    cat.write(&[segment(&lost2, "132570034500_2", 8, T0 + 70_000)])
+        .unwrap();
+    let ph2 = cat.session(&lost2).unwrap().unwrap();
+    assert_eq!((ph2.sim.as_deref(), ph2.channel), (Some(SIM_A), Some(2)));
+    assert!(ids(cat
+        .sessions_of_device(SIM_A, T0 + 70_000, T0 + 70_001)
+        .unwrap())
+    .contains(&lost2));
+    cat.write(&[session_started(
+        &lost,
+        "132570034500_3",
+        Some(SIM_A),
+        Some(3),
+        T0 + 49_000,
+    )])
+    .unwrap();
+    let filled = cat.session(&lost).unwrap().unwrap();
+    assert_eq!(
+        (filled.host.as_str(), filled.started_ms, filled.channel),
+        ("ingest-1", T0 + 49_000, Some(3))
+    );
+    let st = cat.streams().unwrap();
+    let s3 = st.iter().find(|s| s.name == "132570034500_3").unwrap();
+    assert_eq!((s3.sim.as_deref(), s3.channel), (Some(SIM_A), Some(3)));
+
+    // Crash recovery: an instance closes the sessions it left open (not the
+    // other instance's, nor the placeholder whose owner is unknown).
+    assert_eq!(cat.end_open_sessions("ingest-1", T0 + 60_000).unwrap(), 2);
+    let live: Vec<String> = cat
+        .live_sessions()
+        .unwrap()
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+    assert_eq!(live, vec![lost2, raw]);
+}
+
+fn segments_covering_a_time_range(db: TestDb) {
+    let cat = db.open();
+    let s = new_session_id("132570034500_1", T0);
+    let mut recs = vec![session_started(
+        &s,
+        "132570034500_1",
+        Some(SIM_A),
+        Some(1),
+        T0,
+    )];
+    // 10 segments of 4 s from T0: [T0+4k*i, T0+4k*(i+1)).
+    for seq in 0..10u64 {
+        recs.push(segment(&s, "132570034500_1", seq, T0 + seq as i64 * 4000));
+    }
+    // Another stream at the same times must not leak in.
+    let other = new_session_id("132570034500_2", T0);
+    recs.push(session_started(
+        &other,
+        "132570034500_2",
+        Some(SIM_A),
+        Some(2),
+        T0,
+    ));
+    recs.push(segment(&other, "132570034500_2", 0, T0));
+    cat.write(&recs).unwrap();
+    let seqs = |from: i64, to: i64| {
+        cat.segments_in_range("132570034500_1", from, to)
+            .unwrap()
+            .into_iter()
+            .map(|s| s.sequence)
+            .collect::<Vec<_>>()
+    };
+    // An incident from 10 s to 17 s is covered by segments 2, 3 and 4.
+    assert_eq!(seqs(T0 + 10_000, T0 + 17_000), vec![2, 3, 4]);
+    // Exactly on boundaries: [8 s, 12 s) is segment 2 only.
+    assert_eq!(seqs(T0 + 8_000, T0 + 12_000), vec![2]);
+    assert_eq!(seqs(T0 + 39_999, T0 + 100_000), vec![9]);
+    assert!(seqs(T0 + 40_000, T0 + 100_000).is_empty());
+    assert!(seqs(0, T0).is_empty());
+    assert_eq!(seqs(0, i64::MAX).len(), 10);
+}
+
+fn incidents_in_a_time_range(db: TestDb) {
+    let cat = db.open();
+    let inc = |from: i64, to: i64, kind: &str, ch: Option<u8>| Record::Incident {
+        sim: SIM_A.into(),
+        channel: ch,
+        from_ms: from,
+        to_ms: to,
+        kind: kind.into(),
+        source: "808-alarm".into(),
+    };
+    cat.write(&[
+        inc(T0, T0 + 1000, "emergency", None),
+        inc(T0 + 60_000, T0 + 61_000, "overspeed", Some(1)),
+        inc(T0 + 120_000, T0 + 130_000, "playback", Some(2)),
+    ])
+    .unwrap();
+    // The alarm lasted longer: same key, later end -> extended, not duplicated.
+    cat.write(&[inc(T0, T0 + 9000, "emergency", None)]).unwrap();
+    assert_eq!(db.count("incidents"), 3);
+    let all = cat.incidents(SIM_A, 0, i64::MAX).unwrap();
+    assert_eq!(all.len(), 3);
+    assert_eq!(
+        (all[0].kind.as_str(), all[0].channel, all[0].to_ms),
+        ("emergency", 0, T0 + 9000)
+    );
+    assert_eq!(all[1].channel, 1);
+    assert_eq!(all[1].stream_name(), Some(format!("{SIM_A}_1")));
+    assert_eq!(all[0].stream_name(), None, "whole-device incident");
+    let ids: HashSet<i64> = all.iter().map(|i| i.id).collect();
+    assert_eq!(ids.len(), 3, "database-generated ids are distinct");
+    let mid = cat.incidents(SIM_A, T0 + 5000, T0 + 100_000).unwrap();
+    assert_eq!(
+        mid.iter().map(|i| i.kind.as_str()).collect::<Vec<_>>(),
+        vec!["emergency", "overspeed"]
+    );
+    assert!(cat
+        .incidents(SIM_A, T0 + 200_000, T0 + 300_000)
+        .unwrap()
+        .is_empty());
+    assert!(cat.incidents(SIM_B, 0, i64::MAX).unwrap().is_empty());
+    assert_eq!(cat.incident(all[2].id).unwrap().unwrap(), all[2]);
+    assert!(cat.incident(-1).unwrap().is_none());
+}
+
+fn racing_writers_do_not_duplicate(db: TestDb) {
+    // Two independent writers (as two processes would be) report the same
+    // facts at the same time: nothing fails, nothing is duplicated.
+    let cat = db.open();
+    let s = "132570034500_1-1764000000000-00000000deadbeef".to_string();
+    let mut recs = vec![Record::DeviceSeen {
+        sim: SIM_A.into(),
+        plate: Some("B1".into()),
+        auth_code: None,
+        at: T0,
+    }];
+    recs.push(session_started(
+        &s,
+        "132570034500_1",
+        Some(SIM_A),
+        Some(1),
+        T0,
+    ));
+    for i in 0..300u64 {
+        recs.push(position(SIM_A, T0 + i as i64 * 1000));
+        if i % 10 == 0 {
+            recs.push(segment(&s, "132570034500_1", i / 10, T0 + i as i64 * 400));
+        }
+    }
+    recs.push(Record::Incident {
+        sim: SIM_A.into(),
+        channel: Some(1),
+        from_ms: T0,
+        to_ms: T0 + 5000,
+        kind: "overspeed".into(),
+        source: "808-alarm".into(),
+    });
+    let cfg = WriterConfig {
+        batch_max: 37, // many small interleaved transactions
+        linger: Duration::from_millis(1),
+        ..WriterConfig::default()
+    };
+    let writers: Vec<CatalogWriter> = (0..3)
+        .map(|_| CatalogWriter::spawn(&db.url, cfg.clone()).unwrap())
+        .collect();
+    std::thread::scope(|scope| {
+        for w in &writers {
+            let recs = &recs;
+            scope.spawn(move || {
+                for r in recs {
+                    assert!(w.send(r.clone()));
+                }
+            });
+        }
+    });
+    for w in writers {
+        assert!(w.flush(Duration::from_secs(60)));
+        let st = w.shutdown();
+        assert_eq!(st.written, recs.len() as u64, "{st:?}");
+        assert_eq!((st.rejected, st.dropped()), (0, 0), "{st:?}");
+    }
+    assert_eq!(db.count("devices"), 1);
+    assert_eq!(db.count("positions"), 300);
+    assert_eq!(db.count("sessions"), 1);
+    assert_eq!(db.count("segments"), 30);
+    assert_eq!(db.count("incidents"), 1);
+    assert_eq!(cat.devices().unwrap()[0].plate.as_deref(), Some("B1"));
+}
+
+fn writer_with_concurrent_readers(db: TestDb) {
+    let cat = db.open();
+    let writer = CatalogWriter::spawn(&db.url, WriterConfig::default()).unwrap();
+    const PRODUCERS: i64 = 4;
+    const PER: i64 = 2500;
+    let stop = AtomicBool::new(false);
+    let reads = AtomicU64::new(0);
+    std::thread::scope(|scope| {
+        let _guard = StopOnDrop(&stop);
+        let mut readers = Vec::new();
+        for _ in 0..2 {
+            readers.push(scope.spawn(|| {
+                let mut last_total = 0usize;
+                while !stop.load(Ordering::Relaxed) {
+                    let mut total = 0;
+                    for d in 0..PRODUCERS {
+                        let sim = format!("00000000000{d}");
+                        total += cat.positions(&sim, 0, i64::MAX, usize::MAX).unwrap().len();
+                    }
+                    // Committed batches only ever add rows.
+                    assert!(total >= last_total, "{total} < {last_total}");
+                    last_total = total;
+                    let devices = cat.devices().unwrap();
+                    assert!(devices.len() <= PRODUCERS as usize);
+                    cat.live_sessions().unwrap();
+                    reads.fetch_add(1, Ordering::Relaxed);
+                }
+            }));
+        }
+        let producers: Vec<_> = (0..PRODUCERS)
+            .map(|d| {
+                let writer = &writer;
+                scope.spawn(move || {
+                    let sim = format!("00000000000{d}");
+                    let stream = format!("{sim}_1");
+                    let sid = new_session_id(&stream, T0);
+                    assert!(writer.send(session_started(&sid, &stream, Some(&sim), Some(1), T0)));
+                    for i in 0..PER {
+                        assert!(writer.send(position(&sim, T0 + i * 100)));
+                        if i % 100 == 0 {
+                            assert!(writer.send(segment(
+                                &sid,
+                                &stream,
+                                (i / 100) as u64,
+                                T0 + i * 40
+                            )));
+                        }
+                    }
+                })
+            })
+            .collect();
+        for p in producers {
+            p.join().unwrap();
+        }
+        assert!(
+            writer.flush(Duration::from_secs(120)),
+            "writer did not drain"
+        );
+        stop.store(true, Ordering::Relaxed);
+        for r in readers {
+            r.join().unwrap();
+        }
+    });
+    let st = writer.shutdown();
+    let expected = (PRODUCERS * (1 + PER + PER / 100)) as u64;
+    assert_eq!(st.received, expected);
+    assert_eq!(st.written, expected, "{st:?}");
+    assert_eq!(
+        (st.dropped(), st.rejected, st.buffered),
+        (0, 0, 0),
+        "{st:?}"
+    );
+    assert!(
+        st.batches >= 2 && st.batches < st.written,
+        "batched: {st:?}"
+    );
+    assert!(reads.load(Ordering::Relaxed) > 0);
+    assert_eq!(db.count("positions"), PRODUCERS * PER);
+    assert_eq!(db.count("segments"), PRODUCERS * PER / 100);
+    assert_eq!(cat.devices().unwrap().len(), PRODUCERS as usize);
+}
+
+fn flush_under_load_waits_only_for_earlier_records(db: TestDb) {
+    let cat = db.open();
+    let writer = CatalogWriter::spawn(&db.url, WriterConfig::default()).unwrap();
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let _guard = StopOnDrop(&stop);
+        // A steady load (about 20 records/ms, within what every backend
+        // absorbs in a debug build), not a backlog.
+        let producer = scope.spawn(|| {
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                for _ in 0..20 {
+                    writer.send(position(SIM_B, T0 + i));
+                    i += 1;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            i
+        });
+        for k in 0..5 {
+            assert!(writer.send(position(SIM_A, T0 + k)));
+            // Records keep arriving behind ours; flush returns once the
+            // records sent before it are in, whatever follows.
+            assert!(
+                writer.flush(Duration::from_secs(30)),
+                "flush {k} under load"
+            );
+            let n = cat.positions(SIM_A, 0, i64::MAX, 100).unwrap().len() as i64;
+            assert_eq!(n, k + 1);
+        }
+        stop.store(true, Ordering::Relaxed);
+        let sent = producer.join().unwrap();
+        assert!(sent > 0);
+    });
+    assert!(writer.flush(Duration::from_secs(60)));
+    let st = writer.shutdown();
+    assert_eq!(st.written + st.dropped(), st.received, "{st:?}");
+    assert_eq!(st.rejected, 0);
+}
+
+fn write_file(root: &Path, rel: &str, age: Duration) -> PathBuf {
+    let p = root.join(rel);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(&p, b"\x47 fake ts").unwrap();
+    let f = std::fs::File::options().write(true).open(&p).unwrap();
+    f.set_modified(SystemTime::now() - age).unwrap();
+    p
+}
+
+fn retention_deletes_rows_then_files_and_sweeps_orphans(db: TestDb) {
+    let cat = db.open();
+    let root = db.data_dir().to_path_buf();
+    let hour = Duration::from_secs(3600);
+    let stream = "132570034500_1";
+    let old_s = new_session_id(stream, T0);
+    let new_s = new_session_id(stream, T0 + 100_000);
+    // Old recording: 5 segments, session ended.
+    let mut recs = vec![session_started(&old_s, stream, Some(SIM_A), Some(1), T0)];
+    for seq in 0..5u64 {
+        recs.push(segment(&old_s, stream, seq, T0 + seq as i64 * 4000));
+        write_file(&root, &format!("live/{stream}/{seq}.ts"), 2 * hour);
+    }
+    recs.push(Record::SessionEnded {
+        session_id: old_s.clone(),
+        ended_ms: now_ms() - 1,
+    });
+    cat.write(&recs).unwrap();
+    std::thread::sleep(Duration::from_millis(30));
+    let cut = now_ms();
+    std::thread::sleep(Duration::from_millis(30));
+    // New recording: 3 segments written after the cut.
+    let mut recs = vec![session_started(
+        &new_s,
+        stream,
+        Some(SIM_A),
+        Some(1),
+        T0 + 100_000,
+    )];
+    for seq in 5..8u64 {
+        recs.push(segment(
+            &new_s,
+            stream,
+            seq,
+            T0 + 100_000 + seq as i64 * 4000,
+        ));
+        write_file(&root, &format!("live/{stream}/{seq}.ts"), 2 * hour);
+    }
+    // Positions: 10 old (device time far back), 10 recent.
+    let now = now_ms();
+    for i in 0..10 {
+        recs.push(position(SIM_A, now - 40 * 24 * 3_600_000 + i));
+        recs.push(position(SIM_A, now - 1000 + i));
+    }
+    cat.write(&recs).unwrap();
+
+    // What a crash after step 1 of an earlier run leaves: a pending
+    // deletion whose file still exists.
+    let crashed = write_file(&root, "live/cam-x/41.ts", Duration::ZERO);
+    cat.execute_sql(
+        "INSERT INTO pending_deletions (path, queued_ms) VALUES ('live/cam-x/41.ts', 1)",
+    )
+    .unwrap();
+    // ... and one whose file was already unlinked when the crash came.
+    cat.execute_sql(
+        "INSERT INTO pending_deletions (path, queued_ms) VALUES ('live/cam-x/42.ts', 1)",
+    )
+    .unwrap();
+    // A hostile row must never make retention touch files outside the root.
+    let outside_dir = tempfile::tempdir().unwrap();
+    let outside = outside_dir.path().join("victim.ts");
+    std::fs::write(&outside, b"keep me").unwrap();
+    let rel_outside = format!(
+        "../{}/victim.ts",
+        outside_dir.path().file_name().unwrap().to_str().unwrap()
+    );
+    // Only reachable if the data dir and the victim share a parent (both in /tmp).
+    assert!(root.join(&rel_outside).exists());
+    cat.execute_sql(&format!(
+        "INSERT INTO pending_deletions (path, queued_ms) VALUES ('{rel_outside}', 1)"
+    ))
+    .unwrap();
+    // Orphans: an old file with no row goes, a fresh one (its row may still
+    // be in a writer's buffer) stays; other files are not ours.
+    let orphan_old = write_file(&root, "live/cam-y/9.ts", 3 * hour);
+    // (written after `cut`, so younger than the grace at the simulated "now")
+    let orphan_fresh = write_file(&root, "live/cam-y/10.ts", Duration::ZERO);
+    let playlist = write_file(&root, "live/cam-y/index.m3u8", 3 * hour);
+
+    let policy = RetentionPolicy {
+        segment_max_age: Some(hour),
+        position_max_age: Some(Duration::from_secs(30 * 24 * 3600)),
+        orphan_grace: Some(hour),
+        chunk: 2, // several transactions
+    };
+    // "now" is one hour after the cut: exactly the old recording is expired.
+    let report = cat.run_retention(&root, &policy, cut + 3_600_000).unwrap();
+    assert_eq!(report.segments_deleted, 5, "{report:?}");
+    assert_eq!(
+        report.files_deleted, 6,
+        "5 expired + 1 left by the crash: {report:?}"
+    );
+    assert_eq!(report.files_missing, 1, "{report:?}");
+    assert_eq!(report.unsafe_paths, 1, "{report:?}");
+    assert_eq!(report.positions_deleted, 10, "{report:?}");
+    assert_eq!(report.sessions_deleted, 1, "{report:?}");
+    assert_eq!(report.orphans_deleted, 1, "{report:?}");
+
+    assert!(outside.exists(), "never delete outside the data dir");
+    assert!(!crashed.exists());
+    assert!(!orphan_old.exists());
+    assert!(orphan_fresh.exists());
+    assert!(playlist.exists());
+    for seq in 0..5 {
+        assert!(
+            !root.join(format!("live/{stream}/{seq}.ts")).exists(),
+            "{seq}"
+        );
+    }
+    assert_eq!(db.count("pending_deletions"), 0);
+    assert!(cat.session(&old_s).unwrap().is_none());
+    assert!(cat.session(&new_s).unwrap().is_some(), "live session kept");
+    let kept = cat.segments_of_session(&new_s).unwrap();
+    assert_eq!(kept.len(), 3);
+    // The invariant: every remaining row names an existing file.
+    for s in &kept {
+        assert!(root.join(&s.path).exists(), "{}", s.path);
+    }
+    assert_eq!(cat.positions(SIM_A, 0, i64::MAX, 100).unwrap().len(), 10);
+
+    // A second run finds nothing more to do.
+    let again = cat.run_retention(&root, &policy, cut + 3_600_000).unwrap();
+    assert_eq!(again, Default::default());
+}
+
+fn invalid_records_are_rejected_not_fatal(db: TestDb) {
+    let cat = db.open();
+    let bad_path = Record::Segment {
+        session_id: "s".into(),
+        stream: "x".into(),
+        sequence: 1,
+        start_pts: 0,
+        duration_90k: 1,
+        bytes: 1,
+        path: "../../etc/passwd".into(),
+        program_date_time_ms: 0,
+        discontinuity: false,
+    };
+    assert!(matches!(
+        cat.write(std::slice::from_ref(&bad_path)),
+        Err(streamcore::catalog::Error::InvalidRecord(_))
+    ));
+    let writer = CatalogWriter::spawn(&db.url, WriterConfig::default()).unwrap();
+    assert!(!writer.send(bad_path));
+    assert!(!writer.send(position(&"9".repeat(21), T0)));
+    // A record the database itself refuses (a stream name that another
+    // device's (sim, channel) already owns) only costs that record.
+    assert!(writer.send(session_started("a", "dev_1", Some(SIM_A), Some(1), T0)));
+    assert!(writer.flush(Duration::from_secs(30)));
+    assert!(writer.send(position(SIM_A, T0)));
+    assert!(writer.send(session_started("b", "other_name", Some(SIM_A), Some(1), T0)));
+    assert!(writer.send(segment("b", "other_name", 0, T0)));
+    assert!(writer.send(position(SIM_A, T0 + 1)));
+    assert!(writer.flush(Duration::from_secs(30)));
+    let st = writer.shutdown();
+    assert_eq!(st.rejected, 2 + 1, "{st:?}");
+    assert_eq!(st.written, 4, "{st:?}");
+    assert_eq!(db.count("positions"), 2);
+}
+
+// ------------------------------------------------------------- outage
+
+/// A TCP relay on 127.0.0.1 in front of a database server that the test
+/// can take down (listener closed, open connections cut) and bring back on
+/// the same port: the writer sees exactly what a server outage looks like.
+struct Proxy {
+    addr: SocketAddr,
+    target: SocketAddr,
+    stop: Arc<AtomicBool>,
+    conns: Arc<Mutex<Vec<TcpStream>>>,
+    accept: Option<JoinHandle<()>>,
+}
+
+impl Proxy {
+    fn start(target: SocketAddr) -> Proxy {
+        let mut p = Proxy {
+            addr: "127.0.0.1:0".parse().unwrap(),
+            target,
+            stop: Arc::new(AtomicBool::new(false)),
+            conns: Arc::new(Mutex::new(Vec::new())),
+            accept: None,
+        };
+        p.up();
+        p
+    }
+
+    fn up(&mut self) {
+        let listener = TcpListener::bind(self.addr).expect("rebind proxy port");
+        self.addr = listener.local_addr().unwrap();
+        listener.set_nonblocking(true).unwrap();
+        self.stop.store(false, Ordering::SeqCst);
+        let (stop, conns, target) = (self.stop.clone(), self.conns.clone(), self.target);
+        self.accept = Some(std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((client, _)) => {
+                        client.set_nonblocking(false).unwrap();
+                        let Ok(server) = TcpStream::connect(target) else {
+                            continue;
+                        };
+                        let mut list = conns.lock().unwrap();
+                        list.push(client.try_clone().unwrap());
+                        list.push(server.try_clone().unwrap());
+                        for (mut from, mut to) in [
+                            (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                            (server, client),
+                        ] {
+                            std::thread::spawn(move || {
+                                let mut buf = [0u8; 16 * 1024];
+                                loop {
+                                    match from.read(&mut buf) {
+                                        Ok(0) | Err(_) => break,
+                                        Ok(n) => {
+                                            if std::io::Write::write_all(&mut to, &buf[..n])
+                                                .is_err()
+                                            {
+                                                break;
+                                            }
+                                        }
+                                    }
+                                }
+                                let _ = to.shutdown(Shutdown::Both);
+                                let _ = from.shutdown(Shutdown::Both);
+                            });
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(5))
+                    }
+                    Err(_) => break,
+                }
+            }
+        }));
+    }
+
+    /// The outage: refuse new connections and cut every open one.
+    fn down(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.accept.take() {
+            t.join().unwrap();
+        }
+        for c in self.conns.lock().unwrap().drain(..) {
+            let _ = c.shutdown(Shutdown::Both);
+        }
+    }
+
+    fn url(&self, db_url: &str) -> String {
+        // scheme://user@127.0.0.1:PORT/db -> same with the proxy's port
+        let (scheme, rest) = db_url.split_once("://").unwrap();
+        let (auth_host, db) = rest.split_once('/').unwrap();
+        let user = auth_host
+            .rsplit_once('@')
+            .map(|(u, _)| format!("{u}@"))
+            .unwrap_or_default();
+        format!("{scheme}://{user}{}/{db}", self.addr)
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.down();
+    }
+}
+
+fn server_addr(url: &str) -> SocketAddr {
+    let rest = url.split_once("://").unwrap().1;
+    let host = rest.split_once('/').unwrap().0;
+    let host = host.rsplit_once('@').map(|x| x.1).unwrap_or(host);
+    host.parse()
+        .expect("test server URL must use an IP:port host")
+}
+
+fn outage_is_buffered_then_written_and_overflow_counted(db: TestDb) {
+    let cat = db.open();
+    let mut proxy = Proxy::start(server_addr(&db.url));
+    let writer = CatalogWriter::spawn(
+        &proxy.url(&db.url),
+        WriterConfig {
+            buffer_max: 300,
+            linger: Duration::from_millis(5),
+            backoff_min: Duration::from_millis(20),
+            backoff_max: Duration::from_millis(200),
+            ..WriterConfig::default()
+        },
+    )
+    .unwrap();
+    for i in 0..100 {
+        assert!(writer.send(position(SIM_A, T0 + i)));
+    }
+    assert!(writer.flush(Duration::from_secs(30)));
+    assert_eq!(writer.stats().written, 100);
+    assert!(writer.stats().connected);
+
+    proxy.down();
+    for i in 100..300 {
+        assert!(
+            writer.send(position(SIM_A, T0 + i)),
+            "send never blocks or fails in an outage"
+        );
+    }
+    wait_until(
+        "the writer to notice the outage",
+        Duration::from_secs(30),
+        || {
+            let st = writer.stats();
+            st.retries >= 2 && st.buffered == 200 && !st.connected
+        },
+    );
+    assert_eq!(
+        db.count("positions"),
+        100,
+        "nothing written while the server is away"
+    );
+    // 150 more: 100 fit the 300-record buffer, 50 are dropped and counted.
+    for i in 300..450 {
+        assert!(writer.send(position(SIM_A, T0 + i)));
+    }
+    wait_until(
+        "the overflow to be counted",
+        Duration::from_secs(30),
+        || {
+            let st = writer.stats();
+            st.buffered == 300 && st.dropped_buffer_full == 50
+        },
+    );
+    assert!(
+        !writer.flush(Duration::from_millis(100)),
+        "cannot drain while down"
+    );
+
+    proxy.up();
+    assert!(
+        writer.flush(Duration::from_secs(60)),
+        "drains once the server is back"
+    );
+    let st = writer.shutdown();
+    assert_eq!(st.written, 400, "{st:?}");
+    assert_eq!(st.dropped_buffer_full, 50, "{st:?}");
+    assert_eq!((st.buffered, st.rejected), (0, 0), "{st:?}");
+    assert!(st.reconnects >= 1, "{st:?}");
+    let times: Vec<i64> = cat
+        .positions(SIM_A, 0, i64::MAX, usize::MAX)
+        .unwrap()
+        .into_iter()
+        .map(|p| p.device_time_ms - T0)
+        .collect();
+    assert_eq!(
+        times,
+        (0..400).collect::<Vec<_>>(),
+        "oldest kept, newest beyond the bound dropped"
+    );
+}
+
+fn writer_starts_during_an_outage(db: TestDb) {
+    let cat = db.open();
+    let mut proxy = Proxy::start(server_addr(&db.url));
+    proxy.down();
+    let writer = CatalogWriter::spawn(
+        &proxy.url(&db.url),
+        WriterConfig {
+            backoff_min: Duration::from_millis(10),
+            backoff_max: Duration::from_millis(50),
+            ..WriterConfig::default()
+        },
+    )
+    .unwrap();
+    for i in 0..10 {
+        assert!(writer.send(position(SIM_B, T0 + i)));
+    }
+    wait_until(
+        "retries against a dead server",
+        Duration::from_secs(30),
+        || writer.stats().retries >= 3,
+    );
+    proxy.up();
+    assert!(writer.flush(Duration::from_secs(30)));
+    assert_eq!(writer.stats().written, 10);
+    assert_eq!(cat.positions(SIM_B, 0, i64::MAX, 100).unwrap().len(), 10);
+}
+
+/// A server that accepts TCP connections and never answers (a hung host):
+/// the writer thread is stuck in connect, so the channel fills up and
+/// `send` must drop and count instead of blocking the producer.
+fn full_queue_drops_instead_of_blocking(db: TestDb) {
+    let _cat = db.open();
+    let hung = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = hung.local_addr().unwrap();
+    let held = Arc::new(Mutex::new(Vec::new()));
+    let keep = held.clone();
+    std::thread::spawn(move || {
+        for c in hung.incoming().flatten() {
+            keep.lock().unwrap().push(c); // hold it open, say nothing
+        }
+    });
+    let url = format!("postgres://root@{addr}/{}?connect_timeout=3", db.name);
+    let writer = CatalogWriter::spawn(
+        &url,
+        WriterConfig {
+            channel_capacity: 4,
+            shutdown_timeout: Duration::from_millis(50),
+            ..WriterConfig::default()
+        },
+    )
+    .unwrap();
+    assert!(writer.send(position(SIM_A, T0)));
+    wait_until(
+        "the writer to be stuck connecting",
+        Duration::from_secs(10),
+        || !held.lock().unwrap().is_empty(),
+    );
+    let accepted = (1..200)
+        .filter(|i| writer.send(position(SIM_A, T0 + i)))
+        .count() as u64;
+    let st = writer.stats();
+    assert!(
+        accepted <= 4,
+        "channel capacity bounds what is accepted: {accepted}"
+    );
+    assert_eq!(st.dropped_queue_full, 199 - accepted, "{st:?}");
+    assert_eq!(st.received, 1 + accepted);
+    let st = writer.shutdown();
+    assert_eq!(st.written, 0);
+    assert_eq!(
+        st.dropped_shutdown, st.received,
+        "unwritten records are counted at shutdown: {st:?}"
+    );
+}
+
+mod outage_postgres {
+    #[test]
+    fn full_queue_drops_instead_of_blocking() {
+        super::full_queue_drops_instead_of_blocking(super::TestDb::new(super::Backend::Postgres))
+    }
+    #[test]
+    fn outage_is_buffered_then_written_and_overflow_counted() {
+        super::outage_is_buffered_then_written_and_overflow_counted(super::TestDb::new(
+            super::Backend::Postgres,
+        ))
+    }
+    #[test]
+    fn writer_starts_during_an_outage() {
+        super::writer_starts_during_an_outage(super::TestDb::new(super::Backend::Postgres))
+    }
+}
+
+mod outage_mysql {
+    #[test]
+    fn outage_is_buffered_then_written_and_overflow_counted() {
+        super::outage_is_buffered_then_written_and_overflow_counted(super::TestDb::new(
+            super::Backend::Mysql,
+        ))
+    }
+    #[test]
+    fn writer_starts_during_an_outage() {
+        super::writer_starts_during_an_outage(super::TestDb::new(super::Backend::Mysql))
+    }
+}
+
+#[test]
+fn sqlite_url_forms_and_wal() {
+    assert_eq!(
+        streamcore::catalog::default_database_url(Path::new("/data")),
+        "/data/catalog.sqlite"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.sqlite");
+    let cat = Catalog::open(&format!("sqlite://{}", path.display())).unwrap();
+    cat.write(&[position(SIM_A, T0)]).unwrap();
+    // Same file through the plain-path form.
+    let cat2 = Catalog::open(path.to_str().unwrap()).unwrap();
+    assert_eq!(cat2.positions(SIM_A, 0, i64::MAX, 10).unwrap().len(), 1);
+    let mode: Vec<(String, String)> = {
+        #[derive(QueryableByName)]
+        struct M {
+            #[diesel(sql_type = Text)]
+            journal_mode: String,
+        }
+        let m: Vec<M> = diesel::sql_query("PRAGMA journal_mode")
+            .load(&mut SqliteConnection::establish(path.to_str().unwrap()).unwrap())
+            .unwrap();
+        m.into_iter()
+            .map(|m| (m.journal_mode, String::new()))
+            .collect()
+    };
+    assert_eq!(mode[0].0, "wal");
+    assert!(matches!(
+        Catalog::open("redis://127.0.0.1/0"),
+        Err(streamcore::catalog::Error::BadUrl(_))
+    ));
+    // A server that is not there fails open() with a clear error.
+    let err = Catalog::open("postgres://root@127.0.0.1:1/none").unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("cannot connect to the postgres catalog"),
+        "{err}"
+    );
+}
