@@ -8,7 +8,7 @@ use std::fs::File;
 use std::hash::{Hash, Hasher};
 use std::io::Write as _;
 use std::os::unix::fs::FileExt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::SystemTime;
 
 use bytes::{Bytes, BytesMut};
@@ -113,15 +113,32 @@ impl Representation {
         compressible: bool,
     ) -> Self {
         let tag = content_hash(&body);
+        Self::text_hashed(
+            req,
+            body,
+            tag,
+            content_type,
+            cache_control,
+            last_modified,
+            compressible,
+        )
+    }
+
+    /// As [`Representation::text`] with the body's [`content_hash`] already known (embedded
+    /// assets hash once, not per request).
+    pub fn text_hashed(
+        req: &Req,
+        body: Bytes,
+        tag: u64,
+        content_type: &'static str,
+        cache_control: &'static str,
+        last_modified: Option<SystemTime>,
+        compressible: bool,
+    ) -> Self {
         if compressible && req.accepts_gzip() && body.len() > 64 {
-            let mut enc = flate2::write::GzEncoder::new(
-                Vec::with_capacity(body.len() / 3),
-                flate2::Compression::fast(),
-            );
-            let gz = enc.write_all(&body).and_then(|_| enc.finish());
-            if let Ok(gz) = gz {
+            if let Some(gz) = gzip_cached(tag, &body) {
                 return Self {
-                    source: Source::Mem(gz.into()),
+                    source: Source::Mem(gz),
                     content_type,
                     cache_control,
                     etag: format!("\"{tag:016x}-gz\""),
@@ -141,6 +158,32 @@ impl Representation {
             vary_encoding: compressible,
         }
     }
+}
+
+/// Gzip of `body`, from a small cache keyed by its hash and length: every viewer of a live
+/// stream asks for the same playlist version, so it is compressed once, not per request
+/// (compressing per request capped gzip playlists at a fifth of the identity rate).
+fn gzip_cached(hash: u64, body: &[u8]) -> Option<Bytes> {
+    const MAX_ENTRIES: usize = 1024;
+    static CACHE: OnceLock<Mutex<HashMap<(u64, usize), Bytes>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    let key = (hash, body.len());
+    if let Some(gz) = cache.lock().ok()?.get(&key) {
+        return Some(gz.clone());
+    }
+    let mut enc = flate2::write::GzEncoder::new(
+        Vec::with_capacity(body.len() / 3 + 32),
+        flate2::Compression::fast(),
+    );
+    enc.write_all(body).ok()?;
+    let gz = Bytes::from(enc.finish().ok()?);
+    let mut map = cache.lock().ok()?;
+    // Old playlist versions are never asked for again; dropping all at the bound is enough.
+    if map.len() >= MAX_ENTRIES {
+        map.clear();
+    }
+    map.insert(key, gz.clone());
+    Some(gz)
 }
 
 /// A 64-bit SipHash of the body, for ETags of generated text.

@@ -52,9 +52,21 @@ fn started() -> std::time::SystemTime {
 }
 
 fn serve(a: &Asset, req: &Req, cache: &'static str) -> Response {
-    let rep = Representation::text(
+    static HASHES: OnceLock<Vec<(&'static str, u64)>> = OnceLock::new();
+    let hashes = HASHES.get_or_init(|| {
+        std::iter::once(&INDEX)
+            .chain(ASSETS)
+            .map(|a| (a.name, http::content_hash(a.body)))
+            .collect()
+    });
+    let tag = hashes
+        .iter()
+        .find(|(n, _)| *n == a.name)
+        .map_or(0, |(_, h)| *h);
+    let rep = Representation::text_hashed(
         req,
         Bytes::from_static(a.body),
+        tag,
         a.content_type,
         cache,
         Some(started()),
