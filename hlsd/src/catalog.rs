@@ -110,6 +110,17 @@ pub struct Session {
     pub ended_ms: Option<i64>,
 }
 
+/// A stream being recorded now: it has an open session.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LiveStream {
+    pub stream: String,
+    pub sim: Option<String>,
+    pub channel: Option<u8>,
+    /// The open session, playable as `/vod/session/<id>/index.m3u8` (an EVENT playlist).
+    pub session_id: i64,
+    pub started_ms: i64,
+}
+
 /// A time range of interest on a device (808 alarm flag, playback upload, ...).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Incident {
@@ -145,6 +156,8 @@ pub struct SegmentRow {
 pub trait Catalog: Send + Sync + 'static {
     /// All devices, ordered by SIM.
     fn devices(&self) -> Result<Vec<Device>, CatalogError>;
+    /// Streams with an open session, ordered by name.
+    fn live_streams(&self) -> Result<Vec<LiveStream>, CatalogError>;
     /// Sessions of a device's streams overlapping `range`, newest first.
     fn sessions(&self, sim: &str, range: TimeRange) -> Result<Vec<Session>, CatalogError>;
     /// One session by id.
@@ -390,6 +403,22 @@ impl Catalog for DirCatalog {
         }
         devices.sort_by(|a, b| a.sim.cmp(&b.sim));
         Ok(devices)
+    }
+
+    fn live_streams(&self) -> Result<Vec<LiveStream>, CatalogError> {
+        Ok(self
+            .scan_streams()?
+            .iter()
+            .filter(|s| s.live)
+            .filter_map(session_of)
+            .map(|s| LiveStream {
+                stream: s.stream,
+                sim: s.sim,
+                channel: s.channel,
+                session_id: s.id,
+                started_ms: s.started_ms,
+            })
+            .collect())
     }
 
     fn sessions(&self, sim: &str, range: TimeRange) -> Result<Vec<Session>, CatalogError> {

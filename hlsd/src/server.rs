@@ -599,12 +599,20 @@ async fn serve_vod(
     )
 }
 
+/// Streams with a playlist on disk (what can be served), marked live from the files and joined
+/// with the catalog's open sessions so a client can also open the recording.
 async fn api_streams(st: Arc<AppState>, req: Req) -> Response {
     let all = matches!(req.query.get("all").map(String::as_str), Some("1" | "true"));
-    let (dir, timeout) = (st.data_dir.clone(), st.live_timeout);
-    let scanned = blocking(move || crate::catalog::scan_streams(&dir, timeout)).await;
-    let streams = match scanned {
-        Ok(s) => s,
+    let (dir, timeout, cat) = (st.data_dir.clone(), st.live_timeout, st.catalog.clone());
+    let scanned = blocking(move || -> Result<_, CatalogError> {
+        Ok((
+            crate::catalog::scan_streams(&dir, timeout)?,
+            cat.live_streams()?,
+        ))
+    })
+    .await;
+    let (streams, open) = match scanned {
+        Ok(v) => v,
         Err(e) => return catalog_failed(e),
     };
     let now = SystemTime::now();
@@ -618,6 +626,7 @@ async fn api_streams(st: Arc<AppState>, req: Req) -> Response {
                 .map(|d| d.as_millis() as i64)
                 .unwrap_or(0);
             let device = names::split_device_stream(&s.name);
+            let session = open.iter().find(|o| o.stream == s.name);
             json!({
                 "name": s.name,
                 "live": s.live,
@@ -632,6 +641,8 @@ async fn api_streams(st: Arc<AppState>, req: Req) -> Response {
                 "window_seconds": s.playlist.segments.iter().map(|x| x.duration).sum::<f64>(),
                 "sim": device.map(|d| d.0),
                 "channel": device.map(|d| d.1),
+                "session_id": session.map(|o| o.session_id),
+                "session_started_ms": session.map(|o| o.started_ms),
             })
         })
         .collect();

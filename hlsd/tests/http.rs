@@ -591,6 +591,55 @@ async fn tokens_accepted_expired_forged_and_carried_into_segment_urls() {
     srv.shutdown().await;
 }
 
+/// The token format as documented in hlsd/README.md, minted by Python's hmac module: an
+/// independent implementation must agree with ours.
+const PY_MINT: &str = "import hmac,hashlib,base64,struct,sys,time; s,scope,ttl=sys.argv[1],sys.argv[2],int(sys.argv[3]); e=int(time.time())+ttl; print(base64.urlsafe_b64encode(struct.pack('>Q',e)+hmac.new(s.encode(),f'{scope}|{e}'.encode(),hashlib.sha256).digest()).rstrip(b'=').decode())";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_minted_by_an_independent_implementation() {
+    let fx = Fixture::new();
+    let srv = start(&fx.data(), |c| c.token_secret = Some("s3cret".into())).await;
+    let mint = |secret: &str, scope: &str, ttl: i64| {
+        let out = std::process::Command::new("python3")
+            .args(["-c", PY_MINT, secret, scope, &ttl.to_string()])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    let c = client();
+    let url = |tok: &str| format!("http://{}/live/{SIM}_1/index.m3u8?token={tok}", srv.addr);
+    assert_eq!(
+        c.get(url(&mint("s3cret", &format!("{SIM}_1"), 60)))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        c.get(url(&mint("s3cret", &format!("{SIM}_1"), -5)))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        c.get(url(&mint("other", &format!("{SIM}_1"), 60)))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::FORBIDDEN
+    );
+    srv.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vod_session_and_incident_playlists() {
     let fx = Fixture::new();
@@ -745,6 +794,11 @@ async fn api_streams_devices_sessions_positions_incidents() {
     assert_eq!(s["sim"], SIM);
     assert_eq!(s["channel"], 1);
     assert_eq!(s["segments"], clips().all().len());
+    assert_eq!(
+        s["session_id"],
+        hlsd::catalog::dir_session_id("132570034500_1")
+    );
+    assert_eq!(s["session_started_ms"], fx.pdt0);
     assert!(s["updated"].as_str().unwrap().ends_with('Z'));
     let v = get("/api/streams?all=1".into()).await;
     let names: Vec<&str> = v
@@ -759,6 +813,10 @@ async fn api_streams_devices_sessions_positions_incidents() {
     );
     assert_eq!(v[1]["ended"], true);
     assert_eq!(v[3]["live"], false);
+    assert!(
+        v[1]["session_id"].is_null(),
+        "a finished stream has no open session"
+    );
 
     let v = get("/api/devices".into()).await;
     assert_eq!(v.as_array().unwrap().len(), 1);
