@@ -17,6 +17,7 @@ pub const DEFAULT_INGESTD_URL: &str = "http://127.0.0.1:6811";
 pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 pub const DEFAULT_WATCH_TIMEOUT_SECS: u64 = 15;
 pub const DEFAULT_LIVE_TIMEOUT_SECS: u64 = 20;
+pub const DEFAULT_HEADER_TIMEOUT_SECS: u64 = 15;
 
 /// Everything the server needs, after merging all sources.
 #[derive(Debug, Clone)]
@@ -36,6 +37,9 @@ pub struct Config {
     pub watch_timeout: Duration,
     /// A playlist without ENDLIST counts as live while modified within this long.
     pub live_timeout: Duration,
+    /// A connection that doesn't complete a request head within this long (idle keep-alive
+    /// included) is closed, so slow or idle clients can't hold connection slots.
+    pub header_timeout: Duration,
 }
 
 impl Config {
@@ -50,6 +54,7 @@ impl Config {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             watch_timeout: Duration::from_secs(DEFAULT_WATCH_TIMEOUT_SECS),
             live_timeout: Duration::from_secs(DEFAULT_LIVE_TIMEOUT_SECS),
+            header_timeout: Duration::from_secs(DEFAULT_HEADER_TIMEOUT_SECS),
         }
     }
 }
@@ -64,7 +69,7 @@ impl Config {
 )]
 pub struct Cli {
     /// TOML file with any of the settings below (keys: data_dir, database_url, listen, ingestd_url,
-    /// token_secret, max_connections, watch_timeout_secs, live_timeout_secs).
+    /// token_secret, max_connections, watch_timeout_secs, live_timeout_secs, header_timeout_secs).
     #[arg(long, env = "HLSD_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Data directory written by ingestd (live/<stream>/index.m3u8 and segments). Required.
@@ -96,6 +101,9 @@ pub struct Cli {
     /// Seconds since its last update after which a playlist without ENDLIST is no longer live [default: 20].
     #[arg(long, env = "HLSD_LIVE_TIMEOUT_SECS", value_name = "SECS")]
     pub live_timeout_secs: Option<u64>,
+    /// Seconds a connection may take to send a request head (and may idle between requests) [default: 15].
+    #[arg(long, env = "HLSD_HEADER_TIMEOUT_SECS", value_name = "SECS")]
+    pub header_timeout_secs: Option<u64>,
 }
 
 /// The `--config` file.
@@ -110,6 +118,7 @@ pub struct FileConfig {
     pub max_connections: Option<usize>,
     pub watch_timeout_secs: Option<u64>,
     pub live_timeout_secs: Option<u64>,
+    pub header_timeout_secs: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -166,10 +175,17 @@ impl Cli {
                 .live_timeout_secs
                 .or(file.live_timeout_secs)
                 .map_or(d.live_timeout, Duration::from_secs),
+            header_timeout: self
+                .header_timeout_secs
+                .or(file.header_timeout_secs)
+                .map_or(d.header_timeout, Duration::from_secs),
             data_dir: d.data_dir,
         };
         if cfg.max_connections == 0 {
             return Err(ConfigError::Zero("max_connections"));
+        }
+        if cfg.header_timeout.is_zero() {
+            return Err(ConfigError::Zero("header_timeout_secs"));
         }
         Ok(cfg)
     }

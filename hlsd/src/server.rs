@@ -141,6 +141,7 @@ pub async fn serve_with_catalog(
         listener,
         routes(state),
         config.max_connections,
+        config.header_timeout,
         rx,
     ));
     tracing::info!(%addr, data_dir = %config.data_dir.display(), max_connections = config.max_connections, "hlsd listening");
@@ -156,6 +157,7 @@ async fn accept_loop<F>(
     listener: TcpListener,
     filter: F,
     max_connections: usize,
+    header_timeout: Duration,
     mut shutdown: oneshot::Receiver<()>,
 ) where
     F: Filter<Extract = (Response,), Error = Infallible> + Clone + Send + Sync + 'static,
@@ -190,7 +192,7 @@ async fn accept_loop<F>(
                     builder
                         .http1()
                         .timer(TokioTimer::new())
-                        .header_read_timeout(Duration::from_secs(15));
+                        .header_read_timeout(header_timeout);
                     if let Err(e) = builder.serve_connection(TokioIo::new(tcp), svc).await {
                         tracing::debug!(%peer, error = %e, "connection ended with an error");
                     }

@@ -73,6 +73,7 @@ fn help_documents_every_flag_and_variable() {
         "--max-connections",
         "--watch-timeout-secs",
         "--live-timeout-secs",
+        "--header-timeout-secs",
         "HLSD_DATA_DIR",
         "HLSD_DATABASE_URL",
         "HLSD_LISTEN",

@@ -1134,6 +1134,41 @@ async fn connection_limit_answers_503_and_recovers() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_clients_cannot_hold_connection_slots() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let fx = Fixture::new();
+    let srv = start(&fx.data(), |c| {
+        c.max_connections = 2;
+        c.header_timeout = Duration::from_secs(1);
+    })
+    .await;
+    // Two slowloris clients: half a request head each, then nothing.
+    let mut slow = Vec::new();
+    for _ in 0..2 {
+        let mut s = tokio::net::TcpStream::connect(srv.addr).await.unwrap();
+        s.write_all(b"GET /api/streams HTTP/1.1\r\nHost: t\r\nX-Slow: ")
+            .await
+            .unwrap();
+        slow.push(s);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        raw(srv.addr, "GET /api/streams HTTP/1.1").await.0,
+        503,
+        "both slots held"
+    );
+    // After the header timeout the server has closed them and serves others again.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for s in &mut slow {
+        let mut buf = Vec::new();
+        let n = tokio::time::timeout(Duration::from_secs(2), s.read_to_end(&mut buf)).await;
+        assert!(n.is_ok(), "slow client was disconnected");
+    }
+    assert_eq!(raw(srv.addr, "GET /api/streams HTTP/1.1").await.0, 200);
+    srv.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cors_preflight_and_web_page() {
     let fx = Fixture::new();
     let srv = start(&fx.data(), |_| {}).await;
