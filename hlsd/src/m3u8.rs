@@ -99,6 +99,10 @@ pub fn rounded_seconds(ticks_90k: i64) -> i64 {
     (ticks_90k.max(0) + 45_000) / 90_000
 }
 
+/// Restate PROGRAM-DATE-TIME when a segment's catalog time differs from the time extrapolated
+/// from the previous segment by more than this.
+const PDT_DRIFT_MS: i64 = 500;
+
 /// ISO 8601 with milliseconds and `Z`, as PROGRAM-DATE-TIME wants.
 pub fn format_pdt(ms: i64) -> String {
     DateTime::<Utc>::from_timestamp_millis(ms)
@@ -134,19 +138,26 @@ pub fn render_playlist(
         if finished { "VOD" } else { "EVENT" }
     );
     let mut prev: Option<&SegmentRow> = None;
+    let mut player_clock = 0i64;
     for s in segments {
         let gap = prev.is_some_and(|p| p.sequence + 1 != s.sequence || p.stream != s.stream);
         let disc = prev.is_some() && (s.discontinuity || gap);
         if disc {
             out.push_str("#EXT-X-DISCONTINUITY\n");
         }
-        if prev.is_none() || disc {
+        // Players extrapolate PROGRAM-DATE-TIME from the last tag; restate it where the
+        // catalog time drifted from that extrapolation by more than half a second, so the
+        // picture-time to GPS mapping stays exact.
+        let drifted = (s.program_date_time_ms - player_clock).abs() > PDT_DRIFT_MS;
+        if prev.is_none() || disc || drifted {
             let _ = writeln!(
                 out,
                 "#EXT-X-PROGRAM-DATE-TIME:{}",
                 format_pdt(s.program_date_time_ms)
             );
+            player_clock = s.program_date_time_ms;
         }
+        player_clock += (s.duration_90k + 45) / 90;
         let _ = writeln!(
             out,
             "#EXTINF:{:.6},\n{}",
@@ -235,6 +246,24 @@ mod tests {
             |s| format!("{}.ts", s.sequence),
         );
         assert!(text.contains("#EXT-X-DISCONTINUITY\n#EXT-X-PROGRAM-DATE-TIME:1970-01-01T00:00:05.000Z\n#EXTINF:1.000000,\n3.ts"));
+    }
+
+    #[test]
+    fn pdt_restated_only_where_the_clock_drifted() {
+        let segs = [
+            row(1, 180_000, 10_000, false),
+            row(2, 180_000, 12_400, false),
+            row(3, 180_000, 15_400, false),
+        ];
+        let text = render_vod(&segs, |s| format!("{}.ts", s.sequence));
+        assert_eq!(
+            text.matches("#EXT-X-PROGRAM-DATE-TIME:").count(),
+            2,
+            "{text}"
+        );
+        assert!(text.contains(
+            "#EXT-X-PROGRAM-DATE-TIME:1970-01-01T00:00:15.400Z\n#EXTINF:2.000000,\n3.ts"
+        ));
     }
 
     #[test]
