@@ -1,5 +1,23 @@
-//! hlsd daemon.
+//! hlsd daemon: parses flags/env/config file, serves until SIGINT or SIGTERM.
 
-fn main() {
-    println!("hlsd: not yet built");
+use anyhow::Context as _;
+use clap::Parser as _;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let config = hlsd::Cli::parse().resolve()?;
+    let running = hlsd::serve(config).await.context("starting hlsd")?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down");
+    running.shutdown().await;
+    Ok(())
 }

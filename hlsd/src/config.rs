@@ -1,0 +1,244 @@
+//! hlsd configuration: command-line flags, `HLSD_*` environment variables and an optional TOML
+//! file, merged with precedence flags > environment > file > built-in defaults.
+//!
+//! Flags and environment are parsed together by clap (a flag wins over its variable); the file
+//! is read afterwards and only fills what neither gave. Unknown keys in the file are an error so
+//! a typo never silently falls back to a default.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Parser;
+use serde::Deserialize;
+
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
+pub const DEFAULT_INGESTD_URL: &str = "http://127.0.0.1:6811";
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+pub const DEFAULT_WATCH_TIMEOUT_SECS: u64 = 15;
+pub const DEFAULT_LIVE_TIMEOUT_SECS: u64 = 20;
+pub const DEFAULT_HEADER_TIMEOUT_SECS: u64 = 15;
+
+/// Everything the server needs, after merging all sources.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Root of the data dir (`live/<stream>/...`, `catalog.sqlite`).
+    pub data_dir: PathBuf,
+    /// Catalog database; `None` = the default (data-dir catalog in this build).
+    pub database_url: Option<String>,
+    pub listen: SocketAddr,
+    /// Base URL of ingestd's control API.
+    pub ingestd_url: String,
+    /// When set, playlists and segments need a valid signed token.
+    pub token_secret: Option<String>,
+    /// Concurrent TCP connections served; more are answered 503 and closed.
+    pub max_connections: usize,
+    /// How long `watch` waits for the first segment of the requested stream.
+    pub watch_timeout: Duration,
+    /// A playlist without ENDLIST counts as live while modified within this long.
+    pub live_timeout: Duration,
+    /// A connection that doesn't complete a request head within this long (idle keep-alive
+    /// included) is closed, so slow or idle clients can't hold connection slots.
+    pub header_timeout: Duration,
+}
+
+impl Config {
+    /// Defaults for everything but the data dir.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            database_url: None,
+            listen: DEFAULT_LISTEN.parse().expect("valid default"),
+            ingestd_url: DEFAULT_INGESTD_URL.into(),
+            token_secret: None,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            watch_timeout: Duration::from_secs(DEFAULT_WATCH_TIMEOUT_SECS),
+            live_timeout: Duration::from_secs(DEFAULT_LIVE_TIMEOUT_SECS),
+            header_timeout: Duration::from_secs(DEFAULT_HEADER_TIMEOUT_SECS),
+        }
+    }
+}
+
+/// `hlsd` command line. Every flag can also come from the `HLSD_*` variable shown, or the
+/// `--config` file (same names with underscores).
+#[derive(Debug, Parser, Default)]
+#[command(
+    name = "hlsd",
+    version,
+    about = "HTTP delivery of live and recorded HLS, JSON API and the operator web page"
+)]
+pub struct Cli {
+    /// TOML file with any of the settings below (keys: data_dir, database_url, listen, ingestd_url,
+    /// token_secret, max_connections, watch_timeout_secs, live_timeout_secs, header_timeout_secs).
+    #[arg(long, env = "HLSD_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Data directory written by ingestd (live/<stream>/index.m3u8 and segments). Required.
+    #[arg(long, env = "HLSD_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Catalog database URL (SQLite path, postgres://, mysql://). Default: the data-dir catalog.
+    #[arg(long, env = "HLSD_DATABASE_URL", value_name = "URL")]
+    pub database_url: Option<String>,
+    /// Address to listen on [default: 0.0.0.0:8080].
+    #[arg(long, env = "HLSD_LISTEN", value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// ingestd control API, used by watch/stop [default: http://127.0.0.1:6811].
+    #[arg(long, env = "HLSD_INGESTD_URL", value_name = "URL")]
+    pub ingestd_url: Option<String>,
+    /// Secret for HMAC-signed expiring tokens; when set, playlists and segments require ?token= or /t/<token>/.
+    #[arg(
+        long,
+        env = "HLSD_TOKEN_SECRET",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
+    pub token_secret: Option<String>,
+    /// Maximum concurrent connections; more are answered 503 [default: 4096].
+    #[arg(long, env = "HLSD_MAX_CONNECTIONS", value_name = "N")]
+    pub max_connections: Option<usize>,
+    /// Seconds a watch request waits for the stream's first segment before answering 504 [default: 15].
+    #[arg(long, env = "HLSD_WATCH_TIMEOUT_SECS", value_name = "SECS")]
+    pub watch_timeout_secs: Option<u64>,
+    /// Seconds since its last update after which a playlist without ENDLIST is no longer live [default: 20].
+    #[arg(long, env = "HLSD_LIVE_TIMEOUT_SECS", value_name = "SECS")]
+    pub live_timeout_secs: Option<u64>,
+    /// Seconds a connection may take to send a request head (and may idle between requests) [default: 15].
+    #[arg(long, env = "HLSD_HEADER_TIMEOUT_SECS", value_name = "SECS")]
+    pub header_timeout_secs: Option<u64>,
+}
+
+/// The `--config` file.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub data_dir: Option<PathBuf>,
+    pub database_url: Option<String>,
+    pub listen: Option<SocketAddr>,
+    pub ingestd_url: Option<String>,
+    pub token_secret: Option<String>,
+    pub max_connections: Option<usize>,
+    pub watch_timeout_secs: Option<u64>,
+    pub live_timeout_secs: Option<u64>,
+    pub header_timeout_secs: Option<u64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading config file {0}: {1}")]
+    Read(PathBuf, std::io::Error),
+    #[error("config file {0}: {1}")]
+    Parse(PathBuf, toml::de::Error),
+    #[error("--data-dir (or HLSD_DATA_DIR, or data_dir in the config file) is required")]
+    NoDataDir,
+    #[error("{0} must be at least 1")]
+    Zero(&'static str),
+}
+
+impl FileConfig {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read(path.into(), e))?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse(path.into(), e))
+    }
+}
+
+impl Cli {
+    /// Merges flags/environment (already in `self`) over the config file over defaults.
+    pub fn resolve(self) -> Result<Config, ConfigError> {
+        let file = match &self.config {
+            Some(p) => FileConfig::load(p)?,
+            None => FileConfig::default(),
+        };
+        let data_dir = self
+            .data_dir
+            .or(file.data_dir)
+            .ok_or(ConfigError::NoDataDir)?;
+        let d = Config::new(data_dir);
+        let cfg = Config {
+            database_url: self.database_url.or(file.database_url),
+            listen: self.listen.or(file.listen).unwrap_or(d.listen),
+            ingestd_url: self
+                .ingestd_url
+                .or(file.ingestd_url)
+                .unwrap_or(d.ingestd_url),
+            token_secret: self
+                .token_secret
+                .or(file.token_secret)
+                .filter(|s| !s.is_empty()),
+            max_connections: self
+                .max_connections
+                .or(file.max_connections)
+                .unwrap_or(d.max_connections),
+            watch_timeout: self
+                .watch_timeout_secs
+                .or(file.watch_timeout_secs)
+                .map_or(d.watch_timeout, Duration::from_secs),
+            live_timeout: self
+                .live_timeout_secs
+                .or(file.live_timeout_secs)
+                .map_or(d.live_timeout, Duration::from_secs),
+            header_timeout: self
+                .header_timeout_secs
+                .or(file.header_timeout_secs)
+                .map_or(d.header_timeout, Duration::from_secs),
+            data_dir: d.data_dir,
+        };
+        if cfg.max_connections == 0 {
+            return Err(ConfigError::Zero("max_connections"));
+        }
+        if cfg.header_timeout.is_zero() {
+            return Err(ConfigError::Zero("header_timeout_secs"));
+        }
+        Ok(cfg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Cli {
+        Cli::try_parse_from(std::iter::once("hlsd").chain(args.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn precedence_flag_over_file_over_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("hlsd.toml");
+        std::fs::write(
+            &file,
+            "data_dir = \"/from/file\"\nlisten = \"127.0.0.1:9000\"\nmax_connections = 7\n",
+        )
+        .unwrap();
+        let cfg = parse(&[
+            "--config",
+            file.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:9001",
+        ])
+        .resolve()
+        .unwrap();
+        assert_eq!(cfg.listen, "127.0.0.1:9001".parse().unwrap());
+        assert_eq!(cfg.data_dir, PathBuf::from("/from/file"));
+        assert_eq!(cfg.max_connections, 7);
+        assert_eq!(cfg.ingestd_url, DEFAULT_INGESTD_URL);
+        assert_eq!(cfg.watch_timeout, Duration::from_secs(15));
+    }
+
+    #[test]
+    fn file_rejects_unknown_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("hlsd.toml");
+        std::fs::write(&file, "data_dir = \"/x\"\nlisten_addr = \"127.0.0.1:1\"\n").unwrap();
+        let err = parse(&["--config", file.to_str().unwrap()])
+            .resolve()
+            .unwrap_err();
+        assert!(err.to_string().contains("listen_addr"), "{err}");
+    }
+
+    #[test]
+    fn data_dir_required() {
+        assert!(matches!(
+            Cli::default().resolve(),
+            Err(ConfigError::NoDataDir)
+        ));
+    }
+}

@@ -1,0 +1,224 @@
+//! The web page in headless Chromium (Debian's /usr/bin/chromium driven by playwright-core from
+//! hlsd/web/node_modules): a live stream that slides in real time plays for more than 20 s
+//! across segment boundaries and a real discontinuity with currentTime always advancing and no
+//! fatal hls.js error; the GPS marker follows PROGRAM-DATE-TIME; a VOD session plays to its
+//! end. The screenshot is kept at target/artifacts/hlsd-page.png.
+//!
+//! Needs: `npm ci --prefix hlsd/web`, Debian packages `chromium` and `ffmpeg`, Node.js.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{install, now_ms, start, write_playlist, Clips, Seg};
+
+const SIM: &str = "132570034500";
+const WINDOW: usize = 5;
+
+fn require(path: &str, hint: &str) {
+    assert!(
+        Path::new(path).exists(),
+        "browser test needs {path}: {hint}"
+    );
+}
+
+/// Publishes one more segment every segment duration, sliding a window of [`WINDOW`] and
+/// bumping DISCONTINUITY-SEQUENCE when the discontinuity leaves the window, as ingestd would.
+fn run_live(dir: PathBuf, segs: Vec<Seg>, disc_at: u64, pdt0: i64, stop: Arc<AtomicBool>) {
+    let mut published: usize = 4;
+    loop {
+        let lo = published.saturating_sub(WINDOW);
+        let window = &segs[lo..published];
+        let disc_seq = u64::from(window[0].seq > disc_at);
+        write_playlist(
+            &dir,
+            window,
+            &[disc_at],
+            disc_seq,
+            pdt0,
+            published == segs.len(),
+        );
+        if published == segs.len() || stop.load(Ordering::Relaxed) {
+            return;
+        }
+        std::thread::sleep(Duration::from_secs_f64(segs[published].duration));
+        published += 1;
+    }
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct Sample {
+    wall: i64,
+    t: f64,
+    paused: bool,
+    w: u32,
+    frags: u32,
+    disc: u32,
+    fatal: Vec<serde_json::Value>,
+    pdt: Option<f64>,
+    marker: Option<serde_json::Value>,
+    engine: Option<String>,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn page_plays_live_across_a_discontinuity_and_vod_to_the_end() {
+    require("/usr/bin/chromium", "apt-get install -y chromium");
+    let web = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/web/node_modules/playwright-core"
+    );
+    require(web, "run `npm ci --prefix hlsd/web`");
+
+    // 40 s of stream: enough that a browser slow to start still has > 23 s ahead of it.
+    let clips = Clips::make(20, 20);
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path();
+    let all = clips.all();
+    let disc_at = clips.b[0].seq;
+    // Wall-clock PDT: the live edge is "now", as with a real device.
+    let pdt0 = now_ms() - 8_000;
+    let live_dir = install(data, &format!("{SIM}_1"), &all);
+    // A finished recording on channel 2 for the VOD part.
+    let vod_dir = install(data, &format!("{SIM}_2"), &clips.a[..3]);
+    write_playlist(&vod_dir, &clips.a[..3], &[], 0, pdt0, true);
+    // A GPS track covering the stream: a gentle curve, one fix per second.
+    let dev = data.join("devices").join(SIM);
+    std::fs::create_dir_all(&dev).unwrap();
+    let mut track = String::new();
+    for i in -20..60i64 {
+        let a = i as f64 / 25.0;
+        track.push_str(&format!(
+            "{{\"time_ms\":{},\"lat\":{:.6},\"lon\":{:.6},\"speed_kmh\":{:.1},\"heading\":{}}}\n",
+            pdt0 + i * 1000,
+            31.2304 + 0.004 * a.sin() + 0.0008 * a,
+            121.4737 + 0.006 * a,
+            38.0 + 10.0 * a.cos(),
+            (90 + i * 2).rem_euclid(360)
+        ));
+    }
+    std::fs::write(dev.join("positions.jsonl"), track).unwrap();
+    std::fs::write(
+        dev.join("incidents.jsonl"),
+        format!("{{\"id\":1,\"sim\":\"{SIM}\",\"channel\":1,\"kind\":\"overspeed\",\"source\":\"0x0200 alarm bit 1\",\"started_ms\":{},\"ended_ms\":{}}}\n", pdt0 + 4000, pdt0 + 12000),
+    )
+    .unwrap();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let feeder = {
+        let (dir, segs, stop) = (live_dir.clone(), all.clone(), stop.clone());
+        std::thread::spawn(move || run_live(dir, segs, disc_at, pdt0, stop))
+    };
+    let srv = start(data, |_| {}).await;
+    let artifacts = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/artifacts");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    let shot = artifacts.join("hlsd-page.png");
+    let _ = std::fs::remove_file(&shot);
+
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser/drive.mjs");
+    let vod_id = hlsd::catalog::dir_session_id(&format!("{SIM}_2"));
+    let base = format!("http://{}", srv.addr);
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("node")
+            .args([script, &base, &format!("{SIM}_1"), SIM, &vod_id.to_string()])
+            .arg(&shot)
+            .output()
+            .expect("node (Node.js) is needed for the browser test")
+    })
+    .await
+    .unwrap();
+    stop.store(true, Ordering::Relaxed);
+    feeder.join().unwrap();
+    srv.shutdown().await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "driver failed: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    let samples: Vec<Sample> = serde_json::from_value(v["live"]["samples"].clone()).unwrap();
+    let report = serde_json::to_string_pretty(&v).unwrap();
+    std::fs::write(artifacts.join("hlsd-browser.json"), &report).unwrap();
+
+    // Live: started, played >= 20 s of media, never stalled, no fatal error.
+    assert!(samples.len() > 30, "{report}");
+    assert_eq!(
+        samples[0].engine.as_deref(),
+        Some("hls.js"),
+        "Chromium uses MSE via hls.js"
+    );
+    assert!(samples[0].t > 0.0, "playing before sampling: {report}");
+    let first = &samples[0];
+    let last = samples.last().unwrap();
+    assert!(
+        last.t - first.t >= 20.0,
+        "played {} s of media in {} ms: {report}",
+        last.t - first.t,
+        last.wall - first.wall
+    );
+    for w in samples.windows(3) {
+        // Every ~1 s of wall time (three samples, 500 ms apart) the picture moved on.
+        assert!(
+            w[2].t > w[0].t + 0.3,
+            "stalled around t={}: {report}",
+            w[0].t
+        );
+        assert!(!w[2].paused);
+    }
+    assert!(
+        samples.iter().all(|s| s.fatal.is_empty()),
+        "fatal hls.js error: {report}"
+    );
+    assert!(
+        last.frags - first.frags >= 8,
+        "crossed segment boundaries: {report}"
+    );
+    assert!(
+        last.disc >= 1,
+        "crossed the discontinuity (hls.js saw cc change): {report}"
+    );
+    assert!(samples.iter().all(|s| s.w == 640));
+    // The track marker follows the picture's PROGRAM-DATE-TIME and moves along the track.
+    let with_marker: Vec<&Sample> = samples.iter().filter(|s| s.marker.is_some()).collect();
+    assert!(
+        with_marker.len() > samples.len() / 2,
+        "marker shown: {report}"
+    );
+    let pdt_first = with_marker[0].pdt.unwrap();
+    let pdt_last = with_marker.last().unwrap().pdt.unwrap();
+    assert!(
+        pdt_last - pdt_first >= 15_000.0,
+        "picture time advanced with playback: {report}"
+    );
+    assert!(
+        pdt_first >= pdt0 as f64 && pdt_last <= (pdt0 + 41_000) as f64,
+        "PDT within the stream: {report}"
+    );
+    let mx = |s: &Sample| s.marker.as_ref().unwrap()["x"].as_f64().unwrap();
+    assert!(
+        (mx(with_marker.last().unwrap()) - mx(with_marker[0])).abs() > 50.0,
+        "marker moved: {report}"
+    );
+
+    // VOD: played to the end without a fatal error.
+    let vod = &v["vod"];
+    assert_eq!(vod["ended"], true, "VOD ended: {report}");
+    assert!(
+        (vod["t"].as_f64().unwrap() - 6.0).abs() < 0.5,
+        "played all 6 s: {report}"
+    );
+    assert!(vod["fatal"].as_array().unwrap().is_empty(), "{report}");
+
+    assert!(
+        v["console"].as_array().unwrap().is_empty(),
+        "no console errors (missing resources, script errors): {report}"
+    );
+    assert!(
+        artifacts.join("hlsd-page.png").metadata().unwrap().len() > 20_000,
+        "screenshot kept"
+    );
+}

@@ -1,0 +1,206 @@
+//! Shared test fixtures: real H.264/MPEG-TS segments encoded by the ffmpeg CLI (tests only),
+//! laid out in a temporary data dir the way ingestd writes them, and an in-process hlsd.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// One encoded segment file.
+#[derive(Debug, Clone)]
+pub struct Seg {
+    pub seq: u64,
+    pub duration: f64,
+    pub path: PathBuf,
+    pub bytes: u64,
+}
+
+/// Two encodes: `a` (testsrc2) then `b` (a different picture, timestamps far ahead) whose first
+/// segment follows a real discontinuity (new encoder, new timestamps, counters restarted).
+pub struct Clips {
+    _dir: tempfile::TempDir,
+    pub a: Vec<Seg>,
+    pub b: Vec<Seg>,
+}
+
+impl Clips {
+    pub fn make(a_secs: u32, b_secs: u32) -> Clips {
+        let dir = tempfile::tempdir().unwrap();
+        let a = encode(
+            &dir.path().join("a"),
+            "testsrc2=size=640x360:rate=25",
+            a_secs,
+            0,
+            0,
+        );
+        let next = a.last().map_or(0, |s| s.seq + 1);
+        let b = encode(
+            &dir.path().join("b"),
+            "testsrc=size=640x360:rate=25",
+            b_secs,
+            next,
+            1000,
+        );
+        Clips { _dir: dir, a, b }
+    }
+
+    pub fn all(&self) -> Vec<Seg> {
+        self.a.iter().chain(&self.b).cloned().collect()
+    }
+}
+
+fn encode(out: &Path, src: &str, secs: u32, start: u64, ts_offset: u32) -> Vec<Seg> {
+    std::fs::create_dir_all(out).unwrap();
+    let status = Command::new("ffmpeg")
+        .args([
+            "-nostdin",
+            "-v",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            src,
+            "-t",
+            &secs.to_string(),
+        ])
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-profile:v",
+            "main",
+            "-pix_fmt",
+            "yuv420p",
+        ])
+        .args([
+            "-g",
+            "50",
+            "-keyint_min",
+            "50",
+            "-sc_threshold",
+            "0",
+            "-output_ts_offset",
+            &ts_offset.to_string(),
+        ])
+        .args([
+            "-f",
+            "hls",
+            "-hls_time",
+            "2",
+            "-hls_list_size",
+            "0",
+            "-start_number",
+            &start.to_string(),
+        ])
+        .arg("-hls_segment_filename")
+        .arg(out.join("%d.ts"))
+        .arg(out.join("ffmpeg.m3u8"))
+        .status()
+        .expect("ffmpeg CLI (Debian package ffmpeg) is needed to make test fixtures");
+    assert!(status.success(), "ffmpeg failed making fixture");
+    let text = std::fs::read_to_string(out.join("ffmpeg.m3u8")).unwrap();
+    let pl = hlsd::m3u8::parse_media(&text).unwrap();
+    pl.segments
+        .iter()
+        .map(|s| {
+            let path = out.join(&s.uri);
+            Seg {
+                seq: hlsd::names::segment_sequence(&s.uri).unwrap(),
+                duration: s.duration,
+                bytes: std::fs::metadata(&path).unwrap().len(),
+                path,
+            }
+        })
+        .collect()
+}
+
+/// Copies segments into `DATA/live/<stream>/` (as ingestd would have written them).
+pub fn install(data: &Path, stream: &str, segs: &[Seg]) -> PathBuf {
+    let dir = data.join("live").join(stream);
+    std::fs::create_dir_all(&dir).unwrap();
+    for s in segs {
+        let dst = dir.join(format!("{}.ts", s.seq));
+        if !dst.exists() {
+            std::fs::copy(&s.path, &dst).unwrap();
+        }
+    }
+    dir
+}
+
+/// Writes `index.m3u8` atomically (temp + rename) for `window`; a segment whose seq is in
+/// `disc_before` gets `#EXT-X-DISCONTINUITY`. PROGRAM-DATE-TIME from `pdt0_ms` onwards.
+pub fn write_playlist(
+    dir: &Path,
+    window: &[Seg],
+    disc_before: &[u64],
+    disc_seq: u64,
+    pdt0_ms: i64,
+    end: bool,
+) {
+    let target = window
+        .iter()
+        .map(|s| s.duration.round() as u64)
+        .max()
+        .unwrap_or(2);
+    let mut out = format!(
+        "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:{target}\n#EXT-X-MEDIA-SEQUENCE:{}\n#EXT-X-DISCONTINUITY-SEQUENCE:{disc_seq}\n",
+        window.first().map_or(0, |s| s.seq)
+    );
+    for (i, s) in window.iter().enumerate() {
+        let disc = disc_before.contains(&s.seq) && i > 0;
+        if disc {
+            out.push_str("#EXT-X-DISCONTINUITY\n");
+        }
+        let pdt = pdt0_ms + (s.seq as f64 * 2000.0) as i64;
+        out.push_str(&format!(
+            "#EXT-X-PROGRAM-DATE-TIME:{}\n",
+            hlsd::m3u8::format_pdt(pdt)
+        ));
+        out.push_str(&format!("#EXTINF:{:.6},\n{}.ts\n", s.duration, s.seq));
+    }
+    if end {
+        out.push_str("#EXT-X-ENDLIST\n");
+    }
+    let tmp = dir.join(".index.m3u8.tmp");
+    std::fs::write(&tmp, out).unwrap();
+    std::fs::rename(&tmp, dir.join("index.m3u8")).unwrap();
+}
+
+pub async fn start(data: &Path, tweak: impl FnOnce(&mut hlsd::Config)) -> hlsd::Running {
+    let mut cfg = hlsd::Config::new(data);
+    cfg.listen = "127.0.0.1:0".parse().unwrap();
+    tweak(&mut cfg);
+    hlsd::serve(cfg).await.unwrap()
+}
+
+/// A raw HTTP/1.1 exchange, so paths reach the server exactly as written (HTTP clients
+/// normalize `..` away before sending).
+pub async fn raw(addr: SocketAddr, request_line: &str) -> (u16, String, Vec<u8>) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("{request_line}\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    let split = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("response head");
+    let head = String::from_utf8_lossy(&buf[..split]).to_string();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, head, buf[split + 4..].to_vec())
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
