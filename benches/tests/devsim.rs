@@ -10,6 +10,7 @@ async fn devsim_devices_reach_ingestd() {
     let hooks = ingestd::server::Hooks {
         media: None,
         events: Some(tx),
+        metrics: None,
     };
     let d = ingestd::server::start(ingestd::config::Config::for_tests(dir.path()), hooks)
         .await

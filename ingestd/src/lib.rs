@@ -18,12 +18,15 @@
 //! - Stream names: `<SIM>_<channel>` (12-digit SIM), playback
 //!   `<SIM>_<channel>_pb`, raw `[A-Za-z0-9_-]{1,64}`.
 
+pub mod app;
 pub mod bcd;
+pub mod catalog_events;
 pub mod config;
 pub mod http;
 pub mod jt1078;
 pub mod jt808;
 pub mod media;
 pub mod metrics;
+pub mod remux;
 pub mod server;
 pub mod sessions;

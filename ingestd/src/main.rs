@@ -1,13 +1,15 @@
 //! ingestd binary: parses configuration, sets up logging, runs the daemon
-//! until SIGTERM/SIGINT, then shuts down in order (stop accepting, close
-//! connections, drain media workers) and exits 0.
+//! ([`ingestd::app`]) until SIGTERM/SIGINT, then shuts down in order (stop
+//! accepting, close connections, drain media workers, which publish open
+//! segments and finalize playlists, flush the catalog) and exits 0.
+
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
 use ingestd::config::{Cli, Config};
-use ingestd::server::Hooks;
-use ingestd::sessions::IngestEvent;
-use tracing::{debug, info};
+use streamcore::catalog::{self, RetentionPolicy};
+use tracing::{info, warn};
 
 /// Registers SIGTERM/SIGINT handlers now (before the listeners announce
 /// themselves, so a supervisor's early SIGTERM is never lost) and returns a
@@ -33,22 +35,32 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let config = Config::resolve(Cli::parse())?;
-    std::fs::create_dir_all(config.data_dir.join("live"))
-        .with_context(|| format!("creating {}", config.data_dir.display()))?;
-    // Until the catalog is wired, events are only logged.
-    let (tx, rx) = crossbeam_channel::bounded::<IngestEvent>(4096);
-    std::thread::Builder::new()
-        .name("events".into())
-        .spawn(move || {
-            for ev in rx {
-                debug!(?ev, "ingest event");
-            }
-        })?;
-    let hooks = Hooks {
-        media: None,
-        events: Some(tx),
-    };
     let shutdown = shutdown_signal()?;
-    ingestd::server::run(config, hooks, shutdown).await?;
+    let data_dir = config.data_dir.clone();
+    let stream = streamcore::StreamConfig {
+        // Every segment is a catalog row of a recording; retention deletes them.
+        keep_segments: true,
+        ..Default::default()
+    };
+    let app = ingestd::app::start(config, stream)
+        .await
+        .context("starting ingestd")?;
+    let retention_catalog = app.catalog.clone();
+    std::thread::Builder::new()
+        .name("retention".into())
+        .spawn(move || loop {
+            match retention_catalog.run_retention(
+                &data_dir,
+                &RetentionPolicy::default(),
+                catalog::now_ms(),
+            ) {
+                Ok(r) => info!(?r, "retention run"),
+                Err(e) => warn!(error = %e, "retention run failed"),
+            }
+            std::thread::sleep(Duration::from_secs(3600));
+        })?;
+    shutdown.await;
+    let stats = app.shutdown().await;
+    info!(?stats, "catalog flushed; exiting");
     Ok(())
 }

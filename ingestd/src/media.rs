@@ -96,6 +96,9 @@ impl MediaMsg {
 /// One instance per worker thread.
 pub trait MediaHandler: Send + 'static {
     fn handle(&mut self, msg: MediaMsg);
+    /// Called about once a second while the worker is idle or busy, for
+    /// time-based work (closing streams whose source went quiet).
+    fn tick(&mut self) {}
     /// Called once when the daemon shuts down, after the queue drained.
     fn shutdown(&mut self);
 }
@@ -130,6 +133,9 @@ impl MediaHandler for CountingHandler {
     }
     fn shutdown(&mut self) {}
 }
+
+/// How often [`MediaHandler::tick`] runs.
+const TICK: Duration = Duration::from_secs(1);
 
 /// The worker pool has shut down.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -201,10 +207,17 @@ impl MediaPool {
                     .spawn(move || {
                         // Close is queued behind everything already sent, so
                         // the queue drains before the handler shuts down.
-                        for msg in rx {
-                            match msg {
-                                WorkerMsg::Media(m) => handler.handle(m),
-                                WorkerMsg::Close => break,
+                        let mut last_tick = std::time::Instant::now();
+                        loop {
+                            match rx.recv_timeout(TICK) {
+                                Ok(WorkerMsg::Media(m)) => handler.handle(m),
+                                Ok(WorkerMsg::Close) => break,
+                                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+                                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+                            }
+                            if last_tick.elapsed() >= TICK {
+                                last_tick = std::time::Instant::now();
+                                handler.tick();
                             }
                         }
                         handler.shutdown();

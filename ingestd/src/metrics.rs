@@ -25,6 +25,17 @@ pub struct StreamStats {
     /// Messages handled by the media workers and their bytes.
     pub worker_frames: u64,
     pub worker_bytes: u64,
+    /// Access units written into MPEG-TS segments.
+    pub frames_muxed: u64,
+    /// Segments published (file complete and listed by the playlist).
+    pub segments: u64,
+    pub segment_bytes: u64,
+    /// Frames dropped waiting for a keyframe (mid-GOP start, after a gap).
+    pub dropped_before_keyframe: u64,
+    /// Segments lost to a storage error.
+    pub failed_segments: u64,
+    /// Frames the remuxer refused (unsupported codec, bitstream errors).
+    pub rejected_frames: u64,
 }
 
 impl StreamStats {
@@ -41,6 +52,12 @@ impl StreamStats {
         self.transparent_packets += d.transparent_packets;
         self.worker_frames += d.worker_frames;
         self.worker_bytes += d.worker_bytes;
+        self.frames_muxed += d.frames_muxed;
+        self.segments += d.segments;
+        self.segment_bytes += d.segment_bytes;
+        self.dropped_before_keyframe += d.dropped_before_keyframe;
+        self.failed_segments += d.failed_segments;
+        self.rejected_frames += d.rejected_frames;
     }
 }
 
@@ -213,7 +230,7 @@ impl Metrics {
         );
         let streams = self.streams();
         type Field = fn(&StreamStats) -> u64;
-        let fields: [(&str, &str, Field); 12] = [
+        let fields: [(&str, &str, Field); 18] = [
             ("bytes_in", "Bytes received.", |s| s.bytes_in),
             ("packets", "JT/T 1078 packets parsed.", |s| s.packets),
             ("frames", "Frames reassembled.", |s| s.frames),
@@ -244,6 +261,26 @@ impl Metrics {
             ("worker_bytes", "Bytes handled by media workers.", |s| {
                 s.worker_bytes
             }),
+            ("frames_muxed", "Access units muxed into segments.", |s| {
+                s.frames_muxed
+            }),
+            ("segments", "Segments published.", |s| s.segments),
+            ("segment_bytes", "Bytes of published segments.", |s| {
+                s.segment_bytes
+            }),
+            (
+                "dropped_before_keyframe",
+                "Frames dropped waiting for a keyframe.",
+                |s| s.dropped_before_keyframe,
+            ),
+            ("failed_segments", "Segments lost to storage errors.", |s| {
+                s.failed_segments
+            }),
+            (
+                "rejected_frames",
+                "Frames refused by the remuxer (unsupported codec, bad bitstream).",
+                |s| s.rejected_frames,
+            ),
         ];
         for (name, help, f) in fields {
             let _ = writeln!(o, "# HELP ingestd_stream_{name}_total {help}\n# TYPE ingestd_stream_{name}_total counter");

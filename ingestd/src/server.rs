@@ -44,6 +44,8 @@ pub struct Hooks {
     /// Receives positions and session events (try_send: dropped and counted
     /// when full, so a slow catalog never stalls devices).
     pub events: Option<crossbeam_channel::Sender<IngestEvent>>,
+    /// Counters to use (shared with the media handlers); `None`: new ones.
+    pub metrics: Option<Arc<Metrics>>,
 }
 
 /// State shared by all tasks.
@@ -100,7 +102,7 @@ pub async fn start(config: Config, hooks: Hooks) -> std::io::Result<Running> {
     let l1078 = TcpListener::bind(config.jt1078_listen).await?;
     let lraw = TcpListener::bind(config.raw_listen).await?;
     let lhttp = TcpListener::bind(config.http_listen).await?;
-    let metrics = Arc::new(Metrics::default());
+    let metrics = hooks.metrics.unwrap_or_default();
     let factory = hooks
         .media
         .unwrap_or_else(|| CountingHandler::factory(metrics.clone()));

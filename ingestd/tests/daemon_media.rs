@@ -41,6 +41,7 @@ fn hooks(r: &Recorder) -> Hooks {
             Box::new(r.clone()) as Box<dyn MediaHandler>
         })),
         events: None,
+        metrics: None,
     }
 }
 

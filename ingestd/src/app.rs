@@ -1,0 +1,125 @@
+//! The whole daemon as the binary runs it: catalog, event conversion, remux
+//! workers and listeners. Tests start it in-process the same way.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use streamcore::catalog::{self, Catalog, CatalogWriter, WriterConfig, WriterStats};
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::media::{HandlerFactory, MediaHandler};
+use crate::metrics::Metrics;
+use crate::remux::{RemuxConfig, RemuxHandler};
+use crate::server::{Hooks, Running};
+use crate::sessions::IngestEvent;
+
+/// Why the daemon could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("catalog: {0}")]
+    Catalog(#[from] catalog::Error),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A running daemon with its catalog.
+pub struct App {
+    pub running: Running,
+    pub catalog: Catalog,
+    writer: Arc<CatalogWriter>,
+}
+
+/// Host name recorded on catalog sessions, so a restart can close the
+/// sessions a crash left open.
+pub fn host_name() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "ingestd".into())
+}
+
+/// Opens the catalog (failing fast on a bad URL), then starts everything.
+pub async fn start(config: Config, stream: streamcore::StreamConfig) -> Result<App, StartError> {
+    let io = |what: &str| {
+        let what = what.to_string();
+        move |source| StartError::Io { what, source }
+    };
+    std::fs::create_dir_all(config.data_dir.join("live")).map_err(io("creating the data dir"))?;
+    let catalog = Catalog::open(&config.database_url)?;
+    let host = host_name();
+    match catalog.end_open_sessions(&host, catalog::now_ms()) {
+        Ok(0) => {}
+        Ok(n) => info!(n, "closed sessions left open by a previous run"),
+        Err(e) => warn!(error = %e, "cannot close stale sessions"),
+    }
+    let writer = Arc::new(CatalogWriter::spawn(
+        &config.database_url,
+        WriterConfig::default(),
+    )?);
+
+    let (tx, rx) = crossbeam_channel::bounded::<IngestEvent>(4096);
+    let events_writer = writer.clone();
+    std::thread::Builder::new()
+        .name("catalog-events".into())
+        .spawn(move || crate::catalog_events::run(rx, &events_writer))
+        .map_err(io("starting the event thread"))?;
+
+    let remux = Arc::new(RemuxConfig {
+        data_dir: config.data_dir.clone(),
+        stream,
+        idle_close: Duration::from_secs(60),
+        host,
+    });
+    let metrics = Arc::new(Metrics::default());
+    let (handler_writer, handler_metrics) = (writer.clone(), metrics.clone());
+    let factory: HandlerFactory = Arc::new(move |_| {
+        Box::new(RemuxHandler::new(
+            remux.clone(),
+            handler_metrics.clone(),
+            Some(handler_writer.clone()),
+        )) as Box<dyn MediaHandler>
+    });
+    let hooks = Hooks {
+        media: Some(factory),
+        events: Some(tx),
+        metrics: Some(metrics),
+    };
+    let running = crate::server::start(config, hooks)
+        .await
+        .map_err(io("binding the listeners"))?;
+    Ok(App {
+        running,
+        catalog,
+        writer,
+    })
+}
+
+impl App {
+    /// Waits until every catalog record sent so far is written.
+    pub fn flush_catalog(&self, timeout: Duration) -> bool {
+        self.writer.flush(timeout)
+    }
+
+    pub fn catalog_stats(&self) -> WriterStats {
+        self.writer.stats()
+    }
+
+    /// Stops accepting, closes connections, drains the media workers (which
+    /// publish open segments and end playlists), then flushes the catalog.
+    pub async fn shutdown(self) -> WriterStats {
+        self.running.shutdown().await;
+        let writer = self.writer;
+        tokio::task::spawn_blocking(move || {
+            writer.flush(Duration::from_secs(10));
+            writer.stats()
+        })
+        .await
+        .unwrap_or_default()
+    }
+}

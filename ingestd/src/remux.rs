@@ -1,0 +1,319 @@
+//! The media workers' handler: device frames and raw bytes into
+//! `streamcore` live streams, and what they publish into the catalog.
+//!
+//! One [`RemuxHandler`] per worker thread owns the [`LiveStream`]s of the
+//! streams hashed to it. Layout under the data dir: `live/<stream>/index.m3u8`
+//! and `live/<stream>/<sequence>.ts`. Segments are kept when they leave the
+//! live window: each is a catalog row of a session (one source connection),
+//! and catalog retention deletes them by age. A source that disconnects has
+//! its open segment published at once; if it comes back, the same playlist
+//! continues (gapless when its clock follows on, else after a
+//! DISCONTINUITY). A stream silent for [`RemuxConfig::idle_close`] is
+//! finished with `#EXT-X-ENDLIST` and dropped from memory.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use streamcore::catalog::{self, CatalogWriter, Record};
+use streamcore::{LiveStream, StreamConfig, StreamEvent};
+use tracing::{error, info, warn};
+
+use crate::media::{FrameKind, MediaHandler, MediaMsg, SessionKind};
+use crate::metrics::{Metrics, StreamStats};
+
+/// JT/T 1078 payload types of video codecs.
+const PT_H264: u8 = 98;
+const PT_H265: u8 = 99;
+
+/// Settings shared by all workers.
+#[derive(Clone)]
+pub struct RemuxConfig {
+    pub data_dir: PathBuf,
+    pub stream: StreamConfig,
+    /// Finish (ENDLIST) and forget a stream after this long without data.
+    pub idle_close: Duration,
+    /// This process in the catalog's session rows (for crash clean-up).
+    pub host: String,
+}
+
+struct Active {
+    live: LiveStream,
+    /// Catalog session of the current source connection, if one is open.
+    session: Option<OpenSession>,
+    last_data: Instant,
+    reported: streamcore::StreamStats,
+    warned_codec: bool,
+}
+
+struct OpenSession {
+    id: String,
+    kind: SessionKind,
+    sim: Option<String>,
+    channel: Option<u8>,
+    started_ms: i64,
+}
+
+/// Remuxes the streams of one worker thread.
+pub struct RemuxHandler {
+    cfg: Arc<RemuxConfig>,
+    metrics: Arc<Metrics>,
+    catalog: Option<Arc<CatalogWriter>>,
+    streams: HashMap<String, Active>,
+}
+
+impl RemuxHandler {
+    pub fn new(
+        cfg: Arc<RemuxConfig>,
+        metrics: Arc<Metrics>,
+        catalog: Option<Arc<CatalogWriter>>,
+    ) -> Self {
+        RemuxHandler {
+            cfg,
+            metrics,
+            catalog,
+            streams: HashMap::new(),
+        }
+    }
+
+    fn record(&self, r: Record) {
+        if let Some(c) = &self.catalog {
+            c.send(r);
+        }
+    }
+
+    fn stream(&mut self, name: &str) -> Option<&mut Active> {
+        if !self.streams.contains_key(name) {
+            let dir = self.cfg.data_dir.join("live").join(name);
+            match LiveStream::open(name, &dir, self.cfg.stream.clone()) {
+                Ok(live) => {
+                    info!(stream = name, dir = %dir.display(), "stream opened");
+                    self.streams.insert(
+                        name.to_string(),
+                        Active {
+                            live,
+                            session: None,
+                            last_data: Instant::now(),
+                            reported: Default::default(),
+                            warned_codec: false,
+                        },
+                    );
+                }
+                Err(e) => {
+                    error!(stream = name, error = %e, "cannot open stream");
+                    return None;
+                }
+            }
+        }
+        self.streams.get_mut(name)
+    }
+
+    /// Starts a catalog session for the stream's current source if none is open.
+    fn ensure_session(
+        &mut self,
+        name: &str,
+        kind: SessionKind,
+        sim: Option<&str>,
+        channel: Option<u8>,
+    ) {
+        let Some(a) = self.streams.get_mut(name) else {
+            return;
+        };
+        if a.session.is_some() {
+            return;
+        }
+        let started_ms = catalog::now_ms();
+        let id = catalog::new_session_id(name, started_ms);
+        a.session = Some(OpenSession {
+            id: id.clone(),
+            kind,
+            sim: sim.map(str::to_string),
+            channel,
+            started_ms,
+        });
+        info!(stream = name, session = %id, ?kind, "media session started");
+        self.record(Record::SessionStarted {
+            session_id: id,
+            stream: name.to_string(),
+            sim: sim.map(str::to_string),
+            channel,
+            kind: match kind {
+                SessionKind::Playback => catalog::SessionKind::Playback,
+                SessionKind::Live | SessionKind::Raw => catalog::SessionKind::Live,
+            },
+            started_ms,
+            host: self.cfg.host.clone(),
+        });
+    }
+
+    /// Turns published segments into catalog rows and counters.
+    fn published(&mut self, name: &str, result: streamcore::Result<Vec<StreamEvent>>) {
+        let Some(a) = self.streams.get_mut(name) else {
+            return;
+        };
+        a.last_data = Instant::now();
+        let events = match result {
+            Ok(ev) => ev,
+            Err(e) => {
+                warn!(stream = name, error = %e, "frame refused by the remuxer");
+                self.metrics.add_stream(
+                    name,
+                    &StreamStats {
+                        rejected_frames: 1,
+                        ..Default::default()
+                    },
+                );
+                Vec::new()
+            }
+        };
+        let session = a.session.as_ref().map(|s| s.id.clone());
+        let now = a.live.stats();
+        let before = std::mem::replace(&mut a.reported, now);
+        self.metrics.add_stream(
+            name,
+            &StreamStats {
+                frames_muxed: now.frames_muxed - before.frames_muxed,
+                segments: now.segments - before.segments,
+                segment_bytes: now.segment_bytes - before.segment_bytes,
+                dropped_before_keyframe: now.dropped_before_keyframe
+                    - before.dropped_before_keyframe,
+                failed_segments: now.failed_segments - before.failed_segments,
+                ..Default::default()
+            },
+        );
+        for StreamEvent::SegmentPublished(seg) in events {
+            let Some(session_id) = session.clone() else {
+                continue;
+            };
+            self.record(Record::Segment {
+                session_id,
+                stream: seg.stream.clone(),
+                sequence: seg.sequence,
+                start_pts: seg.start_pts.0,
+                duration_90k: seg.duration.0,
+                bytes: seg.bytes,
+                path: format!("live/{}/{}", seg.stream, seg.file_name),
+                program_date_time_ms: seg.program_date_time_ms,
+                discontinuity: seg.discontinuity,
+            });
+        }
+    }
+
+    /// The source went away: publish the open segment, end the session.
+    fn source_ended(&mut self, name: &str) {
+        let Some(a) = self.streams.get_mut(name) else {
+            return;
+        };
+        let result = a.live.mark_break();
+        self.published(name, result);
+        let Some(a) = self.streams.get_mut(name) else {
+            return;
+        };
+        if let Some(s) = a.session.take() {
+            let ended_ms = catalog::now_ms();
+            info!(stream = name, session = %s.id, "media session ended");
+            self.record(Record::SessionEnded {
+                session_id: s.id,
+                ended_ms,
+            });
+            if s.kind == SessionKind::Playback {
+                if let Some(sim) = s.sim {
+                    // An uploaded recording marks the span it covers.
+                    self.record(Record::Incident {
+                        sim,
+                        channel: s.channel,
+                        from_ms: s.started_ms,
+                        to_ms: ended_ms,
+                        kind: "playback".into(),
+                        source: "jt1078".into(),
+                    });
+                }
+            }
+        }
+    }
+
+    fn close(&mut self, name: &str) {
+        self.source_ended(name);
+        if let Some(mut a) = self.streams.remove(name) {
+            let result = a.live.finish(true);
+            self.streams.insert(name.to_string(), a);
+            self.published(name, result);
+            self.streams.remove(name);
+            info!(stream = name, "stream finished (ENDLIST)");
+        }
+    }
+}
+
+impl MediaHandler for RemuxHandler {
+    fn handle(&mut self, msg: MediaMsg) {
+        match msg {
+            MediaMsg::Frame(f) => {
+                self.metrics.worker_frame(&f.stream, f.data.len());
+                if f.kind == FrameKind::Audio {
+                    return; // Counted by the parser; audio muxing comes later.
+                }
+                let Some(a) = self.stream(&f.stream) else {
+                    return;
+                };
+                if f.payload_type != PT_H264 {
+                    if !a.warned_codec {
+                        a.warned_codec = true;
+                        let what = if f.payload_type == PT_H265 {
+                            "H.265"
+                        } else {
+                            "unknown video codec"
+                        };
+                        warn!(stream = %f.stream, payload_type = f.payload_type, "{what} is not remuxed yet; frames dropped");
+                    }
+                    self.metrics.add_stream(
+                        &f.stream,
+                        &StreamStats {
+                            rejected_frames: 1,
+                            ..Default::default()
+                        },
+                    );
+                    return;
+                }
+                self.ensure_session(&f.stream, f.session, Some(&f.sim), Some(f.channel));
+                let Some(a) = self.streams.get_mut(&f.stream) else {
+                    return;
+                };
+                let result = a.live.push_frame(&f.data, f.capture_ms);
+                self.published(&f.stream, result);
+            }
+            MediaMsg::Raw(r) => {
+                self.metrics.worker_frame(&r.stream, r.data.len());
+                if self.stream(&r.stream).is_none() {
+                    return;
+                }
+                self.ensure_session(&r.stream, SessionKind::Raw, None, None);
+                let Some(a) = self.streams.get_mut(&r.stream) else {
+                    return;
+                };
+                let result = a.live.push_bytes(&r.data);
+                self.published(&r.stream, result);
+            }
+            MediaMsg::SourceEnded { stream, .. } => self.source_ended(&stream),
+        }
+    }
+
+    fn tick(&mut self) {
+        let idle: Vec<String> = self
+            .streams
+            .iter()
+            .filter(|(_, a)| a.last_data.elapsed() >= self.cfg.idle_close)
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in idle {
+            self.close(&name);
+        }
+    }
+
+    fn shutdown(&mut self) {
+        let names: Vec<String> = self.streams.keys().cloned().collect();
+        for name in names {
+            self.close(&name);
+        }
+    }
+}
