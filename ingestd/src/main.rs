@@ -61,6 +61,6 @@ async fn main() -> anyhow::Result<()> {
         })?;
     shutdown.await;
     let stats = app.shutdown().await;
-    info!(?stats, "catalog flushed; exiting");
+    info!(?stats, "shutdown complete: playlists finalized, catalog flushed");
     Ok(())
 }
