@@ -8,6 +8,8 @@ pkgs=(pkg-config clang libclang-dev libavformat-dev libavcodec-dev libavutil-dev
 if [ "${1:-}" = "--test" ]; then
   pkgs+=(chromium chromium-driver tstools)
 fi
+# hlsd embeds hls.js from npm; Node.js is needed to install it.
+command -v npm >/dev/null 2>&1 || pkgs+=(nodejs npm)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -5,9 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh --test
 scripts/start-test-databases.sh
-if [ -f hlsd/web/package-lock.json ]; then
-  npm ci --prefix hlsd/web --no-audit --no-fund --loglevel=error
-fi
+scripts/npm-deps.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace

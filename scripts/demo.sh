@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# The demo: builds everything, starts ingestd and hlsd on an embedded
+# SQLite catalog in ./data, and a simulated dashcam (JT/T 808 signalling +
+# JT/T 1078 video replaying a real device capture, looped), then prints the
+# URL to open. Ctrl-C stops it all.
+#   DATA_DIR=./data HTTP_PORT=8080 DEVICES=1 scripts/demo.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install-deps.sh
+scripts/npm-deps.sh
+cargo build --release -p ingestd -p hlsd -p benches --bins
+
+DATA_DIR=${DATA_DIR:-./data}
+HTTP_PORT=${HTTP_PORT:-8080}
+DEVICES=${DEVICES:-1}
+INPUT=${INPUT:-../shared/data/jt1078_capture_24s.bin}
+[ -f "$INPUT" ] || INPUT=fixtures/baseline.h264
+mkdir -p "$DATA_DIR"
+pids=()
+cleanup() { kill -TERM "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
+trap cleanup EXIT INT TERM
+
+target/release/ingestd --data-dir "$DATA_DIR" \
+  --jt808-listen 127.0.0.1:6808 --jt1078-listen 127.0.0.1:6809 &
+pids+=($!)
+target/release/hlsd --data-dir "$DATA_DIR" --listen "0.0.0.0:$HTTP_PORT" \
+  --ingestd-url http://127.0.0.1:6811 &
+pids+=($!)
+for _ in $(seq 1 50); do
+  (exec 3<>/dev/tcp/127.0.0.1/6809) 2>/dev/null && break
+  sleep 0.2
+done
+target/release/devsim --jt808 127.0.0.1:6808 --jt1078 127.0.0.1:6809 \
+  --devices "$DEVICES" --input "$INPUT" --loop --position-interval 2 &
+pids+=($!)
+
+stream="013800000000_1"
+for _ in $(seq 1 100); do
+  [ -f "$DATA_DIR/live/$stream/index.m3u8" ] && break
+  sleep 0.2
+done
+cat <<MSG
+
+  Demo running (data in $DATA_DIR, catalog $DATA_DIR/catalog.sqlite).
+  Web page:       http://127.0.0.1:$HTTP_PORT/
+  Live playlist:  http://127.0.0.1:$HTTP_PORT/live/$stream/index.m3u8
+  API:            http://127.0.0.1:$HTTP_PORT/api/streams
+  Metrics:        http://127.0.0.1:6811/metrics
+  Ctrl-C stops everything.
+
+MSG
+wait -n "${pids[@]}"
