@@ -61,6 +61,9 @@ async fn main() -> anyhow::Result<()> {
         })?;
     shutdown.await;
     let stats = app.shutdown().await;
-    info!(?stats, "shutdown complete: playlists finalized, catalog flushed");
+    info!(
+        ?stats,
+        "shutdown complete: playlists finalized, catalog flushed"
+    );
     Ok(())
 }

@@ -18,9 +18,11 @@ use std::collections::VecDeque;
 use crate::access_unit::AccessUnit;
 use crate::time::{Dur90k, Ts90k};
 
-/// Capture times between these bounds (2000-01-01 and 2100-01-01 UTC) are
-/// taken as Unix milliseconds, usable for `#EXT-X-PROGRAM-DATE-TIME`.
-const UNIX_MS_PLAUSIBLE: std::ops::Range<i64> = 946_684_800_000..4_102_444_800_000;
+/// A capture time within this distance of the wall clock is taken as Unix
+/// milliseconds, usable for `#EXT-X-PROGRAM-DATE-TIME` (a year back covers
+/// recordings played back from a device). Devices with other origins (one
+/// real capture counts from 2^40 ms) get the wall clock instead.
+const DEVICE_CLOCK_PLAUSIBLE_MS: i64 = 366 * 24 * 3600 * 1000;
 
 /// Settings of the timing stage.
 #[derive(Debug, Clone, Copy)]
@@ -224,7 +226,7 @@ impl Timeline {
         let poc = au.poc.unwrap_or(self.last_poc + 2);
         self.last_poc = poc;
         let pdt_anchor = match au.capture_ms {
-            Some(ms) if UNIX_MS_PLAUSIBLE.contains(&ms) => PdtAnchor::Device(ms),
+            Some(ms) if (ms - now_ms).abs() < DEVICE_CLOCK_PLAUSIBLE_MS => PdtAnchor::Device(ms),
             _ => {
                 let (at_ms, dts) = *self.wall_anchor.get_or_insert((now_ms, dts));
                 PdtAnchor::Wall { at_ms, dts }

@@ -106,6 +106,32 @@ fn capture_time_gap_closes_segment_and_adds_discontinuity() {
 }
 
 #[test]
+fn program_date_time_follows_a_unix_device_clock_only() {
+    let aus = access_units(&std::fs::read(fixture("baseline.h264")).unwrap());
+    // stepping_clock starts at 1_700_000_000_000 (2023-11-14T22:13:20Z).
+    for (origin, want) in [
+        // A device clock 5 s behind the wall clock is used as it is.
+        (
+            1_699_999_995_000i64,
+            "#EXT-X-PROGRAM-DATE-TIME:2023-11-14T22:13:15.000Z",
+        ),
+        // 2^40 ms (a real capture's origin) is not Unix time: wall clock.
+        (1 << 40, "#EXT-X-PROGRAM-DATE-TIME:2023-11-14T22:13:20.000Z"),
+    ] {
+        let (mut s, storage) = memory_stream(StreamConfig {
+            clock: stepping_clock(),
+            ..Default::default()
+        });
+        for (i, au) in aus.iter().enumerate() {
+            s.push_frame(au, Some(origin + 40 * i as i64)).unwrap();
+        }
+        s.finish(true).unwrap();
+        let text = String::from_utf8(storage.get("index.m3u8").unwrap()).unwrap();
+        assert!(text.contains(want), "{text}");
+    }
+}
+
+#[test]
 fn reconnect_with_following_clock_continues_without_discontinuity() {
     let aus = access_units(&std::fs::read(fixture("baseline.h264")).unwrap());
     let (mut s, storage) = memory_stream(StreamConfig {
