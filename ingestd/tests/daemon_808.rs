@@ -497,3 +497,63 @@ async fn control_api_sends_commands_to_device() {
     );
     d.running.shutdown().await;
 }
+
+/// The whole daemon with its SQLite catalog: positions land as rows, and a
+/// lasting alarm becomes one incident whose end follows the reports.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn positions_and_alarms_reach_the_catalog() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = ingestd::config::Config::for_tests(dir.path());
+    cfg.auth_secret = SECRET.into();
+    let app = ingestd::app::start(cfg, streamcore::StreamConfig::default())
+        .await
+        .unwrap();
+    let mut s = TcpStream::connect(app.running.jt808_addr).await.unwrap();
+    send(
+        &mut s,
+        &frame(0x0100, &PHONE, 0, None, None, &register_body_2013()),
+    )
+    .await;
+    read_frame(&mut s).await;
+    let code = auth_code(SECRET, SIM);
+    send(
+        &mut s,
+        &frame(0x0102, &PHONE, 1, None, None, code.as_bytes()),
+    )
+    .await;
+    read_frame(&mut s).await;
+    send(
+        &mut s,
+        &frame(0x0200, &PHONE, 2, None, None, &location_ne()),
+    )
+    .await;
+    read_frame(&mut s).await;
+    // The same alarm reported twice, a minute apart (23:59:59 and 00:00:59+1d).
+    let mut later = location_sw();
+    let n = later.len();
+    later[n - 6..].copy_from_slice(&[0x24, 0x01, 0x01, 0x00, 0x00, 0x59]);
+    for (serial, body) in [(3, location_sw()), (4, later)] {
+        send(&mut s, &frame(0x0200, &PHONE, serial, None, None, &body)).await;
+        read_frame(&mut s).await;
+    }
+    drop(s);
+    assert!(app.flush_catalog(std::time::Duration::from_secs(10)));
+    let catalog = app.catalog.clone();
+    app.shutdown().await;
+
+    let positions = catalog.positions(SIM, 0, i64::MAX, 10).unwrap();
+    assert_eq!(positions.len(), 3, "{positions:?}");
+    assert_eq!(
+        (positions[0].lat, positions[0].lon),
+        (-33.856784, -70.651234)
+    );
+    assert_eq!(positions[0].alarm, 1);
+    let incidents = catalog.incidents(SIM, 0, i64::MAX).unwrap();
+    assert_eq!(incidents.len(), 1, "{incidents:?}");
+    // 2023-12-31 23:59:59 and 2024-01-01 00:00:59 in UTC+8.
+    assert_eq!(incidents[0].from_ms, 1_704_038_399_000);
+    assert_eq!(incidents[0].to_ms, 1_704_038_459_000);
+    let devices = catalog.devices().unwrap();
+    assert_eq!(devices.len(), 1);
+    assert_eq!(devices[0].sim, SIM);
+}
