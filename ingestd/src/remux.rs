@@ -235,13 +235,11 @@ impl RemuxHandler {
 
     fn close(&mut self, name: &str) {
         self.source_ended(name);
-        if let Some(mut a) = self.streams.remove(name) {
-            let result = a.live.finish(true);
-            self.streams.insert(name.to_string(), a);
-            self.published(name, result);
-            self.streams.remove(name);
-            info!(stream = name, "stream finished (ENDLIST)");
-        }
+        let Some(a) = self.streams.get_mut(name) else { return };
+        let result = a.live.finish(true);
+        self.published(name, result);
+        self.streams.remove(name);
+        info!(stream = name, "stream finished (ENDLIST)");
     }
 }
 
