@@ -1,21 +1,16 @@
 //! The catalog seam: the queries hlsd needs about devices, streams, sessions, segments,
-//! positions and incidents, as the [`Catalog`] trait, plus [`DirCatalog`], an implementation
-//! that derives what it can from the data directory alone (no database).
+//! positions and incidents, as the [`Catalog`] trait, implemented for the diesel catalog
+//! ([`streamcore::catalog::Catalog`]: SQLite in the data dir by default, PostgreSQL or
+//! MySQL/MariaDB with `--database-url`), plus [`scan_streams`], which reads the live state of
+//! every stream from its playlist file in the data dir.
 //!
-//! The SQL catalog (diesel, in `streamcore` behind the `catalog` feature) implements the same
-//! trait. The trait is synchronous on purpose: diesel is synchronous, and hlsd calls every
-//! method inside `tokio::task::spawn_blocking`, so an implementation may block on I/O.
+//! The trait is synchronous on purpose: diesel is synchronous, and hlsd calls every method
+//! inside `tokio::task::spawn_blocking`, so an implementation may block on I/O.
 //!
-//! Times are milliseconds since the Unix epoch (UTC) everywhere in this module.
-//!
-//! [`DirCatalog`] layout (all optional except `live/`):
-//! - `DATA/live/<stream>/index.m3u8`: every stream directory with a playlist is one session;
-//!   its segments are the playlist's entries (so a live stream's session only covers its window).
-//!   Streams named `<SIM>_<channel>` (12-digit SIM) belong to device `<SIM>`.
-//! - `DATA/devices/<SIM>/positions.jsonl`: one [`Position`] as JSON per line, in time order.
-//! - `DATA/devices/<SIM>/incidents.jsonl`: one [`Incident`] as JSON per line.
-
-use std::path::{Path, PathBuf};
+//! Times are milliseconds since the Unix epoch (UTC) everywhere in this module. Session ids are
+//! the catalog's producer-made strings (`<stream>-<started_ms>-<16 hex>`); incident ids are
+//! database-generated integers.
+use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
@@ -98,7 +93,8 @@ pub struct Position {
 /// A recording session: one connection's span of one stream.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Session {
-    pub id: i64,
+    /// Catalog session id, `[A-Za-z0-9_-]{1,128}`.
+    pub id: String,
     /// Stream name (`<SIM>_<channel>` for devices).
     pub stream: String,
     pub sim: Option<String>,
@@ -117,7 +113,7 @@ pub struct LiveStream {
     pub sim: Option<String>,
     pub channel: Option<u8>,
     /// The open session, playable as `/vod/session/<id>/index.m3u8` (an EVENT playlist).
-    pub session_id: i64,
+    pub session_id: String,
     pub started_ms: i64,
 }
 
@@ -140,8 +136,11 @@ pub struct Incident {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SegmentRow {
     pub stream: String,
-    /// Media sequence number: the file is `DATA/live/<stream>/<sequence>.ts`.
+    /// Media sequence number: hlsd serves the file as `/live/<stream>/<sequence>.ts`.
     pub sequence: u64,
+    /// The file, relative to the data dir: always `live/<stream>/<sequence>.ts` (the catalog
+    /// adapter refuses rows that say otherwise, since hlsd could not serve them).
+    pub path: String,
     /// Duration in 90 kHz ticks.
     pub duration_90k: i64,
     pub bytes: u64,
@@ -151,8 +150,8 @@ pub struct SegmentRow {
     pub discontinuity: bool,
 }
 
-/// The queries hlsd runs against the catalog. Implemented by [`DirCatalog`] here and by the
-/// diesel-backed catalog in streamcore. Called from blocking threads; may block.
+/// The queries hlsd runs against the catalog. Implemented for the diesel-backed catalog in
+/// streamcore. Called from blocking threads; may block.
 pub trait Catalog: Send + Sync + 'static {
     /// All devices, ordered by SIM.
     fn devices(&self) -> Result<Vec<Device>, CatalogError>;
@@ -161,10 +160,11 @@ pub trait Catalog: Send + Sync + 'static {
     /// Sessions of a device's streams overlapping `range`, newest first.
     fn sessions(&self, sim: &str, range: TimeRange) -> Result<Vec<Session>, CatalogError>;
     /// One session by id.
-    fn session(&self, id: i64) -> Result<Option<Session>, CatalogError>;
+    fn session(&self, id: &str) -> Result<Option<Session>, CatalogError>;
     /// Segments of a session in sequence order.
-    fn session_segments(&self, session_id: i64) -> Result<Vec<SegmentRow>, CatalogError>;
-    /// Segments of a stream whose start lies in `range`, in sequence order.
+    fn session_segments(&self, session_id: &str) -> Result<Vec<SegmentRow>, CatalogError>;
+    /// Segments of a stream whose time span `[pdt, pdt + duration)` overlaps `range`, in
+    /// sequence order: the first one is the segment containing `range.from_ms`.
     fn stream_segments(
         &self,
         stream: &str,
@@ -183,71 +183,14 @@ pub trait Catalog: Send + Sync + 'static {
     fn incident(&self, id: i64) -> Result<Option<Incident>, CatalogError>;
 }
 
-/// A catalog read straight from the data directory; see the module docs for the layout.
-#[derive(Debug, Clone)]
-pub struct DirCatalog {
-    data_dir: PathBuf,
-    /// A playlist without ENDLIST modified within this long is live.
-    live_timeout: Duration,
-}
-
-/// What the scan learns about one stream directory.
+/// What a scan of the data dir learns about one stream directory (the live state of a
+/// stream comes from its files: the playlist is the truth of what can be played now).
 #[derive(Debug, Clone)]
 pub struct StreamDir {
     pub name: String,
     pub playlist: MediaPlaylist,
     pub modified: SystemTime,
     pub live: bool,
-}
-
-impl DirCatalog {
-    pub fn new(data_dir: impl Into<PathBuf>, live_timeout: Duration) -> Self {
-        Self {
-            data_dir: data_dir.into(),
-            live_timeout,
-        }
-    }
-
-    /// Every stream directory under `DATA/live` that holds a parseable playlist, by name.
-    pub fn scan_streams(&self) -> Result<Vec<StreamDir>, CatalogError> {
-        scan_streams(&self.data_dir, self.live_timeout)
-    }
-
-    fn device_sessions(&self, sim: &str) -> Result<Vec<(Session, StreamDir)>, CatalogError> {
-        Ok(self
-            .scan_streams()?
-            .into_iter()
-            .filter_map(|s| {
-                session_of(&s)
-                    .filter(|sess| sess.sim.as_deref() == Some(sim))
-                    .map(|sess| (sess, s))
-            })
-            .collect())
-    }
-
-    fn read_jsonl<T: for<'de> Deserialize<'de>>(
-        &self,
-        sim: &str,
-        file: &str,
-    ) -> Result<Vec<T>, CatalogError> {
-        if !names::valid_sim(sim) {
-            return Ok(Vec::new());
-        }
-        let path = self.data_dir.join("devices").join(sim).join(file);
-        let text = match std::fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(e.into()),
-        };
-        text.lines()
-            .filter(|l| !l.trim().is_empty())
-            .enumerate()
-            .map(|(i, l)| {
-                serde_json::from_str(l)
-                    .map_err(|e| CatalogError::Data(format!("{}:{}: {e}", path.display(), i + 1)))
-            })
-            .collect()
-    }
 }
 
 /// Scans `DATA/live/*/index.m3u8`. Unreadable or unparseable playlists are skipped (logged):
@@ -299,154 +242,174 @@ pub fn scan_streams(
     Ok(out)
 }
 
-/// Stable id of a directory-derived session: a 48-bit FNV-1a hash of the stream name, so it
-/// survives restarts and stays exact in JavaScript numbers.
-pub fn dir_session_id(stream: &str) -> i64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in stream.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
+// ---------------------------------------------------------------- the diesel catalog
+
+use streamcore::catalog as sc;
+
+/// A device counts as online while one of its streams has an open session, or while it was
+/// heard from (any JT/T 808 message; terminals send a heartbeat at least every minute by
+/// default) within this long.
+pub const ONLINE_WINDOW_MS: i64 = 120_000;
+
+impl From<sc::Error> for CatalogError {
+    fn from(e: sc::Error) -> Self {
+        match e {
+            // A server that is down or refuses us: 503, the client may retry.
+            sc::Error::Connect { .. } => CatalogError::Unavailable(e.to_string()),
+            _ => CatalogError::Data(e.to_string()),
+        }
     }
-    (h & 0xffff_ffff_ffff) as i64
 }
 
-fn session_of(s: &StreamDir) -> Option<Session> {
-    let first = s.playlist.segments.first()?;
-    let last = s.playlist.segments.last()?;
-    let started_ms = first
-        .program_date_time_ms
-        .unwrap_or_else(|| system_ms(s.modified));
-    let ended_ms = (!s.live).then(|| {
-        last.program_date_time_ms
-            .map(|p| p + (last.duration * 1000.0).round() as i64)
-            .unwrap_or_else(|| system_ms(s.modified))
-    });
-    let (sim, channel) = match names::split_device_stream(&s.name) {
-        Some((sim, ch)) => (Some(sim.to_owned()), Some(ch)),
-        None => (None, None),
-    };
-    Some(Session {
-        id: dir_session_id(&s.name),
-        stream: s.name.clone(),
-        sim,
-        channel,
-        kind: "live".into(),
-        started_ms,
-        ended_ms,
+fn channel_u8(ch: Option<i32>) -> Option<u8> {
+    ch.and_then(|c| u8::try_from(c).ok())
+}
+
+fn position(p: sc::Position) -> Position {
+    Position {
+        time_ms: p.device_time_ms,
+        lat: p.lat,
+        lon: p.lon,
+        speed_kmh: p.speed,
+        heading: u16::try_from(p.heading).unwrap_or(0),
+        altitude_m: p.altitude,
+        // The catalog widens the 808 DWORD bit sets to i64 for portability.
+        alarm: p.alarm as u32,
+        status: p.status as u32,
+    }
+}
+
+fn session(s: sc::Session) -> Session {
+    Session {
+        kind: s.kind().as_str().to_owned(),
+        id: s.id,
+        stream: s.stream,
+        sim: s.sim,
+        channel: channel_u8(s.channel),
+        started_ms: s.started_ms,
+        ended_ms: s.ended_ms,
+    }
+}
+
+fn incident(i: sc::Incident) -> Incident {
+    Incident {
+        id: i.id,
+        sim: i.sim,
+        // Channel 0 is how the catalog stores "the whole device".
+        channel: u8::try_from(i.channel).ok().filter(|&c| c > 0),
+        kind: i.kind,
+        source: i.source,
+        started_ms: i.from_ms,
+        ended_ms: Some(i.to_ms),
+    }
+}
+
+/// Checks that the row names the file hlsd serves for it, `live/<stream>/<sequence>.ts`
+/// (ingestd's layout): a VOD playlist can only list URLs that resolve to the same file that
+/// clip export reads.
+fn segment_row(s: sc::Segment) -> Result<SegmentRow, CatalogError> {
+    let sequence = u64::try_from(s.sequence).map_err(|_| {
+        CatalogError::Data(format!(
+            "segment {}/{}: negative sequence",
+            s.stream, s.sequence
+        ))
+    })?;
+    let expected = format!("live/{}/{sequence}.ts", s.stream);
+    if s.path != expected || !names::valid_stream(&s.stream) {
+        return Err(CatalogError::Data(format!(
+            "segment {}/{sequence} is stored at {:?}, not at {expected:?} where hlsd serves it from",
+            s.stream, s.path
+        )));
+    }
+    Ok(SegmentRow {
+        stream: s.stream,
+        sequence,
+        path: s.path,
+        duration_90k: s.duration_90k,
+        bytes: u64::try_from(s.bytes).unwrap_or(0),
+        program_date_time_ms: s.program_date_time_ms,
+        discontinuity: s.discontinuity,
     })
 }
 
-fn segments_of(s: &StreamDir) -> Vec<SegmentRow> {
-    // Segments without their own PROGRAM-DATE-TIME continue from the previous one's.
-    let mut clock: Option<i64> = None;
-    s.playlist
-        .segments
-        .iter()
-        .filter_map(|seg| {
-            let pdt = seg
-                .program_date_time_ms
-                .or(clock)
-                .unwrap_or_else(|| system_ms(s.modified));
-            clock = Some(pdt + (seg.duration * 1000.0).round() as i64);
-            let sequence = names::segment_sequence(&seg.uri)?;
-            Some(SegmentRow {
-                stream: s.name.clone(),
-                sequence,
-                duration_90k: (seg.duration * 90_000.0).round() as i64,
-                bytes: 0,
-                program_date_time_ms: pdt,
-                discontinuity: seg.discontinuity,
-            })
-        })
-        .collect()
+fn bounds(range: TimeRange) -> (i64, i64) {
+    (
+        range.from_ms.unwrap_or(i64::MIN),
+        range.to_ms.unwrap_or(i64::MAX),
+    )
 }
 
-fn system_ms(t: SystemTime) -> i64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
-impl Catalog for DirCatalog {
+impl Catalog for sc::Catalog {
     fn devices(&self) -> Result<Vec<Device>, CatalogError> {
-        let mut devices: Vec<Device> = Vec::new();
-        for s in self.scan_streams()? {
-            let Some((sim, ch)) = names::split_device_stream(&s.name) else {
-                continue;
-            };
-            let seen = system_ms(s.modified);
-            match devices.iter_mut().find(|d| d.sim == sim) {
-                Some(d) => {
-                    d.online |= s.live;
-                    d.last_seen_ms = d.last_seen_ms.max(Some(seen));
-                    d.channels.push(ch);
+        let now = sc::now_ms();
+        let streams = self.streams()?;
+        let live = self.live_sessions()?;
+        Ok(sc::Catalog::devices(self)?
+            .into_iter()
+            .map(|d| {
+                let mut channels: Vec<u8> = streams
+                    .iter()
+                    .filter(|s| s.sim.as_deref() == Some(d.sim.as_str()))
+                    .filter_map(|s| channel_u8(s.channel))
+                    .collect();
+                channels.sort_unstable();
+                channels.dedup();
+                let streaming = live
+                    .iter()
+                    .any(|s| s.sim.as_deref() == Some(d.sim.as_str()));
+                Device {
+                    online: streaming || now - d.last_seen_ms <= ONLINE_WINDOW_MS,
+                    last_seen_ms: Some(d.last_seen_ms),
+                    last_position: d.last_position.map(position),
+                    channels,
+                    plate: d.plate,
+                    sim: d.sim,
                 }
-                None => devices.push(Device {
-                    sim: sim.to_owned(),
-                    plate: None,
-                    online: s.live,
-                    last_seen_ms: Some(seen),
-                    last_position: None,
-                    channels: vec![ch],
-                }),
-            }
-        }
-        for d in &mut devices {
-            d.channels.sort_unstable();
-            d.channels.dedup();
-            d.last_position = self
-                .read_jsonl::<Position>(&d.sim, "positions.jsonl")?
-                .pop();
-            if let Some(p) = &d.last_position {
-                d.last_seen_ms = d.last_seen_ms.max(Some(p.time_ms));
-            }
-        }
-        devices.sort_by(|a, b| a.sim.cmp(&b.sim));
-        Ok(devices)
-    }
-
-    fn live_streams(&self) -> Result<Vec<LiveStream>, CatalogError> {
-        Ok(self
-            .scan_streams()?
-            .iter()
-            .filter(|s| s.live)
-            .filter_map(session_of)
-            .map(|s| LiveStream {
-                stream: s.stream,
-                sim: s.sim,
-                channel: s.channel,
-                session_id: s.id,
-                started_ms: s.started_ms,
             })
             .collect())
     }
 
+    fn live_streams(&self) -> Result<Vec<LiveStream>, CatalogError> {
+        // Ordered by stream, then start: a stream with several open sessions (an instance that
+        // crashed before closing one) is represented by its newest.
+        let mut out: Vec<LiveStream> = Vec::new();
+        for s in self.live_sessions()? {
+            if out.last().is_some_and(|l| l.stream == s.stream) {
+                out.pop();
+            }
+            out.push(LiveStream {
+                channel: channel_u8(s.channel),
+                stream: s.stream,
+                sim: s.sim,
+                session_id: s.id,
+                started_ms: s.started_ms,
+            });
+        }
+        Ok(out)
+    }
+
     fn sessions(&self, sim: &str, range: TimeRange) -> Result<Vec<Session>, CatalogError> {
+        let (from, to) = bounds(range);
+        // The catalog matches sessions ending exactly at `from`; the half-open range doesn't.
         let mut v: Vec<Session> = self
-            .device_sessions(sim)?
+            .sessions_of_device(sim, from, to)?
             .into_iter()
-            .map(|(s, _)| s)
+            .map(session)
             .filter(|s| range.overlaps(s.started_ms, s.ended_ms))
             .collect();
-        v.sort_by_key(|s| std::cmp::Reverse(s.started_ms));
+        v.reverse();
         Ok(v)
     }
 
-    fn session(&self, id: i64) -> Result<Option<Session>, CatalogError> {
-        Ok(self
-            .scan_streams()?
-            .iter()
-            .filter_map(session_of)
-            .find(|s| s.id == id))
+    fn session(&self, id: &str) -> Result<Option<Session>, CatalogError> {
+        Ok(sc::Catalog::session(self, id)?.map(session))
     }
 
-    fn session_segments(&self, session_id: i64) -> Result<Vec<SegmentRow>, CatalogError> {
-        Ok(self
-            .scan_streams()?
-            .iter()
-            .find(|s| dir_session_id(&s.name) == session_id)
-            .map(segments_of)
-            .unwrap_or_default())
+    fn session_segments(&self, session_id: &str) -> Result<Vec<SegmentRow>, CatalogError> {
+        self.segments_of_session(session_id)?
+            .into_iter()
+            .map(segment_row)
+            .collect()
     }
 
     fn stream_segments(
@@ -454,13 +417,11 @@ impl Catalog for DirCatalog {
         stream: &str,
         range: TimeRange,
     ) -> Result<Vec<SegmentRow>, CatalogError> {
-        Ok(self
-            .scan_streams()?
-            .iter()
-            .filter(|s| s.name == stream)
-            .flat_map(segments_of)
-            .filter(|seg| range.contains(seg.program_date_time_ms))
-            .collect())
+        let (from, to) = bounds(range);
+        self.segments_in_range(stream, from, to)?
+            .into_iter()
+            .map(segment_row)
+            .collect()
     }
 
     fn positions(
@@ -469,41 +430,26 @@ impl Catalog for DirCatalog {
         range: TimeRange,
         limit: usize,
     ) -> Result<Vec<Position>, CatalogError> {
-        let mut v: Vec<Position> = self.read_jsonl(sim, "positions.jsonl")?;
-        v.retain(|p| range.contains(p.time_ms));
-        v.sort_by_key(|p| p.time_ms);
-        v.truncate(limit);
-        Ok(v)
+        let (from, to) = bounds(range);
+        Ok(sc::Catalog::positions(self, sim, from, to, limit)?
+            .into_iter()
+            .map(position)
+            .collect())
     }
 
     fn incidents(&self, sim: &str, range: TimeRange) -> Result<Vec<Incident>, CatalogError> {
-        let mut v: Vec<Incident> = self.read_jsonl(sim, "incidents.jsonl")?;
-        v.retain(|i| i.sim == sim && range.overlaps(i.started_ms, i.ended_ms));
-        v.sort_by_key(|s| std::cmp::Reverse(s.started_ms));
+        let (from, to) = bounds(range);
+        let mut v: Vec<Incident> = sc::Catalog::incidents(self, sim, from, to)?
+            .into_iter()
+            .map(incident)
+            .filter(|i| range.overlaps(i.started_ms, i.ended_ms))
+            .collect();
+        v.reverse();
         Ok(v)
     }
 
     fn incident(&self, id: i64) -> Result<Option<Incident>, CatalogError> {
-        let dir = self.data_dir.join("devices");
-        let rd = match std::fs::read_dir(&dir) {
-            Ok(rd) => rd,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e.into()),
-        };
-        for entry in rd {
-            let entry = entry?;
-            let Some(sim) = entry.file_name().to_str().map(str::to_owned) else {
-                continue;
-            };
-            if let Some(i) = self
-                .read_jsonl::<Incident>(&sim, "incidents.jsonl")?
-                .into_iter()
-                .find(|i| i.id == id)
-            {
-                return Ok(Some(i));
-            }
-        }
-        Ok(None)
+        Ok(sc::Catalog::incident(self, id)?.map(incident))
     }
 }
 
@@ -526,10 +472,31 @@ mod tests {
     }
 
     #[test]
-    fn session_ids_are_stable_and_js_safe() {
-        let a = dir_session_id("132570034500_1");
-        assert_eq!(a, dir_session_id("132570034500_1"));
-        assert_ne!(a, dir_session_id("132570034500_2"));
-        assert!((0..(1 << 53)).contains(&a));
+    fn segment_rows_must_name_the_file_hlsd_serves() {
+        let mut seg = sc::Segment {
+            stream: "cam-1".into(),
+            sequence: 7,
+            session_id: "cam-1-1-00".into(),
+            start_pts: 0,
+            duration_90k: 180_000,
+            bytes: 10,
+            path: "live/cam-1/7.ts".into(),
+            program_date_time_ms: 5,
+            end_ms: 2005,
+            discontinuity: true,
+            created_ms: 0,
+        };
+        let row = segment_row(seg.clone()).unwrap();
+        assert_eq!((row.sequence, row.path.as_str()), (7, "live/cam-1/7.ts"));
+        assert!(row.discontinuity);
+        for bad in [
+            "live/cam-1/8.ts",
+            "live/other/7.ts",
+            "../live/cam-1/7.ts",
+            "7.ts",
+        ] {
+            seg.path = bad.into();
+            assert!(segment_row(seg.clone()).is_err(), "{bad}");
+        }
     }
 }

@@ -24,7 +24,7 @@ pub const DEFAULT_HEADER_TIMEOUT_SECS: u64 = 15;
 pub struct Config {
     /// Root of the data dir (`live/<stream>/...`, `catalog.sqlite`).
     pub data_dir: PathBuf,
-    /// Catalog database; `None` = the default (data-dir catalog in this build).
+    /// Catalog database URL; `None` = the default SQLite file `DATA/catalog.sqlite`.
     pub database_url: Option<String>,
     pub listen: SocketAddr,
     /// Base URL of ingestd's control API.
@@ -75,7 +75,7 @@ pub struct Cli {
     /// Data directory written by ingestd (live/<stream>/index.m3u8 and segments). Required.
     #[arg(long, env = "HLSD_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Catalog database URL (SQLite path, postgres://, mysql://). Default: the data-dir catalog.
+    /// Catalog database URL (SQLite path or sqlite://, postgres://, mysql://). Default: DATA/catalog.sqlite.
     #[arg(long, env = "HLSD_DATABASE_URL", value_name = "URL")]
     pub database_url: Option<String>,
     /// Address to listen on [default: 0.0.0.0:8080].

@@ -21,7 +21,7 @@ pub mod server;
 pub mod token;
 mod web;
 
-pub use catalog::{Catalog, CatalogError, DirCatalog, TimeRange};
+pub use catalog::{Catalog, CatalogError, TimeRange};
 pub use config::{Cli, Config};
 pub use server::{open_catalog, serve, serve_with_catalog, Running, ServeError};
 pub use token::TokenSigner;

@@ -199,6 +199,7 @@ mod tests {
         SegmentRow {
             stream: "s".into(),
             sequence: seq,
+            path: format!("live/s/{seq}.ts"),
             duration_90k: ticks,
             bytes: 0,
             program_date_time_ms: pdt,

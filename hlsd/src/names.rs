@@ -1,5 +1,5 @@
 //! Validation of every name that reaches the file system or the catalog from a URL: stream
-//! names `[A-Za-z0-9_-]{1,64}`, segment file names `[0-9]{1,20}.ts`, SIMs (12 digits) and
+//! names `[A-Za-z0-9_-]{1,64}`, session ids `[A-Za-z0-9_-]{1,128}`, segment file names `[0-9]{1,20}.ts`, SIMs (12 digits) and
 //! channels. Names are checked after percent-decoding, so `..`, `%2e%2e`, `/` and NUL never
 //! survive; the file layer additionally canonicalizes and checks the data-dir prefix.
 
@@ -7,6 +7,15 @@
 pub fn valid_stream(name: &str) -> bool {
     (1..=64).contains(&name.len())
         && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// A catalog session id (`<stream>-<started_ms>-<16 hex>` as ingestd makes them):
+/// `[A-Za-z0-9_-]{1,128}`, the schema's length limit.
+pub fn valid_session_id(id: &str) -> bool {
+    (1..=128).contains(&id.len())
+        && id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
@@ -67,6 +76,17 @@ mod tests {
             "a.b",
         ] {
             assert!(!valid_stream(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn session_ids() {
+        assert!(valid_session_id(
+            "132570034500_1-1764000000000-00ff00ff00ff00ff"
+        ));
+        assert!(valid_session_id(&"a".repeat(128)));
+        for bad in ["", "..", "a/b", "a.b", "a%2f", "a b", "é", &"a".repeat(129)] {
+            assert!(!valid_session_id(bad), "{bad:?}");
         }
     }
 

@@ -29,7 +29,7 @@ use warp::http::{Method, StatusCode};
 use warp::reply::Response;
 use warp::Filter;
 
-use crate::catalog::{Catalog, CatalogError, DirCatalog, SegmentRow, TimeRange};
+use crate::catalog::{Catalog, CatalogError, SegmentRow, TimeRange};
 use crate::config::Config;
 use crate::http::{self, Representation, Req, Source};
 use crate::token::{now_unix, TokenError, TokenSigner};
@@ -41,6 +41,14 @@ const LIVE_PLAYLIST_CACHE: &str = "public, max-age=1";
 const SEGMENT_CACHE: &str = "public, max-age=31536000, immutable";
 const VOD_FINISHED_CACHE: &str = "public, max-age=86400";
 const VOD_OPEN_CACHE: &str = "public, max-age=2";
+const MP4: &str = "video/mp4";
+/// Clips are remuxed per request: nothing to cache, and the range is in the URL.
+const CLIP_CACHE: &str = "private, no-store";
+/// Longest clip export; longer ranges are refused (400) rather than tying up disk and a thread.
+pub const MAX_CLIP_MS: i64 = 3_600_000;
+/// Clip exports running at once (each one is a blocking thread reading segments and writing a
+/// temp file); more get a 503 with Retry-After.
+const CLIP_SLOTS: usize = 2;
 const DEFAULT_POSITION_LIMIT: usize = 10_000;
 const MAX_POSITION_LIMIT: usize = 200_000;
 
@@ -51,8 +59,8 @@ pub enum ServeError {
     DataDir(PathBuf, std::io::Error),
     #[error("binding {0}: {1}")]
     Bind(SocketAddr, std::io::Error),
-    #[error("--database-url {0}: this build of hlsd has no SQL catalog yet; omit it to use the data-dir catalog")]
-    NoSqlCatalog(String),
+    #[error("catalog: {0}")]
+    Catalog(#[from] streamcore::catalog::Error),
     #[error("HTTP client: {0}")]
     Client(#[from] reqwest::Error),
 }
@@ -67,6 +75,8 @@ pub struct AppState {
     pub client: reqwest::Client,
     pub watch_timeout: Duration,
     pub live_timeout: Duration,
+    /// Permits for concurrent clip exports.
+    pub clip_slots: Arc<Semaphore>,
 }
 
 /// A running server.
@@ -92,21 +102,32 @@ impl Running {
     }
 }
 
-/// The catalog chosen by the configuration.
+/// The catalog chosen by the configuration: `--database-url` (SQLite path or `sqlite://`,
+/// `postgres://`, `mysql://`), else the SQLite file `DATA/catalog.sqlite`, created (and
+/// migrated) when missing, so an hlsd started before ingestd still finds the tables.
+/// Blocks while it connects and migrates.
 pub fn open_catalog(config: &Config) -> Result<Arc<dyn Catalog>, ServeError> {
-    match &config.database_url {
-        // The diesel catalog plugs in here once streamcore's `catalog` feature lands.
-        Some(url) => Err(ServeError::NoSqlCatalog(url.clone())),
-        None => Ok(Arc::new(DirCatalog::new(
-            &config.data_dir,
-            config.live_timeout,
-        ))),
-    }
+    let url = config
+        .database_url
+        .clone()
+        .unwrap_or_else(|| streamcore::catalog::default_database_url(&config.data_dir));
+    let catalog = streamcore::catalog::Catalog::open(&url)?;
+    tracing::info!(url = %catalog.url(), backend = %catalog.backend(), "catalog open");
+    Ok(Arc::new(catalog))
 }
 
 /// Binds `config.listen` and serves with the configured catalog.
 pub async fn serve(config: Config) -> Result<Running, ServeError> {
-    let catalog = open_catalog(&config)?;
+    if !config.data_dir.is_dir() {
+        return Err(ServeError::DataDir(
+            config.data_dir.clone(),
+            std::io::Error::new(std::io::ErrorKind::NotFound, "not a directory"),
+        ));
+    }
+    let cfg = config.clone();
+    let catalog = tokio::task::spawn_blocking(move || open_catalog(&cfg))
+        .await
+        .expect("opening the catalog panicked")?;
     serve_with_catalog(config, catalog).await
 }
 
@@ -129,6 +150,7 @@ pub async fn serve_with_catalog(
         client,
         watch_timeout: config.watch_timeout,
         live_timeout: config.live_timeout,
+        clip_slots: Arc::new(Semaphore::new(CLIP_SLOTS)),
     });
     let listener = TcpListener::bind(config.listen)
         .await
@@ -292,6 +314,13 @@ pub fn routes(
         .and(st.clone())
         .and(request())
         .then(|st: Arc<AppState>, req: Req| async move { api_streams(st, req).await });
+    let clip = warp::path!("api" / "streams" / String / "clip.mp4")
+        .and(get)
+        .and(st.clone())
+        .and(request())
+        .then(|stream: String, st: Arc<AppState>, req: Req| async move {
+            export_clip(st, stream, req).await
+        });
     let devices = warp::path!("api" / "devices")
         .and(get)
         .and(st.clone())
@@ -340,6 +369,8 @@ pub fn routes(
         .or(vod_t)
         .unify()
         .or(streams)
+        .unify()
+        .or(clip)
         .unify()
         .or(devices)
         .unify()
@@ -514,17 +545,22 @@ async fn serve_vod(
     path_token: Option<String>,
     req: Req,
 ) -> Response {
-    let Some(id) = id
-        .parse::<i64>()
-        .ok()
-        .filter(|_| id.len() <= 19 && id.bytes().all(|b| b.is_ascii_digit()))
-    else {
-        return http::error(StatusCode::NOT_FOUND, "invalid id");
-    };
-    let scope = match kind.as_str() {
-        "session" | "incident" => format!("vod/{kind}/{id}"),
+    // Session ids are the catalog's strings, incident ids its integers; both are checked
+    // before they reach a token scope or a query.
+    let incident_id = match kind.as_str() {
+        "session" if names::valid_session_id(&id) => None,
+        "incident" => match id
+            .parse::<i64>()
+            .ok()
+            .filter(|_| id.len() <= 19 && id.bytes().all(|b| b.is_ascii_digit()))
+        {
+            Some(n) => Some(n),
+            None => return http::error(StatusCode::NOT_FOUND, "invalid id"),
+        },
+        "session" => return http::error(StatusCode::NOT_FOUND, "invalid id"),
         _ => return not_found(format!("vod kind {kind}")),
     };
+    let scope = format!("vod/{kind}/{id}");
     let token = match check_token(&st, &scope, path_token.as_deref(), &req) {
         Ok(t) => t,
         Err(resp) => return resp,
@@ -536,13 +572,14 @@ async fn serve_vod(
     let cat = st.catalog.clone();
     let found = blocking(
         move || -> Result<Option<(Vec<SegmentRow>, bool)>, CatalogError> {
-            if kind == "session" {
-                let Some(sess) = cat.session(id)? else {
+            let Some(incident_id) = incident_id else {
+                let Some(sess) = cat.session(&id)? else {
                     return Ok(None);
                 };
-                Ok(Some((cat.session_segments(id)?, sess.ended_ms.is_some())))
-            } else {
-                let Some(inc) = cat.incident(id)? else {
+                return Ok(Some((cat.session_segments(&id)?, sess.ended_ms.is_some())));
+            };
+            {
+                let Some(inc) = cat.incident(incident_id)? else {
                     return Ok(None);
                 };
                 let channel = match channel.or(inc.channel) {
@@ -556,9 +593,9 @@ async fn serve_vod(
                 let Some(channel) = channel else {
                     return Ok(Some((Vec::new(), inc.ended_ms.is_some())));
                 };
-                // Segments that start up to one segment before the incident still show its start.
+                // Segments overlapping the incident: the first is the one containing its start.
                 let range = TimeRange {
-                    from_ms: Some(inc.started_ms - 10_000),
+                    from_ms: Some(inc.started_ms),
                     to_ms: inc.ended_ms,
                 };
                 Ok(Some((
@@ -599,6 +636,153 @@ async fn serve_vod(
         &req,
         Representation::text(&req, Bytes::from(text), MPEGURL, cache, None, true),
     )
+}
+
+/// `GET /api/streams/<stream>/clip.mp4?from=&to=`: the recording of `[from, to)` as an MP4
+/// download, remuxed in-process (streamcore::clip). Cuts are at segment boundaries: the clip
+/// starts with the segment containing `from` and ends with the one containing `to`
+/// (`x-clip-start-ms` / `x-clip-end-ms` say what it covers). Needs a token for the stream
+/// (`?token=`) when tokens are on.
+async fn export_clip(st: Arc<AppState>, stream: String, req: Req) -> Response {
+    if !names::valid_stream(&stream) {
+        return http::error(StatusCode::NOT_FOUND, "invalid stream name");
+    }
+    if let Err(resp) = check_token(&st, &stream, None, &req) {
+        return resp;
+    }
+    let range = match parse_range(&req) {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    let (Some(from), Some(to)) = (range.from_ms, range.to_ms) else {
+        return http::error(StatusCode::BAD_REQUEST, "from and to are both required");
+    };
+    if to <= from || to - from > MAX_CLIP_MS {
+        return http::error(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "expected from < to and at most {} s between them",
+                MAX_CLIP_MS / 1000
+            ),
+        );
+    }
+    let Ok(_permit) = st.clip_slots.clone().try_acquire_owned() else {
+        let mut resp = http::error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many clip exports running; retry shortly",
+        );
+        resp.headers_mut().insert(
+            warp::http::header::RETRY_AFTER,
+            "2".parse().expect("header"),
+        );
+        return resp;
+    };
+    let (cat, data_dir, s2) = (st.catalog.clone(), st.data_dir.clone(), stream.clone());
+    let made = blocking(move || make_clip(&*cat, &data_dir, &s2, range)).await;
+    let (file, meta, start_ms, end_ms) = match made {
+        Ok(Some(v)) => v,
+        Ok(None) => return not_found(format!("recording of {stream} in that range")),
+        Err(ClipError::Catalog(e)) => return catalog_failed(e),
+        Err(ClipError::Missing(what)) => {
+            tracing::warn!(%stream, %what, "clip export: a catalogued segment file is missing");
+            return http::error(
+                StatusCode::NOT_FOUND,
+                format!("segment file {what} is gone"),
+            );
+        }
+        Err(ClipError::Failed(e)) => {
+            tracing::warn!(%stream, error = %e, "clip export failed");
+            return http::error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("clip export: {e}"),
+            );
+        }
+    };
+    let rep = Representation {
+        etag: http::file_etag(&meta),
+        source: Source::File {
+            file: Arc::new(file),
+            len: meta.len(),
+        },
+        content_type: MP4,
+        cache_control: CLIP_CACHE,
+        last_modified: None,
+        gzip: false,
+        vary_encoding: false,
+    };
+    let mut resp = http::respond(&req, rep);
+    let h = resp.headers_mut();
+    let disposition = format!("attachment; filename=\"{stream}_{from}-{to}.mp4\"");
+    for (k, v) in [
+        ("content-disposition", disposition),
+        ("x-clip-start-ms", start_ms.to_string()),
+        ("x-clip-end-ms", end_ms.to_string()),
+    ] {
+        if let Ok(v) = v.parse() {
+            h.insert(k, v);
+        }
+    }
+    resp
+}
+
+enum ClipError {
+    Catalog(CatalogError),
+    Missing(String),
+    Failed(String),
+}
+
+/// Remuxes the segments of `stream` overlapping `range` into an unlinked temp file; returns
+/// it open, with the time span it covers. `None` when the catalog has no segments there.
+fn make_clip(
+    cat: &dyn Catalog,
+    data_dir: &Path,
+    stream: &str,
+    range: TimeRange,
+) -> Result<Option<(std::fs::File, std::fs::Metadata, i64, i64)>, ClipError> {
+    let rows = cat
+        .stream_segments(stream, range)
+        .map_err(ClipError::Catalog)?;
+    let (Some(first), Some(last)) = (rows.first(), rows.last()) else {
+        return Ok(None);
+    };
+    let (start_ms, end_ms) = (
+        first.program_date_time_ms,
+        last.program_date_time_ms + (last.duration_90k + 45) / 90,
+    );
+    let mut inputs = Vec::with_capacity(rows.len());
+    let mut prev: Option<u64> = None;
+    for row in &rows {
+        // Rows name `live/<stream>/<n>.ts` (checked by the catalog adapter); still refuse a
+        // file whose canonical path leaves the data dir (a planted symlink).
+        let path = std::fs::canonicalize(data_dir.join(&row.path))
+            .ok()
+            .filter(|p| p.starts_with(data_dir))
+            .ok_or_else(|| ClipError::Missing(row.path.clone()))?;
+        // A gap in sequence numbers is a break in the recording as much as a flagged one.
+        let gap = prev.is_some_and(|p| p + 1 != row.sequence);
+        inputs.push(streamcore::clip::ClipSegment {
+            path,
+            discontinuity: row.discontinuity || gap,
+        });
+        prev = Some(row.sequence);
+    }
+    let tmp = tempfile::Builder::new()
+        .prefix("hlsd-clip-")
+        .suffix(".mp4")
+        .tempfile()
+        .map_err(|e| ClipError::Failed(format!("temp file: {e}")))?;
+    let stats = streamcore::clip::remux_to_mp4(&inputs, tmp.path())
+        .map_err(|e| ClipError::Failed(e.to_string()))?;
+    // Reopen (libavformat wrote through its own handle), then unlink: the open file lives on
+    // until the response body has been sent.
+    let file = std::fs::File::open(tmp.path())
+        .map_err(|e| ClipError::Failed(format!("reopening the clip: {e}")))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| ClipError::Failed(format!("clip metadata: {e}")))?;
+    drop(tmp);
+    tracing::info!(%stream, segments = stats.segments, frames = stats.frames, bytes = stats.bytes, "clip exported");
+    Ok(Some((file, meta, start_ms, end_ms)))
 }
 
 /// Streams with a playlist on disk (what can be served), marked live from the files and joined
@@ -643,7 +827,7 @@ async fn api_streams(st: Arc<AppState>, req: Req) -> Response {
                 "window_seconds": s.playlist.segments.iter().map(|x| x.duration).sum::<f64>(),
                 "sim": device.map(|d| d.0),
                 "channel": device.map(|d| d.1),
-                "session_id": session.map(|o| o.session_id),
+                "session_id": session.map(|o| o.session_id.as_str()),
                 "session_started_ms": session.map(|o| o.started_ms),
             })
         })

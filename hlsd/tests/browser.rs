@@ -14,7 +14,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{install, now_ms, start, write_playlist, Clips, Seg};
+use common::{
+    default_url, install, now_ms, session_records, start, write_catalog, write_playlist, Clips, Seg,
+};
+use streamcore::catalog::Record;
 
 const SIM: &str = "132570034500";
 const WINDOW: usize = 5;
@@ -85,27 +88,47 @@ async fn page_plays_live_across_a_discontinuity_and_vod_to_the_end() {
     // A finished recording on channel 2 for the VOD part.
     let vod_dir = install(data, &format!("{SIM}_2"), &clips.a[..3]);
     write_playlist(&vod_dir, &clips.a[..3], &[], 0, pdt0, true);
-    // A GPS track covering the stream: a gentle curve, one fix per second.
-    let dev = data.join("devices").join(SIM);
-    std::fs::create_dir_all(&dev).unwrap();
-    let mut track = String::new();
+    // The catalog ingestd would have written (the default SQLite file in the data dir): the
+    // device with a GPS track covering the stream (a gentle curve, one fix per second), the
+    // finished channel-2 session and an overspeed incident on channel 1.
+    let vod_id = format!("{SIM}_2-{pdt0}-00000000000000b2");
+    let mut records = vec![Record::DeviceSeen {
+        sim: SIM.into(),
+        plate: None,
+        auth_code: None,
+        at: now_ms(),
+    }];
     for i in -20..60i64 {
         let a = i as f64 / 25.0;
-        track.push_str(&format!(
-            "{{\"time_ms\":{},\"lat\":{:.6},\"lon\":{:.6},\"speed_kmh\":{:.1},\"heading\":{}}}\n",
-            pdt0 + i * 1000,
-            31.2304 + 0.004 * a.sin() + 0.0008 * a,
-            121.4737 + 0.006 * a,
-            38.0 + 10.0 * a.cos(),
-            (90 + i * 2).rem_euclid(360)
-        ));
+        records.push(Record::Position {
+            sim: SIM.into(),
+            device_time_ms: pdt0 + i * 1000,
+            lat: 31.2304 + 0.004 * a.sin() + 0.0008 * a,
+            lon: 121.4737 + 0.006 * a,
+            speed: (38.0 + 10.0 * a.cos()) as f32,
+            heading: (90 + i * 2).rem_euclid(360) as u16,
+            altitude: 10,
+            alarm: 0,
+            status: 0,
+        });
     }
-    std::fs::write(dev.join("positions.jsonl"), track).unwrap();
-    std::fs::write(
-        dev.join("incidents.jsonl"),
-        format!("{{\"id\":1,\"sim\":\"{SIM}\",\"channel\":1,\"kind\":\"overspeed\",\"source\":\"0x0200 alarm bit 1\",\"started_ms\":{},\"ended_ms\":{}}}\n", pdt0 + 4000, pdt0 + 12000),
-    )
-    .unwrap();
+    records.extend(session_records(
+        &vod_id,
+        &format!("{SIM}_2"),
+        &clips.a[..3],
+        &[],
+        pdt0,
+        true,
+    ));
+    records.push(Record::Incident {
+        sim: SIM.into(),
+        channel: Some(1),
+        from_ms: pdt0 + 4000,
+        to_ms: pdt0 + 12000,
+        kind: "overspeed".into(),
+        source: "0x0200 alarm bit 1".into(),
+    });
+    write_catalog(&default_url(data), &records);
 
     let stop = Arc::new(AtomicBool::new(false));
     let feeder = {
@@ -119,11 +142,10 @@ async fn page_plays_live_across_a_discontinuity_and_vod_to_the_end() {
     let _ = std::fs::remove_file(&shot);
 
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser/drive.mjs");
-    let vod_id = hlsd::catalog::dir_session_id(&format!("{SIM}_2"));
     let base = format!("http://{}", srv.addr);
     let out = tokio::task::spawn_blocking(move || {
         Command::new("node")
-            .args([script, &base, &format!("{SIM}_1"), SIM, &vod_id.to_string()])
+            .args([script, &base, &format!("{SIM}_1"), SIM, &vod_id])
             .arg(&shot)
             .output()
             .expect("node (Node.js) is needed for the browser test")

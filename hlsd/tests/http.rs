@@ -8,9 +8,13 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use common::{install, now_ms, raw, start, write_playlist, Clips};
+use common::{
+    default_url, device_records, install, now_ms, raw, seg_pdt, session_records, start,
+    write_catalog, write_playlist, Clips, PgDb,
+};
 use reqwest::header;
 use reqwest::StatusCode;
+use streamcore::catalog::Record;
 
 const SIM: &str = "132570034500";
 
@@ -20,10 +24,17 @@ fn clips() -> &'static Clips {
 }
 
 /// A data dir with a live device stream `<SIM>_1` (window: all segments, discontinuity before
-/// the second encode), a finished device stream `<SIM>_2`, and a raw stream `cam-raw`.
+/// the second encode), a finished device stream `<SIM>_2`, and a raw stream `cam-raw`; and the
+/// catalog rows ingestd would have written for them in the default SQLite catalog
+/// `DATA/catalog.sqlite`: the device with 50 fixes, one session per stream, every segment, and
+/// an overspeed incident on channel 1 over `[pdt0 + 2 s, pdt0 + 7 s)`.
 struct Fixture {
     dir: tempfile::TempDir,
     pdt0: i64,
+    /// Session ids: the open `<SIM>_1`, the finished `<SIM>_2`.
+    sid1: String,
+    sid2: String,
+    incident: i64,
 }
 
 impl Fixture {
@@ -40,31 +51,54 @@ impl Fixture {
         write_playlist(&done, &c.a, &[], 0, pdt0, true);
         let rawdir = install(&data, "cam-raw", &c.a[..3]);
         write_playlist(&rawdir, &c.a[..3], &[], 0, pdt0, false);
-        let dev = data.join("devices").join(SIM);
-        std::fs::create_dir_all(&dev).unwrap();
-        let mut lines = String::new();
-        for i in 0..50 {
-            lines.push_str(&format!(
-                "{{\"time_ms\":{},\"lat\":{},\"lon\":{},\"speed_kmh\":42.5,\"heading\":90}}\n",
-                pdt0 + i * 1000,
-                31.2 + i as f64 * 0.0001,
-                121.4 + i as f64 * 0.0002
-            ));
-        }
-        std::fs::write(dev.join("positions.jsonl"), lines).unwrap();
-        std::fs::write(
-            dev.join("incidents.jsonl"),
-            format!(
-                "{{\"id\":77,\"sim\":\"{SIM}\",\"channel\":1,\"kind\":\"overspeed\",\"source\":\"0x0200 alarm\",\"started_ms\":{},\"ended_ms\":{}}}\n",
-                pdt0 + 2000,
-                pdt0 + 7000
-            ),
-        )
-        .unwrap();
+
+        let sid1 = format!("{SIM}_1-{pdt0}-00000000000000a1");
+        let sid2 = format!("{SIM}_2-{pdt0}-00000000000000a2");
+        let mut records = device_records(SIM, now_ms(), pdt0, 50);
+        records.extend(session_records(
+            &sid1,
+            &format!("{SIM}_1"),
+            &all,
+            &[c.b[0].seq],
+            pdt0,
+            false,
+        ));
+        records.extend(session_records(
+            &sid2,
+            &format!("{SIM}_2"),
+            &c.a,
+            &[],
+            pdt0,
+            true,
+        ));
+        records.extend(session_records(
+            "cam-raw-1-0000000000000003",
+            "cam-raw",
+            &c.a[..3],
+            &[],
+            pdt0,
+            false,
+        ));
+        records.push(Record::Incident {
+            sim: SIM.into(),
+            channel: Some(1),
+            from_ms: pdt0 + 2000,
+            to_ms: pdt0 + 7000,
+            kind: "overspeed".into(),
+            source: "0x0200 alarm".into(),
+        });
+        let cat = write_catalog(&default_url(&data), &records);
+        let incident = cat.incidents(SIM, i64::MIN, i64::MAX).unwrap()[0].id;
         // A secret beside the data dir that traversal attempts aim at.
         std::fs::write(dir.path().join("secret.ts"), "TOPSECRET").unwrap();
         std::fs::write(dir.path().join("index.m3u8"), "#EXTM3U\nTOPSECRET\n").unwrap();
-        Fixture { dir, pdt0 }
+        Fixture {
+            dir,
+            pdt0,
+            sid1,
+            sid2,
+            incident,
+        }
     }
 
     fn data(&self) -> std::path::PathBuf {
@@ -546,7 +580,7 @@ async fn tokens_accepted_expired_forged_and_carried_into_segment_urls() {
     );
 
     // VOD: its own scope; segment URIs carry stream tokens with the same expiry.
-    let sid = hlsd::catalog::dir_session_id(&format!("{SIM}_2"));
+    let sid = fx.sid2.clone();
     let r = c
         .get(format!("{base}/vod/session/{sid}/index.m3u8"))
         .send()
@@ -648,7 +682,7 @@ async fn vod_session_and_incident_playlists() {
     let c = client();
 
     // The finished stream: VOD, cacheable, every URI fetchable, and ffmpeg decodes it cleanly.
-    let sid = hlsd::catalog::dir_session_id(&format!("{SIM}_2"));
+    let sid = fx.sid2.clone();
     let url = format!("{base}/vod/session/{sid}/index.m3u8");
     let r = c.get(&url).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
@@ -690,7 +724,7 @@ async fn vod_session_and_incident_playlists() {
     );
 
     // The live stream's session: still open, so an EVENT playlist, with the discontinuity.
-    let sid1 = hlsd::catalog::dir_session_id(&format!("{SIM}_1"));
+    let sid1 = fx.sid1.clone();
     let r = c
         .get(format!("{base}/vod/session/{sid1}/index.m3u8"))
         .send()
@@ -705,9 +739,10 @@ async fn vod_session_and_incident_playlists() {
         "{text}"
     );
 
-    // Incident 77 covers [pdt0+2 s, pdt0+7 s) on channel 1: segments from 10 s before it.
+    // The incident covers [pdt0+2 s, pdt0+7 s) on channel 1: the segments overlapping it.
+    let inc = fx.incident;
     let r = c
-        .get(format!("{base}/vod/incident/77/index.m3u8"))
+        .get(format!("{base}/vod/incident/{inc}/index.m3u8"))
         .send()
         .await
         .unwrap();
@@ -716,13 +751,13 @@ async fn vod_session_and_incident_playlists() {
     let seqs: Vec<_> = pl.segments.iter().map(|s| s.uri.clone()).collect();
     assert_eq!(
         seqs,
-        (0..4)
+        (1..4)
             .map(|i| format!("/live/{SIM}_1/{i}.ts"))
             .collect::<Vec<_>>()
     );
     assert!(pl.end_list);
     let r = c
-        .get(format!("{base}/vod/incident/77/index.m3u8?channel=2"))
+        .get(format!("{base}/vod/incident/{inc}/index.m3u8?channel=2"))
         .send()
         .await
         .unwrap();
@@ -732,21 +767,28 @@ async fn vod_session_and_incident_playlists() {
         .uri
         .starts_with(&format!("/live/{SIM}_2/")));
     assert_eq!(
-        c.get(format!("{base}/vod/incident/78/index.m3u8"))
+        c.get(format!("{base}/vod/incident/{}/index.m3u8", inc + 1000))
             .send()
             .await
             .unwrap()
             .status(),
         StatusCode::NOT_FOUND
     );
-    assert_eq!(
-        c.get(format!("{base}/vod/session/abc/index.m3u8"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        StatusCode::NOT_FOUND
-    );
+    // Unknown (well-formed) ids and malformed ones: 404, never a catalog query on junk.
+    let long = "a".repeat(129);
+    for id in ["abc", "a.b", "%2e%2e", "a%2fb", long.as_str(), "-1"] {
+        for kind in ["session", "incident"] {
+            if kind == "session" && id == "-1" {
+                continue;
+            }
+            let (status, _, _) = raw(
+                srv.addr,
+                &format!("GET /vod/{kind}/{id}/index.m3u8 HTTP/1.1"),
+            )
+            .await;
+            assert_eq!(status, 404, "{kind}/{id}");
+        }
+    }
     srv.shutdown().await;
 }
 
@@ -794,10 +836,7 @@ async fn api_streams_devices_sessions_positions_incidents() {
     assert_eq!(s["sim"], SIM);
     assert_eq!(s["channel"], 1);
     assert_eq!(s["segments"], clips().all().len());
-    assert_eq!(
-        s["session_id"],
-        hlsd::catalog::dir_session_id("132570034500_1")
-    );
+    assert_eq!(s["session_id"], fx.sid1.as_str());
     assert_eq!(s["session_started_ms"], fx.pdt0);
     assert!(s["updated"].as_str().unwrap().ends_with('Z'));
     let v = get("/api/streams?all=1".into()).await;
@@ -878,7 +917,9 @@ async fn api_streams_devices_sessions_positions_incidents() {
     );
 
     let v = get(format!("/api/devices/{SIM}/incidents")).await;
-    assert_eq!(v[0]["id"], 77);
+    assert_eq!(v[0]["id"], fx.incident);
+    assert_eq!(v[0]["channel"], 1);
+    assert_eq!(v[0]["started_ms"], fx.pdt0 + 2000);
     assert_eq!(v[0]["kind"], "overspeed");
     assert!(get(format!(
         "/api/devices/{SIM}/incidents?from={}",
@@ -1236,5 +1277,282 @@ async fn cors_preflight_and_web_page() {
             StatusCode::OK
         );
     }
+    srv.shutdown().await;
+}
+
+/// The same recordings in a PostgreSQL catalog of the test's own (`--database-url`): VOD session
+/// and incident playlists render from it, decode with ffmpeg, and the API reads it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vod_from_a_postgresql_catalog() {
+    let pg = PgDb::new();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let c = clips();
+    let pdt0 = now_ms() - 120_000;
+    let stream = format!("{SIM}_3");
+    // One encode: ffmpeg 5.1 reports "corrupt packet" wherever TS continuity counters restart,
+    // which the two-encode discontinuity of the fixtures does (NOTES.md).
+    let all = c.a.clone();
+    install(&data, &stream, &all);
+    let sid = format!("{stream}-{pdt0}-0123456789abcdef");
+    let mut records = device_records(SIM, now_ms(), pdt0, 20);
+    records.extend(session_records(&sid, &stream, &all, &[], pdt0, true));
+    records.push(Record::Incident {
+        sim: SIM.into(),
+        channel: Some(3),
+        from_ms: pdt0 + 4500,
+        to_ms: pdt0 + 9000,
+        kind: "collision".into(),
+        source: "0x0200 alarm".into(),
+    });
+    let cat = write_catalog(&pg.url, &records);
+    let inc = cat.incidents(SIM, i64::MIN, i64::MAX).unwrap()[0].id;
+    drop(cat);
+    let url = pg.url.clone();
+    let srv = start(&data, move |cfg| cfg.database_url = Some(url)).await;
+    assert!(
+        !data.join("catalog.sqlite").exists(),
+        "--database-url must replace the default SQLite catalog, not add to it"
+    );
+    let base = format!("http://{}", srv.addr);
+    let cl = client();
+
+    let vod = format!("{base}/vod/session/{sid}/index.m3u8");
+    let r = cl.get(&vod).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let text = r.text().await.unwrap();
+    assert!(text.contains("#EXT-X-PLAYLIST-TYPE:VOD\n") && text.ends_with("#EXT-X-ENDLIST\n"));
+    let pl = hlsd::m3u8::parse_media(&text).unwrap();
+    assert_eq!(pl.segments.len(), all.len());
+    assert_eq!(pl.segments[0].program_date_time_ms, Some(pdt0));
+    let out = std::process::Command::new("ffmpeg")
+        .args([
+            "-nostdin", "-v", "error", "-xerror", "-i", &vod, "-f", "null", "-",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "ffmpeg: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // [pdt0 + 4.5 s, pdt0 + 9 s) overlaps segments 2, 3 and 4.
+    let r = cl
+        .get(format!("{base}/vod/incident/{inc}/index.m3u8"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let uris: Vec<String> = hlsd::m3u8::parse_media(&r.text().await.unwrap())
+        .unwrap()
+        .segments
+        .into_iter()
+        .map(|s| s.uri)
+        .collect();
+    assert_eq!(
+        uris,
+        (2..5)
+            .map(|i| format!("/live/{stream}/{i}.ts"))
+            .collect::<Vec<_>>()
+    );
+
+    let v: serde_json::Value = cl
+        .get(format!("{base}/api/devices/{SIM}/sessions"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v[0]["id"], sid.as_str());
+    assert_eq!(v[0]["channel"], 3);
+    let v: serde_json::Value = cl
+        .get(format!("{base}/api/devices"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v[0]["sim"], SIM);
+    assert_eq!(v[0]["channels"], serde_json::json!([3]));
+    assert_eq!(v[0]["last_position"]["time_ms"], pdt0 + 19_000);
+    srv.shutdown().await;
+}
+
+/// Runs ffprobe on `path`: (format_name, duration s, video packets, codec).
+fn probe_mp4(path: &Path) -> (String, f64, u64, String) {
+    let out = std::process::Command::new("ffprobe")
+        .args(["-v", "error", "-count_packets", "-show_entries"])
+        .arg("format=format_name,duration:stream=codec_name,nb_read_packets")
+        .args(["-of", "json"])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    (
+        v["format"]["format_name"].as_str().unwrap().to_owned(),
+        v["format"]["duration"].as_str().unwrap().parse().unwrap(),
+        v["streams"][0]["nb_read_packets"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap(),
+        v["streams"][0]["codec_name"].as_str().unwrap().to_owned(),
+    )
+}
+
+/// Counts the frames of a TS segment (ffprobe, independent of hlsd).
+fn ts_frames(path: &Path) -> u64 {
+    let out = std::process::Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", "v:0", "-count_packets"])
+        .args(["-show_entries", "stream=nb_read_packets", "-of", "json"])
+        .arg(path)
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["streams"][0]["nb_read_packets"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clip_export_is_an_mp4_of_the_range_across_a_discontinuity() {
+    let fx = Fixture::new();
+    let srv = start(&fx.data(), |_| {}).await;
+    let base = format!("http://{}", srv.addr);
+    let c = client();
+    let stream = format!("{SIM}_1");
+    let b0 = clips().b[0].seq;
+    // From inside segment 1 to inside the second segment after the discontinuity: whole
+    // segments 1..=b0+1 (cuts are at segment boundaries).
+    let (from, to) = (seg_pdt(fx.pdt0, 1) + 500, seg_pdt(fx.pdt0, b0 + 1) + 500);
+    let to_rfc = hlsd::m3u8::format_pdt(to).replace(':', "%3A");
+    let r = c
+        .get(format!(
+            "{base}/api/streams/{stream}/clip.mp4?from={from}&to={to_rfc}"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(hdr(&r, header::CONTENT_TYPE), "video/mp4");
+    assert_eq!(
+        hdr(&r, header::CONTENT_DISPOSITION),
+        format!("attachment; filename=\"{stream}_{from}-{to}.mp4\"")
+    );
+    let covered: Vec<_> = clips()
+        .all()
+        .into_iter()
+        .filter(|s| (1..=b0 + 1).contains(&s.seq))
+        .collect();
+    let end = seg_pdt(fx.pdt0, b0 + 1) + (covered.last().unwrap().duration * 1000.0).round() as i64;
+    assert_eq!(
+        r.headers()["x-clip-start-ms"],
+        seg_pdt(fx.pdt0, 1).to_string().as_str()
+    );
+    assert_eq!(r.headers()["x-clip-end-ms"], end.to_string().as_str());
+    let body = r.bytes().await.unwrap();
+    assert_eq!(&body[4..8], b"ftyp");
+    // faststart: the moov box comes before mdat.
+    let moov = body.windows(4).position(|w| w == b"moov").unwrap();
+    let mdat = body.windows(4).position(|w| w == b"mdat").unwrap();
+    assert!(moov < mdat, "moov at {moov}, mdat at {mdat}");
+    let tmp = tempfile::tempdir().unwrap();
+    let mp4 = tmp.path().join("clip.mp4");
+    std::fs::write(&mp4, &body).unwrap();
+
+    let (format, duration, frames, codec) = probe_mp4(&mp4);
+    assert!(format.contains("mp4"), "{format}");
+    assert_eq!(codec, "h264");
+    let want_frames: u64 = covered.iter().map(|s| ts_frames(&s.path)).sum();
+    let want_secs: f64 = covered.iter().map(|s| s.duration).sum();
+    assert_eq!(
+        frames, want_frames,
+        "every frame of the covered segments, nothing else"
+    );
+    assert!(
+        (duration - want_secs).abs() <= 0.1,
+        "duration {duration} s, segments sum to {want_secs} s (the discontinuity must be closed, not kept as a 1000 s gap)"
+    );
+    let out = std::process::Command::new("ffmpeg")
+        .args(["-nostdin", "-v", "error", "-i"])
+        .arg(&mp4)
+        .args(["-f", "null", "-"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "ffmpeg: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Range requests work on the download like on any file.
+    let r = c
+        .get(format!(
+            "{base}/api/streams/{stream}/clip.mp4?from={from}&to={to}"
+        ))
+        .header(header::RANGE, "bytes=0-7")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(&r.bytes().await.unwrap()[..], &body[..8]);
+
+    // Bad ranges: 400; no recording there: 404; bad names: 404.
+    for q in [
+        format!("from={from}"),
+        format!("from={to}&to={from}"),
+        format!("from={from}&to={}", from + hlsd::server::MAX_CLIP_MS + 1),
+        "from=yesterday&to=today".to_string(),
+    ] {
+        let r = c
+            .get(format!("{base}/api/streams/{stream}/clip.mp4?{q}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{q}");
+    }
+    let r = c
+        .get(format!(
+            "{base}/api/streams/{stream}/clip.mp4?from={}&to={}",
+            fx.pdt0 - 60_000,
+            fx.pdt0 - 30_000
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    let (status, _, _) = raw(
+        srv.addr,
+        &format!("GET /api/streams/..%2f..%2fsecret/clip.mp4?from={from}&to={to} HTTP/1.1"),
+    )
+    .await;
+    assert_eq!(status, 404);
+    srv.shutdown().await;
+
+    // With tokens on, a clip needs the stream's token.
+    let srv = start(&fx.data(), |c| c.token_secret = Some("s3cret".into())).await;
+    let url = format!(
+        "http://{}/api/streams/{stream}/clip.mp4?from={from}&to={to}",
+        srv.addr
+    );
+    assert_eq!(
+        c.get(&url).send().await.unwrap().status(),
+        StatusCode::FORBIDDEN
+    );
+    let tok = signer().sign(&stream, hlsd::token::now_unix() + 60);
+    let r = c.get(format!("{url}&token={tok}")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.bytes().await.unwrap().len(), body.len());
     srv.shutdown().await;
 }

@@ -4,14 +4,16 @@
 //! in; MPEG-TS segments cut at keyframes and HLS playlists out, all
 //! in-process through libavformat. The stages are sans-IO and can be used
 //! alone: [`annexb`] (framing), [`access_unit`] (pictures), [`timing`]
-//! (DTS/PTS), [`segmenter`] (cuts), [`playlist`] (text); [`mux`] is the one
-//! FFI module; [`storage`] is where bytes land; [`stream`] wires them up;
-//! `catalog` (feature `catalog`) keeps devices, sessions and segments in SQL.
+//! (DTS/PTS), [`segmenter`] (cuts), [`playlist`] (text); [`mux`] and [`clip`] are the
+//! FFI modules; [`storage`] is where bytes land; [`stream`] wires them up;
+//! `catalog` (feature `catalog`) keeps devices, sessions and segments in SQL;
+//! [`clip`] remuxes a range of segments into a downloadable MP4.
 
 pub mod access_unit;
 pub mod annexb;
 #[cfg(feature = "catalog")]
 pub mod catalog;
+pub mod clip;
 pub mod error;
 pub mod h264;
 pub mod mux;

@@ -75,7 +75,7 @@ pub struct TsMuxer {
     stream: String,
 }
 
-fn init_ffmpeg() {
+pub(crate) fn init_ffmpeg() {
     static INIT: Once = Once::new();
     INIT.call_once(|| {
         let _ = ffmpeg::init();

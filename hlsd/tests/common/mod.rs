@@ -1,5 +1,7 @@
 //! Shared test fixtures: real H.264/MPEG-TS segments encoded by the ffmpeg CLI (tests only),
-//! laid out in a temporary data dir the way ingestd writes them, and an in-process hlsd.
+//! laid out in a temporary data dir the way ingestd writes them, the catalog rows ingestd
+//! would have written for them (SQLite in the data dir, or a PostgreSQL database of the test's
+//! own), and an in-process hlsd.
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
@@ -7,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use streamcore::catalog::{Catalog, Record, SessionKind};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// One encoded segment file.
@@ -203,4 +206,143 @@ pub fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as i64
+}
+
+/// PROGRAM-DATE-TIME of segment `seq` in these fixtures: 2 s per sequence number from `pdt0_ms`
+/// (the same clock [`write_playlist`] writes).
+pub fn seg_pdt(pdt0_ms: i64, seq: u64) -> i64 {
+    pdt0_ms + seq as i64 * 2000
+}
+
+/// The catalog records ingestd would have written for one session of `stream` made of `segs`
+/// (files under `live/<stream>/`): the session (ended at the last segment's end when `ended`),
+/// then each segment, flagged as a discontinuity when its seq is in `disc_before`.
+pub fn session_records(
+    session_id: &str,
+    stream: &str,
+    segs: &[Seg],
+    disc_before: &[u64],
+    pdt0_ms: i64,
+    ended: bool,
+) -> Vec<Record> {
+    let device = hlsd::names::split_device_stream(stream);
+    let started_ms = seg_pdt(pdt0_ms, segs[0].seq);
+    let mut out = vec![Record::SessionStarted {
+        session_id: session_id.into(),
+        stream: stream.into(),
+        sim: device.map(|d| d.0.to_owned()),
+        channel: device.map(|d| d.1),
+        kind: SessionKind::Live,
+        started_ms,
+        host: "test".into(),
+    }];
+    let mut pts = 0i64;
+    for (i, s) in segs.iter().enumerate() {
+        let duration_90k = (s.duration * 90_000.0).round() as i64;
+        out.push(Record::Segment {
+            session_id: session_id.into(),
+            stream: stream.into(),
+            sequence: s.seq,
+            start_pts: pts,
+            duration_90k,
+            bytes: s.bytes,
+            path: format!("live/{stream}/{}.ts", s.seq),
+            program_date_time_ms: seg_pdt(pdt0_ms, s.seq),
+            discontinuity: i > 0 && disc_before.contains(&s.seq),
+        });
+        pts += duration_90k;
+    }
+    if ended {
+        let last = segs.last().unwrap();
+        out.push(Record::SessionEnded {
+            session_id: session_id.into(),
+            ended_ms: seg_pdt(pdt0_ms, last.seq) + (last.duration * 1000.0).round() as i64,
+        });
+    }
+    out
+}
+
+/// A device seen at `seen_ms` with `n` GPS fixes one second apart from `t0_ms`.
+pub fn device_records(sim: &str, seen_ms: i64, t0_ms: i64, n: i64) -> Vec<Record> {
+    let mut out = vec![Record::DeviceSeen {
+        sim: sim.into(),
+        plate: Some("沪A12345".into()),
+        auth_code: None,
+        at: seen_ms,
+    }];
+    for i in 0..n {
+        let a = i as f64 / 25.0;
+        out.push(Record::Position {
+            sim: sim.into(),
+            device_time_ms: t0_ms + i * 1000,
+            lat: 31.2304 + 0.004 * a.sin() + 0.0008 * a,
+            lon: 121.4737 + 0.006 * a,
+            speed: 42.5,
+            heading: 90,
+            altitude: 12,
+            alarm: 0,
+            status: 3,
+        });
+    }
+    out
+}
+
+/// Opens (creating and migrating) the catalog at `url` and writes `records` in one transaction.
+pub fn write_catalog(url: &str, records: &[Record]) -> Catalog {
+    let cat = Catalog::open(url).unwrap();
+    cat.write(records).unwrap();
+    cat
+}
+
+/// The default catalog URL of a data dir, as hlsd opens it without `--database-url`.
+pub fn default_url(data: &Path) -> String {
+    streamcore::catalog::default_database_url(data)
+}
+
+/// A PostgreSQL database of the test's own (`CREATE DATABASE t_<unique>`, dropped on drop), on
+/// the machine's server (`HLSD_TEST_PG_URL` overrides the admin URL), as streamcore's catalog
+/// suite does it. A server that is not running fails the test: a silent pass would hide it.
+pub struct PgDb {
+    admin: String,
+    pub name: String,
+    pub url: String,
+}
+
+impl PgDb {
+    pub fn new() -> PgDb {
+        use diesel::connection::SimpleConnection as _;
+        use diesel::Connection as _;
+        let admin = std::env::var("HLSD_TEST_PG_URL")
+            .unwrap_or_else(|_| "postgres://root@127.0.0.1:5432/test".into());
+        let mut c = diesel::PgConnection::establish(&admin).unwrap_or_else(|e| {
+            panic!("PostgreSQL is not reachable at {admin}: {e} (CI starts it: pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start)")
+        });
+        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let name = format!(
+            "hlsd_{}_{}_{}",
+            std::process::id(),
+            now_ms() % 1_000_000_000,
+            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        c.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
+        let base = admin.rsplit_once('/').expect("url with /database").0;
+        PgDb {
+            url: format!("{base}/{name}"),
+            admin,
+            name,
+        }
+    }
+}
+
+impl Drop for PgDb {
+    fn drop(&mut self) {
+        use diesel::connection::SimpleConnection as _;
+        use diesel::Connection as _;
+        if let Ok(mut c) = diesel::PgConnection::establish(&self.admin) {
+            let _ = c.batch_execute(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ));
+        }
+    }
 }
