@@ -55,8 +55,15 @@ pub struct AccessUnitAssembler {
     last_sps_nal: Option<Bytes>,
     last_pps_nal: Option<Bytes>,
     pending_format_change: bool,
+    /// Emptied NAL lists handed back by [`AccessUnitAssembler::recycle`],
+    /// so a warm stream builds access units without allocating.
+    spare_nals: Vec<Vec<Bytes>>,
     stats: AssemblerStats,
 }
+
+/// Emptied NAL lists kept for reuse: the frames in flight at once (reorder
+/// depth plus one) rarely exceed this.
+const MAX_SPARE_NAL_LISTS: usize = 8;
 
 impl AccessUnitAssembler {
     pub fn new() -> Self {
@@ -102,6 +109,20 @@ impl AccessUnitAssembler {
         self.take()
     }
 
+    /// Hands back an access unit that has been used up, so its NAL list
+    /// can hold a later picture's NAL units (and its NAL units, slices of
+    /// the framer's buffers, are released now rather than later).
+    pub fn recycle(&mut self, au: AccessUnit) {
+        self.recycle_nals(au.nals);
+    }
+
+    fn recycle_nals(&mut self, mut nals: Vec<Bytes>) {
+        if self.spare_nals.len() < MAX_SPARE_NAL_LISTS && nals.capacity() > 0 {
+            nals.clear();
+            self.spare_nals.push(nals);
+        }
+    }
+
     fn add(&mut self, nal: Bytes, t: u8, capture_ms: Option<i64>) {
         if self.current.nals.is_empty() || self.current.capture_ms.is_none() {
             self.current.capture_ms = capture_ms;
@@ -110,7 +131,7 @@ impl AccessUnitAssembler {
             nal_type::SPS => match h264::Sps::parse(&nal) {
                 Ok(sps) => {
                     self.current.has_sps = true;
-                    self.last_sps_nal = Some(nal.clone());
+                    cache_parameter_set(&mut self.last_sps_nal, &nal);
                     if let Some(old) = self.params.put_sps(sps.clone()) {
                         if old.changes_format(&sps) {
                             self.pending_format_change = true;
@@ -130,7 +151,7 @@ impl AccessUnitAssembler {
             nal_type::PPS => match h264::Pps::parse(&nal) {
                 Ok(pps) => {
                     self.current.has_pps = true;
-                    self.last_pps_nal = Some(nal.clone());
+                    cache_parameter_set(&mut self.last_pps_nal, &nal);
                     self.params.put_pps(pps);
                 }
                 Err(e) => {
@@ -196,14 +217,28 @@ impl AccessUnitAssembler {
             return None;
         }
         let has_vcl = std::mem::replace(&mut self.current_has_vcl, false);
-        let au = std::mem::take(&mut self.current);
+        let next = AccessUnit {
+            nals: self.spare_nals.pop().unwrap_or_default(),
+            ..AccessUnit::default()
+        };
+        let au = std::mem::replace(&mut self.current, next);
         if !has_vcl {
             // Parameter sets or SEI with no picture after them: keep the
             // parameter sets (already cached), drop the rest.
             self.stats.orphan_nals += au.nals.len() as u64;
+            self.recycle_nals(au.nals);
             return None;
         }
         self.stats.access_units += 1;
         Some(au)
+    }
+}
+
+/// Keeps a copy of a parameter set NAL unit, made only when it changed: a
+/// slice of the framer's buffer would pin that whole buffer until the next
+/// parameter set arrives, and devices repeat identical ones at every IDR.
+fn cache_parameter_set(cache: &mut Option<Bytes>, nal: &Bytes) {
+    if cache.as_deref() != Some(&nal[..]) {
+        *cache = Some(Bytes::copy_from_slice(nal));
     }
 }

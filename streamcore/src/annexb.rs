@@ -6,15 +6,42 @@
 //! released once the start code after it has been seen (or on `finish`).
 //! NAL units come out as `Bytes` slices of one shared buffer, without their
 //! start code and without trailing zero bytes, so no copy is made per NAL.
+//!
+//! Buffers are recycled: when the current buffer is full, it is reclaimed in
+//! place if every NAL unit cut from it has been dropped downstream, else a
+//! spare buffer whose NAL units are all gone takes over. A warm stream thus
+//! pushes frames without allocating (a new buffer is made only when frames
+//! held for reordering pin more buffers than the pool has, or a push is
+//! larger than any buffer).
+
+use std::sync::OnceLock;
 
 use bytes::{Bytes, BytesMut};
+use memchr::memmem::Finder;
 
 const START_CODE: &[u8] = &[0, 0, 1];
+
+/// Smallest buffer the framer allocates; a push larger than this gets a
+/// buffer of its own size.
+const MIN_BUFFER: usize = 32 * 1024;
+/// Spent buffers kept for reuse: enough for the frames a reorder depth of a
+/// few pictures keeps alive, few enough to bound memory per stream.
+const MAX_SPARE: usize = 4;
+
+fn start_code_finder() -> &'static Finder<'static> {
+    static FINDER: OnceLock<Finder<'static>> = OnceLock::new();
+    FINDER.get_or_init(|| Finder::new(START_CODE))
+}
 
 /// Splits an Annex-B byte stream into NAL units.
 #[derive(Debug, Default)]
 pub struct AnnexBFramer {
     buf: BytesMut,
+    /// Earlier buffers, some of whose NAL units may still be alive
+    /// downstream; reused once they are all dropped.
+    spare: Vec<BytesMut>,
+    /// `buf` is an allocated buffer (not the initial empty one).
+    allocated: bool,
     /// Offset in `buf` where the current NAL unit's payload begins, once a
     /// start code has been seen.
     nal_start: Option<usize>,
@@ -34,7 +61,41 @@ impl AnnexBFramer {
     /// Appends bytes of the stream.
     pub fn push(&mut self, bytes: &[u8]) {
         self.finished = false;
+        self.make_room(bytes.len());
         self.buf.extend_from_slice(bytes);
+    }
+
+    /// Forgets any partial NAL unit and the end-of-input mark (the source
+    /// broke), keeping the buffers and the skipped-byte count.
+    pub fn reset(&mut self) {
+        self.buf.clear();
+        self.nal_start = None;
+        self.scan_from = 0;
+        self.finished = false;
+    }
+
+    /// Ensures `additional` bytes fit after the pending ones without
+    /// allocating when a recycled buffer can take them.
+    fn make_room(&mut self, additional: usize) {
+        // In place: free room, or the buffer is ours alone again.
+        if self.buf.try_reclaim(additional) {
+            return;
+        }
+        let need = self.buf.len() + additional;
+        let reusable = self.spare.iter_mut().position(|b| {
+            b.clear();
+            b.try_reclaim(need)
+        });
+        let mut next = match reusable {
+            Some(i) => self.spare.swap_remove(i),
+            None => BytesMut::with_capacity(need.max(MIN_BUFFER)),
+        };
+        next.extend_from_slice(&self.buf);
+        let mut old = std::mem::replace(&mut self.buf, next);
+        old.clear();
+        if std::mem::replace(&mut self.allocated, true) && self.spare.len() < MAX_SPARE {
+            self.spare.push(old);
+        }
     }
 
     /// Marks the end of the input: the last NAL unit is released by `pull`.
@@ -50,7 +111,8 @@ impl AnnexBFramer {
     /// Returns the next complete NAL unit, if any.
     pub fn pull(&mut self) -> Option<Bytes> {
         loop {
-            let found = memchr::memmem::find(&self.buf[self.scan_from..], START_CODE)
+            let found = start_code_finder()
+                .find(&self.buf[self.scan_from..])
                 .map(|i| i + self.scan_from);
             match (found, self.nal_start) {
                 (Some(at), None) => {
@@ -159,5 +221,58 @@ mod tests {
         assert!(f.pull().is_none());
         f.push(&[1, 0x41]);
         assert_eq!(f.pull().unwrap().as_ref(), &[0x41, 5, 6]);
+    }
+
+    #[test]
+    fn recycled_buffers_never_overwrite_live_nal_units() {
+        // Frames of varying size pushed one at a time, some NAL units kept
+        // alive (as frames held for reordering are) while the buffers
+        // rotate: every kept NAL unit must still read as it was cut.
+        let mut f = AnnexBFramer::new();
+        let mut kept: Vec<(Bytes, Vec<u8>)> = Vec::new();
+        for i in 0..2000u32 {
+            let len = 1 + (i as usize * 7919) % 9000;
+            let body: Vec<u8> = (0..len)
+                .map(|j| 0x20 + ((i as usize + j) % 200) as u8)
+                .collect();
+            let mut frame = vec![0, 0, 0, 1, 0x41];
+            frame.extend_from_slice(&body);
+            f.push(&frame);
+            f.finish();
+            let nal = f.pull().unwrap();
+            assert_eq!(&nal[1..], &body[..]);
+            assert!(f.pull().is_none());
+            if i % 3 == 0 {
+                kept.push((nal, body));
+            }
+            if kept.len() > 4 {
+                let (nal, body) = kept.remove(0);
+                assert_eq!(&nal[1..], &body[..]);
+            }
+        }
+        assert!(f.spare.len() <= MAX_SPARE);
+    }
+
+    #[test]
+    fn a_buffer_is_reused_once_its_nal_units_are_dropped() {
+        let mut f = AnnexBFramer::new();
+        let frame = [0, 0, 0, 1, 0x41, 1, 2, 3];
+        f.push(&frame);
+        f.finish();
+        let first = f.pull().unwrap().as_ptr() as usize;
+        // The first NAL unit is dropped: the next frames land in the same
+        // allocation, which is reclaimed from its start when it fills up.
+        let mut wrapped = false;
+        for _ in 0..(3 * MIN_BUFFER / frame.len()) {
+            f.push(&frame);
+            f.finish();
+            let nal = f.pull().unwrap();
+            assert_eq!(nal.as_ref(), &[0x41, 1, 2, 3]);
+            let at = nal.as_ptr() as usize;
+            assert!((first..first + MIN_BUFFER).contains(&at));
+            wrapped |= at == first;
+        }
+        assert!(wrapped);
+        assert!(f.spare.is_empty());
     }
 }

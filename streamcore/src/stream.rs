@@ -347,8 +347,10 @@ impl LiveStream {
     pub fn mark_break(&mut self) -> Result<Vec<StreamEvent>> {
         let mut events = Vec::new();
         // Bytes of a frame cut off by the disconnect cannot be completed.
-        self.framer = AnnexBFramer::new();
-        let _ = self.assembler.flush();
+        self.framer.reset();
+        if let Some(au) = self.assembler.flush() {
+            self.assembler.recycle(au);
+        }
         self.drain_timeline(true, &mut events)?;
         self.timeline.mark_source_break();
         Ok(events)
@@ -430,6 +432,7 @@ impl LiveStream {
                 self.stats.frames_muxed += 1;
                 self.last_pts = self.last_pts.max(f.pts);
             }
+            self.assembler.recycle(f.au);
         }
         Ok(())
     }

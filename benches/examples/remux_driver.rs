@@ -1,0 +1,83 @@
+//! A fixed amount of streamcore work for instruction-count profiling
+//! (`valgrind --tool=callgrind`), where criterion's timing loop would make
+//! the count depend on the machine's speed.
+//!
+//! Usage: `remux_driver <bytes|frames> <file.h264> <iterations>`
+//! - `bytes`: `LiveStream::push_bytes` of the whole file, then `finish`
+//!   (the criterion `whole_stream` group).
+//! - `frames`: the file's access units one `push_frame` at a time with
+//!   capture times 40 ms apart, as JT/T 1078 ingest feeds them.
+//!
+//! Output goes to a discarding `MemoryStorage`. Compare two iteration
+//! counts to subtract start-up: (I(n2) - I(n1)) / (n2 - n1) per pass.
+
+use std::sync::Arc;
+
+use streamcore::access_unit::AccessUnitAssembler;
+use streamcore::annexb::split_nals;
+use streamcore::{LiveStream, MemoryStorage, StreamConfig};
+
+fn access_units(data: &[u8]) -> Vec<Vec<u8>> {
+    let mut asm = AccessUnitAssembler::new();
+    let mut out = Vec::new();
+    let mut encode = |au: streamcore::access_unit::AccessUnit| {
+        let mut v = Vec::new();
+        for n in au.nals {
+            v.extend_from_slice(&[0, 0, 0, 1]);
+            v.extend_from_slice(&n);
+        }
+        out.push(v);
+    };
+    for nal in split_nals(data) {
+        if let Some(au) = asm.push(nal, None) {
+            encode(au);
+        }
+    }
+    if let Some(au) = asm.flush() {
+        encode(au);
+    }
+    out
+}
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let [_, mode, file, iterations] = &args[..] else {
+        anyhow::bail!("usage: remux_driver <bytes|frames> <file.h264> <iterations>");
+    };
+    let data = std::fs::read(file)?;
+    let iterations: usize = iterations.parse()?;
+    let aus = access_units(&data);
+    let mut segments = 0;
+    let mut stream = LiveStream::with_storage(
+        "driver",
+        Arc::new(MemoryStorage::discarding()),
+        StreamConfig::default(),
+    )?;
+    let mut t = 1_700_000_000_000i64;
+    for _ in 0..iterations {
+        match mode.as_str() {
+            "bytes" => {
+                let mut s = LiveStream::with_storage(
+                    "driver",
+                    Arc::new(MemoryStorage::discarding()),
+                    StreamConfig::default(),
+                )?;
+                segments += s.push_bytes(&data)?.len();
+                segments += s.finish(true)?.len();
+            }
+            "frames" => {
+                for au in &aus {
+                    segments += stream.push_frame(au, Some(t))?.len();
+                    t += 40;
+                }
+            }
+            m => anyhow::bail!("unknown mode {m}"),
+        }
+    }
+    println!(
+        "{} bytes x {iterations}, {} access units each, {segments} segments",
+        data.len(),
+        aus.len()
+    );
+    Ok(())
+}
