@@ -235,7 +235,9 @@ impl RemuxHandler {
 
     fn close(&mut self, name: &str) {
         self.source_ended(name);
-        let Some(a) = self.streams.get_mut(name) else { return };
+        let Some(a) = self.streams.get_mut(name) else {
+            return;
+        };
         let result = a.live.finish(true);
         self.published(name, result);
         self.streams.remove(name);
