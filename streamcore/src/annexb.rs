@@ -137,7 +137,15 @@ impl AnnexBFramer {
                 }
                 (None, start) => {
                     if self.finished {
-                        let start = start?;
+                        let Some(start) = start else {
+                            // No start code in the whole stream: all of it
+                            // was garbage, counted the same whatever the
+                            // chunking (a pull before `finish` counts it).
+                            self.skipped += self.buf.len() as u64;
+                            self.buf.clear();
+                            self.scan_from = 0;
+                            return None;
+                        };
                         let mut end = self.buf.len();
                         while end > start && self.buf[end - 1] == 0 {
                             end -= 1;
@@ -210,6 +218,27 @@ mod tests {
         assert_eq!(f.pull().unwrap().as_ref(), &[0x09, 0xf0]);
         assert_eq!(f.skipped_bytes(), 3);
         assert!(f.pull().is_none());
+    }
+
+    /// Found by the `annexb_framer` fuzz target: bytes without any start
+    /// code were counted as skipped when pulled before `finish`, but not
+    /// when the whole buffer was pushed and finished at once.
+    #[test]
+    fn fuzz_regression_annexb_skipped_count_chunking() {
+        let garbage = [7u8; 100];
+        let mut one_shot = AnnexBFramer::new();
+        one_shot.push(&garbage);
+        one_shot.finish();
+        assert!(one_shot.pull().is_none());
+        let mut chunked = AnnexBFramer::new();
+        for c in garbage.chunks(7) {
+            chunked.push(c);
+            assert!(chunked.pull().is_none());
+        }
+        chunked.finish();
+        assert!(chunked.pull().is_none());
+        assert_eq!(one_shot.skipped_bytes(), 100);
+        assert_eq!(chunked.skipped_bytes(), 100);
     }
 
     #[test]

@@ -195,7 +195,9 @@ impl Sps {
                 }
             }
         }
-        let log2_max_frame_num = r.read_ue()? + 4;
+        // Range-check the coded value before adding 4: a corrupt ue(v) can
+        // be as large as 2^32 - 2 and the sum would overflow.
+        let log2_max_frame_num = r.read_ue()?.saturating_add(4);
         if log2_max_frame_num > 16 {
             return Err(Error::bitstream("SPS", "log2_max_frame_num > 16"));
         }
@@ -203,7 +205,7 @@ impl Sps {
         let mut log2_max_pic_order_cnt_lsb = 0;
         match pic_order_cnt_type {
             0 => {
-                log2_max_pic_order_cnt_lsb = r.read_ue()? + 4;
+                log2_max_pic_order_cnt_lsb = r.read_ue()?.saturating_add(4);
                 if log2_max_pic_order_cnt_lsb > 16 {
                     return Err(Error::bitstream("SPS", "log2_max_pic_order_cnt_lsb > 16"));
                 }
@@ -238,7 +240,8 @@ impl Sps {
         let frame_height_mbs = height_map_units * if frame_mbs_only { 1 } else { 2 };
         let mut width = width_mbs * 16;
         let mut height = frame_height_mbs * 16;
-        if width * height > MAX_PIXELS {
+        // Both can be near 2^37, so their product may not fit in a u64.
+        if width.saturating_mul(height) > MAX_PIXELS {
             return Err(Error::bitstream(
                 "SPS",
                 format!("picture size {width}x{height} exceeds the 8192x8192 limit"),
@@ -331,6 +334,11 @@ fn skip_scaling_list(r: &mut BitReader<'_>, size: usize) -> Result<()> {
     for _ in 0..size {
         if next != 0 {
             let delta = r.read_se()?;
+            // delta_scale is -128..=127 (7.4.2.1.1); a larger one is a
+            // corrupt SPS, and would overflow the sum below.
+            if !(-128..=127).contains(&delta) {
+                return Err(Error::bitstream("SPS", "delta_scale outside -128..=127"));
+            }
             next = (last + delta + 256) % 256;
         }
         if next != 0 {
@@ -646,6 +654,89 @@ mod tests {
         let mut r = BitReader::new(&[0b0100_1100]);
         assert_eq!(r.read_se().unwrap(), 1);
         assert_eq!(r.read_se().unwrap(), -1);
+    }
+
+    /// Found by the `h264_sps` fuzz target: a scaling list whose
+    /// delta_scale is near i32::MAX overflowed `last + delta + 256`.
+    #[test]
+    fn fuzz_regression_sps_scaling_delta_overflow() {
+        // High profile, sps id 0, chroma 1, bit depths 0, no bypass,
+        // seq_scaling_matrix_present, list 0 present, then delta_scale =
+        // se(v) with code number 2^32 - 3 (+(2^31 - 1)).
+        let mut bits = String::from("101011011");
+        bits += &format!("{}1{}", "0".repeat(31), "1".repeat(30) + "0");
+        while !bits.len().is_multiple_of(8) {
+            bits.push('1');
+        }
+        let mut nal = vec![0x67, 100, 0, 40];
+        for chunk in bits.as_bytes().chunks(8) {
+            nal.push(u8::from_str_radix(std::str::from_utf8(chunk).unwrap(), 2).unwrap());
+        }
+        let err = Sps::parse(&nal).unwrap_err().to_string();
+        assert!(err.contains("delta_scale"), "{err}");
+        // The fuzzer's own input.
+        let crash = [
+            0xe7, 0x2c, 0xe7, 0x38, 0x92, 0xff, 0xff, 0xff, 0x00, 0x00, 0x00, 0x01, 0xff, 0xff,
+            0xff, 0x21, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x67,
+        ];
+        assert!(Sps::parse(&crash).is_err());
+    }
+
+    /// Found by the `h264_sps` fuzz target: log2_max_frame_num_minus4 of
+    /// 2^32 - 2 overflowed the `+ 4` before the range check.
+    #[test]
+    fn fuzz_regression_sps_log2_max_frame_num_overflow() {
+        // Baseline, sps id 0, log2_max_frame_num_minus4 = 2^32 - 2.
+        let mut bits = String::from("1");
+        bits += &format!("{}1{}", "0".repeat(31), "1".repeat(31));
+        // The same in log2_max_pic_order_cnt_lsb_minus4 (poc type 0).
+        let mut poc_bits = String::from("1"); // sps id 0
+        poc_bits += "1"; // log2_max_frame_num_minus4 = 0
+        poc_bits += "1"; // pic_order_cnt_type = 0
+        poc_bits += &format!("{}1{}", "0".repeat(31), "1".repeat(31));
+        for (bits, want) in [
+            (bits, "log2_max_frame_num"),
+            (poc_bits, "log2_max_pic_order_cnt_lsb"),
+        ] {
+            let mut bits = bits;
+            while !bits.len().is_multiple_of(8) {
+                bits.push('1');
+            }
+            let mut nal = vec![0x67, 66, 0, 30];
+            for chunk in bits.as_bytes().chunks(8) {
+                nal.push(u8::from_str_radix(std::str::from_utf8(chunk).unwrap(), 2).unwrap());
+            }
+            let err = Sps::parse(&nal).unwrap_err().to_string();
+            assert!(err.contains(want), "{err}");
+        }
+    }
+
+    /// Found in review while fuzzing: width and height in macroblocks are
+    /// ue(v) values up to 2^32 - 1, and the pixel count overflowed a u64.
+    #[test]
+    fn fuzz_regression_sps_picture_size_overflow() {
+        let mut bits = String::new();
+        bits += "1"; // sps id 0
+        bits += "1"; // log2_max_frame_num_minus4 = 0
+        bits += "011"; // poc type 2
+        bits += "010"; // max refs 1
+        bits += "0"; // gaps
+        let huge = format!("{}1{}", "0".repeat(31), "1".repeat(31)); // 2^32 - 2
+        bits += &huge; // width in MBs - 1
+        bits += &huge; // height in map units - 1
+        bits += "0"; // frame_mbs_only = 0 doubles the height
+        bits += "1"; // mb_adaptive_frame_field
+        bits += "1"; // direct_8x8
+        bits += "00"; // no crop, no vui
+        while !bits.len().is_multiple_of(8) {
+            bits.push('0');
+        }
+        let mut nal = vec![0x67, 77, 0, 30];
+        for chunk in bits.as_bytes().chunks(8) {
+            nal.push(u8::from_str_radix(std::str::from_utf8(chunk).unwrap(), 2).unwrap());
+        }
+        let err = Sps::parse(&nal).unwrap_err().to_string();
+        assert!(err.contains("exceeds"), "{err}");
     }
 
     #[test]

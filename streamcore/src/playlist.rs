@@ -93,6 +93,14 @@ impl MediaPlaylist {
                 self.next_sequence()
             )));
         }
+        if segment.duration < Dur90k::ZERO {
+            // `#EXTINF` is a non-negative decimal (RFC 8216 4.3.2.1); a
+            // negative one would also not parse back on resume.
+            return Err(Error::Config(format!(
+                "segment {} has a negative duration {:?}",
+                segment.sequence, segment.duration
+            )));
+        }
         let rounded = (segment.duration.0 + TICKS_PER_SECOND / 2) / TICKS_PER_SECOND;
         if rounded > self.target_duration as i64 {
             return Err(Error::Config(format!(
@@ -231,7 +239,12 @@ fn parse_extinf(s: &str) -> Option<Dur90k> {
 
 /// ISO 8601 with milliseconds and a zone, as `#EXT-X-PROGRAM-DATE-TIME` wants.
 pub fn format_pdt(unix_ms: i64) -> String {
+    use chrono::Datelike;
+    // RFC 3339 has four-digit years: a date outside 0000-9999 would be
+    // written with a sign and not parse back, so it falls back to the
+    // epoch like a date chrono cannot represent at all.
     chrono::DateTime::from_timestamp_millis(unix_ms)
+        .filter(|t| (0..=9999).contains(&t.year()))
         .unwrap_or_default()
         .format("%Y-%m-%dT%H:%M:%S%.3fZ")
         .to_string()
@@ -327,6 +340,45 @@ mod tests {
         .unwrap();
         assert_eq!(back.render(), p.render());
         assert_eq!(back.next_sequence(), 2);
+    }
+
+    /// Found by the `playlist` fuzz target: a negative duration was
+    /// accepted and rendered as `#EXTINF:0.-721600,`, which `parse` (the
+    /// resume path) then refused.
+    #[test]
+    fn fuzz_regression_playlist_negative_duration() {
+        let mut p = MediaPlaylist::new(PlaylistKind::Event, 4);
+        let before = p.clone();
+        let err = p
+            .push(PlaylistSegment {
+                duration: Dur90k(-64_944),
+                ..seg(0, 0, false)
+            })
+            .unwrap_err();
+        assert!(err.to_string().contains("negative"), "{err}");
+        assert_eq!(p, before);
+        p.push(seg(0, 0, false)).unwrap();
+        assert!(p.render().contains("#EXTINF:0.000000,\n0.ts\n"));
+        MediaPlaylist::parse(&p.render(), PlaylistKind::Event).unwrap();
+    }
+
+    /// Found by the `playlist` fuzz target: a date after 9999-12-31 was
+    /// written as `+48508-03-16T...`, which `parse` (the resume path)
+    /// refused, so a restart would have discarded the playlist.
+    #[test]
+    fn fuzz_regression_playlist_pdt_beyond_year_9999() {
+        let far = 1_468_580_000_000_000_i64; // year 48508
+        assert_eq!(format_pdt(far), "1970-01-01T00:00:00.000Z");
+        assert_eq!(format_pdt(-62_198_755_200_000), "1970-01-01T00:00:00.000Z"); // year -1
+        assert_eq!(format_pdt(253_402_300_799_999), "9999-12-31T23:59:59.999Z");
+        let mut p = MediaPlaylist::new(PlaylistKind::Event, 4);
+        p.push(PlaylistSegment {
+            pdt_ms: Some(far),
+            ..seg(0, 40, false)
+        })
+        .unwrap();
+        let back = MediaPlaylist::parse(&p.render(), PlaylistKind::Event).unwrap();
+        assert_eq!(back.render(), p.render());
     }
 
     #[test]

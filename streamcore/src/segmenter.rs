@@ -62,10 +62,13 @@ struct Open {
 }
 
 impl Open {
-    fn close(&self, end: Ts90k) -> ClosedSegment {
+    /// Closes at `end`, but never longer than `limit`: a single frame whose
+    /// duration (the step to the next capture time) exceeds the limit is
+    /// listed at the limit rather than refused by the playlist.
+    fn close(&self, end: Ts90k, limit: Dur90k) -> ClosedSegment {
         ClosedSegment {
             first_pts: self.first_pts,
-            duration: end - self.first_pts,
+            duration: (end - self.first_pts).min(limit),
             frames: self.frames,
             keyframes: self.keyframes,
             discontinuity: self.discontinuity,
@@ -115,18 +118,31 @@ impl Segmenter {
     /// Decides what to do with the next frame (in decode order).
     pub fn push(&mut self, f: &TimedFrame) -> Decision {
         let mut d = Decision::default();
+        let limit = self.cfg.limit();
         if let Some(open) = self.open {
+            let over_limit = f.pts.max(open.max_end) + f.duration - open.first_pts > limit;
             if f.discontinuity {
-                d.close = Some(open.close(open.max_end));
+                d.close = Some(open.close(open.max_end, limit));
                 self.open = None;
                 self.gap_pending = true;
-            } else if f.au.keyframe && f.pts - open.first_pts >= self.cfg.target - f.duration / 2 {
-                d.close = Some(open.close(f.pts));
-                self.open = None;
-            } else if f.pts.max(open.max_end) + f.duration - open.first_pts > self.cfg.limit()
-                && !f.au.keyframe
+            } else if f.au.keyframe
+                && (over_limit || f.pts - open.first_pts >= self.cfg.target - f.duration / 2)
             {
-                d.close = Some(open.close(open.max_end));
+                // Cut before the keyframe, also short of the target when
+                // the keyframe would take the segment over the limit. The
+                // segment ends where the keyframe starts, unless that is
+                // itself past the limit (its PTS jumped ahead): then it
+                // ends with its own last frame and the gap is a
+                // discontinuity.
+                if f.pts - open.first_pts <= limit {
+                    d.close = Some(open.close(f.pts, limit));
+                } else {
+                    d.close = Some(open.close(open.max_end, limit));
+                    self.gap_pending = true;
+                }
+                self.open = None;
+            } else if over_limit && !f.au.keyframe {
+                d.close = Some(open.close(open.max_end, limit));
                 self.open = None;
                 self.gap_pending = true;
                 self.stats.forced_cuts += 1;
@@ -163,6 +179,75 @@ impl Segmenter {
     /// Closes the open segment (end of stream or source break).
     pub fn finish(&mut self) -> Option<ClosedSegment> {
         let open = self.open.take()?;
-        Some(open.close(open.max_end))
+        Some(open.close(open.max_end, self.cfg.limit()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::access_unit::AccessUnit;
+
+    fn frame(pts_ms: i64, dur_ms: i64, keyframe: bool) -> TimedFrame {
+        TimedFrame {
+            au: AccessUnit {
+                keyframe,
+                ..AccessUnit::default()
+            },
+            dts: Ts90k(pts_ms * 90),
+            pts: Ts90k(pts_ms * 90),
+            duration: Dur90k::from_millis(dur_ms),
+            discontinuity: false,
+            pdt_ms: 0,
+        }
+    }
+
+    fn run(frames: &[TimedFrame]) -> Vec<ClosedSegment> {
+        let mut s = Segmenter::new(SegmenterConfig {
+            target: Dur90k::from_secs(1),
+            max_secs: 2,
+        });
+        let mut out: Vec<_> = frames.iter().filter_map(|f| s.push(f).close).collect();
+        out.extend(s.finish());
+        out
+    }
+
+    /// Found by the `live_stream_bytes` fuzz target: keyframes were exempt
+    /// from the limit, so one whose PTS (reordering) or duration reached
+    /// past it made a segment that rounds above TARGETDURATION, which the
+    /// playlist then refused.
+    #[test]
+    fn fuzz_regression_segment_over_target_duration() {
+        let limit = Dur90k::from_millis(2_500) - Dur90k(1);
+        // A keyframe whose PTS jumped past the limit: the segment ends with
+        // its last frame, and the next one starts a discontinuity.
+        let segs = run(&[
+            frame(0, 40, true),
+            frame(40, 40, false),
+            frame(2_600, 40, true),
+        ]);
+        assert_eq!(segs[0].duration, Dur90k::from_millis(80));
+        assert!(segs[1].discontinuity);
+        // A keyframe before the target whose duration reaches past the
+        // limit: cut before it, at its start.
+        let segs = run(&[frame(0, 40, true), frame(400, 2_500, true)]);
+        assert_eq!(segs[0].duration, Dur90k::from_millis(400));
+        assert!(!segs[1].discontinuity);
+        // One frame longer than the limit on its own is listed at the limit.
+        let segs = run(&[frame(0, 3_000, true)]);
+        assert_eq!(segs[0].duration, limit);
+        for s in [&segs[..]].concat() {
+            assert!(s.duration <= limit);
+        }
+    }
+
+    #[test]
+    fn cuts_at_the_first_keyframe_after_the_target() {
+        let mut frames: Vec<_> = (0..50).map(|i| frame(i * 40, 40, i % 30 == 0)).collect();
+        frames.push(frame(2_000, 40, false));
+        let segs = run(&frames);
+        assert_eq!(segs[0].duration, Dur90k::from_millis(1_200));
+        assert_eq!(segs[1].duration, Dur90k::from_millis(840));
+        assert!(segs.iter().all(|s| !s.discontinuity));
     }
 }

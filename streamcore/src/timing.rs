@@ -167,7 +167,9 @@ impl Timeline {
         let mut new_domain = au.format_change || self.domain_start_next;
         let step = match (au.capture_ms, self.last_capture_ms) {
             (Some(now), Some(prev)) => {
-                let delta = Dur90k::from_millis(now - prev);
+                // Capture times are whatever the device sent (a u64 on the
+                // wire): saturate, so a wild jump is just a large gap.
+                let delta = Dur90k(now.saturating_sub(prev).saturating_mul(90));
                 if delta > Dur90k::ZERO && delta <= self.cfg.max_gap {
                     // Across a reconnect the clock follows on: keep the
                     // timeline gapless rather than mark a discontinuity.
@@ -331,6 +333,39 @@ impl Timeline {
                 discontinuity: p.discontinuity,
                 pdt_ms,
             });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn au(capture_ms: Option<i64>) -> AccessUnit {
+        AccessUnit {
+            keyframe: true,
+            capture_ms,
+            ..AccessUnit::default()
+        }
+    }
+
+    /// Found by the `live_stream_frames` fuzz target: capture times far
+    /// apart (a device sends a u64; we see it as i64) overflowed the
+    /// millisecond difference and its conversion to 90 kHz ticks.
+    #[test]
+    fn fuzz_regression_timing_capture_time_overflow() {
+        let mut t = Timeline::new(TimingConfig::default());
+        let mut out = Vec::new();
+        for ms in [i64::MIN, i64::MAX, -1, i64::MAX / 90 + 1, 0] {
+            t.push(au(Some(ms)), None, 0, 1_700_000_000_000, &mut out);
+        }
+        t.flush_into(&mut out);
+        assert_eq!(out.len(), 5);
+        // Every jump is beyond max_gap or max_backward: a new domain each
+        // time, on a timeline that still advances by the nominal step.
+        assert!(out.iter().all(|f| f.discontinuity));
+        for w in out.windows(2) {
+            assert_eq!(w[1].dts - w[0].dts, Dur90k(3600));
         }
     }
 }
