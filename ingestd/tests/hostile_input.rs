@@ -656,3 +656,54 @@ async fn hostile_input_does_not_stop_a_control_device() {
         control_st.segments
     );
 }
+
+async fn counting_daemon(dir: &Path) -> ingestd::server::Running {
+    let mut cfg = Config::for_tests(dir);
+    cfg.handshake_timeout = Duration::from_secs(1);
+    cfg.idle_timeout = Duration::from_secs(2);
+    ingestd::server::start(cfg, Default::default())
+        .await
+        .unwrap()
+}
+
+/// Regression: the handshake/idle timeouts were per read, so a sender
+/// trickling one byte per 100 ms (never a whole packet) held its
+/// connection, and a slot of the connection limit, for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slowloris_trickling_bytes_is_closed_at_the_handshake_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let running = counting_daemon(dir.path()).await;
+    let frames = capture_frames();
+    let mut pkt = BytesMut::new();
+    packets("013900000009", &frames[1], 1, &mut 0, &mut pkt);
+    let mut s = TcpStream::connect(running.jt1078_addr).await.unwrap();
+    let t = Instant::now();
+    for b in pkt.iter() {
+        if s.write_all(&[*b]).await.is_err() || t.elapsed() > Duration::from_secs(4) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(closed_by_peer(&mut s, Duration::from_millis(500)).await);
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    assert_eq!(running.ctx.metrics.connections_timed_out.load(Relaxed), 1);
+    running.shutdown().await;
+}
+
+/// Regression: resyncs and rejected headers of a connection that never
+/// sent a valid packet had no stream to be counted under and were lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_before_any_valid_packet_is_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let running = counting_daemon(dir.path()).await;
+    let m = running.ctx.metrics.clone();
+    let mut s = TcpStream::connect(running.jt1078_addr).await.unwrap();
+    s.write_all(&b"01cd".repeat(1000)).await.unwrap();
+    wait_until("magic flood counted", 5, || {
+        m.jt1078_parse_errors.load(Relaxed) >= 996 && m.jt1078_resyncs.load(Relaxed) >= 996
+    })
+    .await;
+    assert!(m.streams().is_empty());
+    drop(s);
+    running.shutdown().await;
+}
