@@ -73,10 +73,10 @@ pub struct Cli {
     /// Maximum concurrent TCP connections over all listeners [default: 10000].
     #[arg(long, env = "INGESTD_MAX_CONNECTIONS", value_name = "N")]
     pub max_connections: Option<usize>,
-    /// Seconds without any received byte before a connection is closed [default: 180].
+    /// Seconds without a complete JT/T packet (raw port: any byte) before a connection is closed [default: 180].
     #[arg(long, env = "INGESTD_IDLE_TIMEOUT", value_name = "SECS")]
     pub idle_timeout: Option<u64>,
-    /// Seconds a new connection has to send its first bytes [default: 10].
+    /// Seconds a new connection has to send its first complete packet (raw port: its first line) [default: 10].
     #[arg(long, env = "INGESTD_HANDSHAKE_TIMEOUT", value_name = "SECS")]
     pub handshake_timeout: Option<u64>,
     /// Largest reassembled JT/T 1078 frame in bytes [default: 2097152].

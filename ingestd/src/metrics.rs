@@ -36,6 +36,13 @@ pub struct StreamStats {
     pub failed_segments: u64,
     /// Frames the remuxer refused (unsupported codec, bitstream errors).
     pub rejected_frames: u64,
+    /// Parameter sets and slice headers streamcore could not parse (e.g. an
+    /// SPS claiming a picture above 8192x8192), dropped.
+    pub bad_nals: u64,
+    /// Capture times streamcore replaced (zero, frozen, jittery clocks).
+    pub repaired_timestamps: u64,
+    /// Discontinuities started (backward jumps, gaps, format changes, breaks).
+    pub discontinuities: u64,
 }
 
 impl StreamStats {
@@ -58,6 +65,9 @@ impl StreamStats {
         self.dropped_before_keyframe += d.dropped_before_keyframe;
         self.failed_segments += d.failed_segments;
         self.rejected_frames += d.rejected_frames;
+        self.bad_nals += d.bad_nals;
+        self.repaired_timestamps += d.repaired_timestamps;
+        self.discontinuities += d.discontinuities;
     }
 }
 
@@ -82,6 +92,11 @@ pub struct Metrics {
     pub events_dropped: AtomicU64,
     /// Bytes on the JT/T 1078 port before any stream was identified.
     pub unattributed_bytes: AtomicU64,
+    /// JT/T 1078 resynchronisations and rejected headers over all
+    /// connections, including those that never sent a valid packet (whose
+    /// per-stream counters have no stream to go to).
+    pub jt1078_resyncs: AtomicU64,
+    pub jt1078_parse_errors: AtomicU64,
     streams: Mutex<BTreeMap<String, StreamStats>>,
 }
 
@@ -228,9 +243,23 @@ impl Metrics {
             "JT/T 1078 bytes received before any stream was identified.",
             self.unattributed_bytes.load(Relaxed),
         );
+        g(
+            &mut o,
+            "ingestd_jt1078_resyncs_total",
+            "counter",
+            "JT/T 1078 resynchronisations after garbage, all connections.",
+            self.jt1078_resyncs.load(Relaxed),
+        );
+        g(
+            &mut o,
+            "ingestd_jt1078_parse_errors_total",
+            "counter",
+            "JT/T 1078 headers rejected (bad type, body too long), all connections.",
+            self.jt1078_parse_errors.load(Relaxed),
+        );
         let streams = self.streams();
         type Field = fn(&StreamStats) -> u64;
-        let fields: [(&str, &str, Field); 18] = [
+        let fields: [(&str, &str, Field); 21] = [
             ("bytes_in", "Bytes received.", |s| s.bytes_in),
             ("packets", "JT/T 1078 packets parsed.", |s| s.packets),
             ("frames", "Frames reassembled.", |s| s.frames),
@@ -281,6 +310,19 @@ impl Metrics {
                 "Frames refused by the remuxer (unsupported codec, bad bitstream).",
                 |s| s.rejected_frames,
             ),
+            (
+                "bad_nals",
+                "Unparsable parameter sets and slice headers dropped.",
+                |s| s.bad_nals,
+            ),
+            (
+                "repaired_timestamps",
+                "Device capture times replaced (zero, frozen, jitter).",
+                |s| s.repaired_timestamps,
+            ),
+            ("discontinuities", "Discontinuities started.", |s| {
+                s.discontinuities
+            }),
         ];
         for (name, help, f) in fields {
             let _ = writeln!(o, "# HELP ingestd_stream_{name}_total {help}\n# TYPE ingestd_stream_{name}_total counter");

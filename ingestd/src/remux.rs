@@ -179,6 +179,9 @@ impl RemuxHandler {
                 dropped_before_keyframe: now.dropped_before_keyframe
                     - before.dropped_before_keyframe,
                 failed_segments: now.failed_segments - before.failed_segments,
+                bad_nals: now.bad_nals - before.bad_nals,
+                repaired_timestamps: now.repaired_timestamps - before.repaired_timestamps,
+                discontinuities: now.discontinuities - before.discontinuities,
                 ..Default::default()
             },
         );

@@ -281,6 +281,46 @@ async fn read_some(
     }
 }
 
+/// Reads until `deadline`; `Ok(None)` on shutdown, `Ok(Some(0))` on EOF.
+///
+/// The JT/T listeners move the deadline only when a complete packet or
+/// frame arrives (handshake timeout for the first, idle timeout after), not
+/// on every byte: a slowloris sender trickling one byte at a time would
+/// otherwise hold its connection (and a slot of the connection limit) for
+/// ever.
+async fn read_until(
+    sock: &mut (impl AsyncReadExt + Unpin),
+    buf: &mut BytesMut,
+    deadline: tokio::time::Instant,
+    handshake: bool,
+    ctx: &Ctx,
+    stop: &mut watch::Receiver<bool>,
+) -> std::io::Result<Option<usize>> {
+    if buf.capacity() - buf.len() < 4096 {
+        buf.reserve(16 * 1024);
+    }
+    tokio::select! {
+        r = tokio::time::timeout_at(deadline, sock.read_buf(buf)) => match r {
+            Ok(r) => r.map(Some),
+            Err(_) => {
+                ctx.metrics.connections_timed_out.fetch_add(1, Relaxed);
+                let why = if handshake {
+                    "no complete packet within the handshake timeout"
+                } else {
+                    "no complete packet within the idle timeout"
+                };
+                info!(why, "closing connection");
+                Err(std::io::Error::new(std::io::ErrorKind::TimedOut, why))
+            }
+        },
+        _ = stopped(stop) => Ok(None),
+    }
+}
+
+/// Resync warnings logged per connection before they turn into debug lines
+/// (a magic flood would otherwise write a warning every 4 bytes).
+const RESYNC_WARNINGS: u64 = 3;
+
 // ------------------------------------------------------------------ 808
 
 struct Gauge<'a>(&'a std::sync::atomic::AtomicU64);
@@ -307,17 +347,17 @@ async fn jt808_conn(sock: TcpStream, peer: SocketAddr, ctx: &Ctx, mut stop: watc
     let mut out = BytesMut::new();
     let mut sim: Option<String> = None;
     let mut first = true;
+    let mut deadline = tokio::time::Instant::now() + ctx.config.handshake_timeout;
     let mut last = *sess.counters();
     debug!("jt808 connection");
     loop {
         tokio::select! {
-            r = read_some(&mut rd, &mut buf, first, ctx, &mut stop) => {
+            r = read_until(&mut rd, &mut buf, deadline, first, ctx, &mut stop) => {
                 match r {
                     Ok(Some(0)) | Ok(None) => break,
                     Ok(Some(_)) => {}
                     Err(e) => { debug!(error = %e, "jt808 read ended"); break; }
                 }
-                first = false;
                 sess.push(&buf);
                 buf.clear();
                 while let Some(ev) = sess.poll(&mut out) {
@@ -329,6 +369,10 @@ async fn jt808_conn(sock: TcpStream, peer: SocketAddr, ctx: &Ctx, mut stop: watc
                 m.jt808_messages.fetch_add(c.messages - last.messages, Relaxed);
                 m.jt808_bad_checksum.fetch_add(c.bad_checksum - last.bad_checksum, Relaxed);
                 m.jt808_bad_frames.fetch_add(c.bad_frames - last.bad_frames, Relaxed);
+                if c.frames > last.frames {
+                    first = false;
+                    deadline = tokio::time::Instant::now() + ctx.config.idle_timeout;
+                }
                 last = c;
             }
             Some(req) = cmd_rx.recv() => {
@@ -447,9 +491,19 @@ async fn jt1078_conn(
     let mut primary: Option<String> = None;
     let (mut lp, mut lr) = (*parser.counters(), *reasm.counters());
     let mut first = true;
+    let mut deadline = tokio::time::Instant::now() + ctx.config.handshake_timeout;
     let mut h265_logged = false;
     'conn: loop {
-        match read_some(&mut sock, parser.buffer_mut(), first, ctx, &mut stop).await {
+        let r = read_until(
+            &mut sock,
+            parser.buffer_mut(),
+            deadline,
+            first,
+            ctx,
+            &mut stop,
+        )
+        .await;
+        match r {
             Ok(Some(0)) | Ok(None) => break,
             Ok(Some(_)) => {}
             Err(e) => {
@@ -457,17 +511,23 @@ async fn jt1078_conn(
                 break;
             }
         }
-        first = false;
         while let Some(ev) = parser.pull() {
             let p = match ev {
                 Jt1078Event::Packet(p) => p,
                 Jt1078Event::Resync { bytes, reason } => {
-                    warn!(
-                        stream = primary.as_deref().unwrap_or("?"),
-                        bytes,
-                        ?reason,
-                        "jt1078 resync"
-                    );
+                    let n = parser.counters().resyncs;
+                    let stream = primary.as_deref().unwrap_or("?");
+                    if n <= RESYNC_WARNINGS {
+                        warn!(stream, bytes, ?reason, "jt1078 resync");
+                    } else if n.is_power_of_two() {
+                        warn!(
+                            stream,
+                            resyncs = n,
+                            "jt1078 resyncs continue (logged at debug)"
+                        );
+                    } else {
+                        debug!(stream, bytes, ?reason, "jt1078 resync");
+                    }
                     continue;
                 }
             };
@@ -539,6 +599,14 @@ async fn jt1078_conn(
             }
         }
         let (cp, cr) = (*parser.counters(), *reasm.counters());
+        if cp.packets > lp.packets {
+            first = false;
+            deadline = tokio::time::Instant::now() + ctx.config.idle_timeout;
+        }
+        let m = &ctx.metrics;
+        m.jt1078_resyncs.fetch_add(cp.resyncs - lp.resyncs, Relaxed);
+        m.jt1078_parse_errors
+            .fetch_add(cp.parse_errors - lp.parse_errors, Relaxed);
         let delta = StreamStats {
             bytes_in: cp.bytes - lp.bytes,
             packets: cp.packets - lp.packets,

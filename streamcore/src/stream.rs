@@ -392,6 +392,15 @@ impl LiveStream {
     }
 
     fn process(&mut self, au: AccessUnit, events: &mut Vec<StreamEvent>) -> Result<()> {
+        if au.keyframe && self.assembler.cached_parameter_sets().0.is_none() {
+            // No SPS was ever accepted (refused, e.g. a hostile size, or
+            // never sent): a segment opened here would start with an IDR
+            // that nothing can decode.
+            return Err(Error::bitstream(
+                "access unit",
+                "keyframe without any valid SPS: refused",
+            ));
+        }
         let (nominal, reorder) = match self.assembler.active_sps() {
             Some(sps) => (
                 sps.frame_rate()

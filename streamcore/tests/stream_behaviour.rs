@@ -315,3 +315,52 @@ fn real_device_capture_plays_for_its_own_timestamp_span() {
     assert_eq!(s.stats().frames_muxed as usize, frames.len() - first_key);
     assert_eq!(frame_md5s(&index).len(), frames.len() - first_key);
 }
+
+/// Regression (hostile input suite): an SPS claiming 4096x4096 macroblocks
+/// was dropped, but the IDR slices that referred to it were still muxed,
+/// so segments without any SPS (undecodable) could be published.
+#[test]
+fn keyframe_whose_sps_was_refused_is_not_muxed() {
+    // Baseline SPS, POC type 2, 4096x4096 macroblocks, emulation-prevented.
+    let huge: &[u8] = &[
+        0x67, 66, 0, 51, 0xda, 0x00, 0x04, 0x00, 0x00, 0x03, 0x02, 0x00, 0x19,
+    ];
+    assert!(streamcore::h264::Sps::parse(huge).is_err());
+    let aus = access_units(&std::fs::read(fixture("baseline.h264")).unwrap());
+    let (mut s, storage) = memory_stream(StreamConfig::default());
+    let mut refused = 0;
+    for (i, au) in aus.iter().enumerate() {
+        // Swap every SPS for the hostile one (4-byte start codes).
+        let patched = replace_sps(au, huge);
+        match s.push_frame(&patched, Some(i as i64 * 40)) {
+            Ok(ev) => assert!(ev.is_empty()),
+            Err(e) => {
+                assert!(e.to_string().contains("SPS"), "{e}");
+                refused += 1;
+            }
+        }
+    }
+    s.finish(true).unwrap();
+    assert!(refused >= 1);
+    assert_eq!(s.stats().frames_muxed, 0);
+    assert!(all_files(&storage).iter().all(|(n, _)| !n.ends_with(".ts")));
+}
+
+fn replace_sps(au: &[u8], sps: &[u8]) -> Vec<u8> {
+    let starts: Vec<usize> = (0..au.len().saturating_sub(3))
+        .filter(|&k| au[k..k + 3] == [0, 0, 1])
+        .collect();
+    let mut out = Vec::new();
+    for (n, &st) in starts.iter().enumerate() {
+        let end = starts.get(n + 1).copied().unwrap_or(au.len());
+        let nal = &au[st + 3..end];
+        let nal = nal.strip_suffix(&[0]).unwrap_or(nal);
+        out.extend_from_slice(&[0, 0, 0, 1]);
+        if nal[0] & 0x1f == 7 {
+            out.extend_from_slice(sps);
+        } else {
+            out.extend_from_slice(nal);
+        }
+    }
+    out
+}
