@@ -228,7 +228,9 @@ impl Timeline {
         let poc = au.poc.unwrap_or(self.last_poc + 2);
         self.last_poc = poc;
         let pdt_anchor = match au.capture_ms {
-            Some(ms) if (ms - now_ms).abs() < DEVICE_CLOCK_PLAUSIBLE_MS => PdtAnchor::Device(ms),
+            Some(ms) if ms.saturating_sub(now_ms).saturating_abs() < DEVICE_CLOCK_PLAUSIBLE_MS => {
+                PdtAnchor::Device(ms)
+            }
             _ => {
                 let (at_ms, dts) = *self.wall_anchor.get_or_insert((now_ms, dts));
                 PdtAnchor::Wall { at_ms, dts }
