@@ -17,42 +17,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use ingestd::jt1078::{
-    packetize, DataType, Jt1078Event, Jt1078Parser, PacketizeParams, Reassembler, Sim,
-};
+use ingestd::jt1078::{packetize, PacketizeParams, Sim};
 use streamcore::catalog::Catalog;
+
+mod common;
 
 const DEVICES: [&str; 3] = ["014000000001", "014000000002", "014000000003"];
 const KILLS: usize = 20;
 
-fn capture_frames() -> Vec<(DataType, u64, Vec<u8>)> {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/data/jt1078_capture_24s.bin"
-    );
-    let mut p = Jt1078Parser::new();
-    p.push(&std::fs::read(path).unwrap());
-    let mut r = Reassembler::default();
-    let mut frames = Vec::new();
-    while let Some(ev) = p.pull() {
-        if let Jt1078Event::Packet(pkt) = ev {
-            if let Some(f) = r.push(pkt) {
-                if f.data_type.is_video() {
-                    frames.push((f.data_type, f.timestamp_ms.unwrap(), f.data.to_vec()));
-                }
-            }
-        }
-    }
-    let first_i = frames.iter().position(|f| f.0 == DataType::IFrame).unwrap();
-    frames.drain(..first_i);
-    frames
-}
-
 /// One device: connects (retrying while the daemon is down) and sends the
 /// capture looped flat out, its clock carried on across laps and reconnects.
 fn device(sim: &'static str, addr: SocketAddr, stop: Arc<AtomicBool>) {
-    let frames = capture_frames();
-    let span = frames.last().unwrap().1 - frames[0].1 + 40;
+    let frames = common::capture_video_frames();
+    let span = frames.last().unwrap().ts - frames[0].ts + 40;
     let (mut lap, mut i, mut seq) = (0u64, 0usize, 0u16);
     while !stop.load(Relaxed) {
         let Ok(mut s) = TcpStream::connect(addr) else {
@@ -60,13 +37,17 @@ fn device(sim: &'static str, addr: SocketAddr, stop: Arc<AtomicBool>) {
             continue;
         };
         while !stop.load(Relaxed) {
-            let (dt, ts, data) = &frames[i];
+            let common::CaptureFrame {
+                data_type: dt,
+                ts,
+                data,
+            } = &frames[i];
             let p = PacketizeParams {
                 sim: Sim::parse(sim).unwrap(),
                 channel: 1,
                 data_type: *dt,
                 payload_type: 98,
-                timestamp_ms: 1_700_000_000_000 + lap * span + (ts - frames[0].1),
+                timestamp_ms: 1_700_000_000_000 + lap * span + (ts - frames[0].ts),
                 last_i_interval_ms: 0,
                 last_frame_interval_ms: 40,
                 max_body: 950,

@@ -9,6 +9,8 @@
 
 mod common;
 
+use common::{capture_video_frames, CaptureFrame};
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -17,10 +19,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use ingestd::config::Config;
-use ingestd::jt1078::{
-    packetize, DataType, Jt1078Event, Jt1078Packet, Jt1078Parser, PacketizeParams, Reassembler,
-    Sim, SubPackage,
-};
+use ingestd::jt1078::{packetize, DataType, Jt1078Packet, PacketizeParams, Sim, SubPackage};
 use ingestd::metrics::Metrics;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -31,47 +30,7 @@ const HANDSHAKE: Duration = Duration::from_secs(2);
 const MAX_FRAME: usize = 256 * 1024;
 const MAX_CONNECTIONS: usize = 700;
 
-/// One reassembled video frame of the capture.
-#[derive(Clone)]
-struct Frame {
-    data_type: DataType,
-    ts: u64,
-    data: Vec<u8>,
-}
-
-fn capture_frames() -> Vec<Frame> {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/data/jt1078_capture_24s.bin"
-    );
-    let mut p = Jt1078Parser::new();
-    p.push(&std::fs::read(path).unwrap());
-    let mut r = Reassembler::default();
-    let mut frames = Vec::new();
-    while let Some(ev) = p.pull() {
-        if let Jt1078Event::Packet(pkt) = ev {
-            if let Some(f) = r.push(pkt) {
-                if f.data_type.is_video() {
-                    frames.push(Frame {
-                        data_type: f.data_type,
-                        ts: f.timestamp_ms.unwrap(),
-                        data: f.data.to_vec(),
-                    });
-                }
-            }
-        }
-    }
-    // Start at the first I-frame so every loop of the control device
-    // begins with a keyframe.
-    let first_i = frames
-        .iter()
-        .position(|f| f.data_type == DataType::IFrame)
-        .unwrap();
-    frames.drain(..first_i);
-    frames
-}
-
-fn packets(sim: &str, frame: &Frame, ts: u64, seq: &mut u16, out: &mut BytesMut) {
+fn packets(sim: &str, frame: &CaptureFrame, ts: u64, seq: &mut u16, out: &mut BytesMut) {
     let p = PacketizeParams {
         sim: Sim::parse(sim).unwrap(),
         channel: 1,
@@ -87,7 +46,7 @@ fn packets(sim: &str, frame: &Frame, ts: u64, seq: &mut u16, out: &mut BytesMut)
 
 /// The control device: the capture looped with its clock carried on, paced
 /// at twice real time, until `stop`.
-async fn control_device(addr: SocketAddr, frames: Vec<Frame>, stop: Arc<AtomicBool>) {
+async fn control_device(addr: SocketAddr, frames: Vec<CaptureFrame>, stop: Arc<AtomicBool>) {
     let mut s = TcpStream::connect(addr).await.unwrap();
     let span = frames.last().unwrap().ts - frames[0].ts + 40;
     let t0 = Instant::now();
@@ -294,7 +253,7 @@ async fn hostile_input_does_not_stop_a_control_device() {
     let (a1078, a808) = (app.running.jt1078_addr, app.running.jt808_addr);
     let m = app.running.ctx.metrics.clone();
     let data = dir.path().to_owned();
-    let frames = capture_frames();
+    let frames = capture_video_frames();
 
     let stop = Arc::new(AtomicBool::new(false));
     let control = tokio::spawn(control_device(a1078, frames.clone(), stop.clone()));
@@ -541,7 +500,7 @@ async fn hostile_input_does_not_stop_a_control_device() {
         .iter()
         .find(|f| f.data_type == DataType::IFrame)
         .unwrap();
-    let hostile = Frame {
+    let hostile = CaptureFrame {
         data_type: DataType::IFrame,
         ts: 0,
         data: with_sps(&iframe.data, &huge_sps()),
@@ -673,7 +632,7 @@ async fn counting_daemon(dir: &Path) -> ingestd::server::Running {
 async fn slowloris_trickling_bytes_is_closed_at_the_handshake_deadline() {
     let dir = tempfile::tempdir().unwrap();
     let running = counting_daemon(dir.path()).await;
-    let frames = capture_frames();
+    let frames = capture_video_frames();
     let mut pkt = BytesMut::new();
     packets("013900000009", &frames[1], 1, &mut 0, &mut pkt);
     let mut s = TcpStream::connect(running.jt1078_addr).await.unwrap();

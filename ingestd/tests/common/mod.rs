@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use ingestd::config::Config;
+use ingestd::jt1078::{DataType, Jt1078Event, Jt1078Parser, Reassembler};
 use ingestd::server::{Hooks, Running};
 use ingestd::sessions::IngestEvent;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -179,4 +180,46 @@ pub fn wait_events(
         }
     }
     got
+}
+
+/// One reassembled video frame of the real capture.
+#[derive(Clone)]
+pub struct CaptureFrame {
+    pub data_type: DataType,
+    pub ts: u64,
+    pub data: Vec<u8>,
+}
+
+/// Video frames of the real 24 s capture, reassembled, from its first
+/// I-frame on (so each replay starts with a keyframe).
+pub fn capture_video_frames() -> Vec<CaptureFrame> {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../shared/data/jt1078_capture_24s.bin"
+    );
+    let mut p = Jt1078Parser::new();
+    p.push(&std::fs::read(path).unwrap());
+    let mut r = Reassembler::default();
+    let mut frames = Vec::new();
+    while let Some(ev) = p.pull() {
+        if let Jt1078Event::Packet(pkt) = ev {
+            if let Some(f) = r.push(pkt) {
+                if f.data_type.is_video() {
+                    frames.push(CaptureFrame {
+                        data_type: f.data_type,
+                        ts: f.timestamp_ms.unwrap(),
+                        data: f.data.to_vec(),
+                    });
+                }
+            }
+        }
+    }
+    // Start at the first I-frame so every loop of the control device
+    // begins with a keyframe.
+    let first_i = frames
+        .iter()
+        .position(|f| f.data_type == DataType::IFrame)
+        .unwrap();
+    frames.drain(..first_i);
+    frames
 }
