@@ -343,7 +343,7 @@ def run(args):
     sample_every = max(1, n // args.latency_sample)
     watch_dirs = {}
     children = False
-    result = {"approach": args.approach, "streams": n, "duration_s": args.duration,
+    result = {"approach": args.approach, "streams": n, "duration_s": args.duration, "label": args.label,
               "input": os.path.basename(args.input), "cores": os.cpu_count()}
 
     if args.approach == "ingestd":
@@ -352,7 +352,7 @@ def run(args):
         log = open(os.path.join(work, "ingestd.log"), "w")
         p = lambda k: f"127.0.0.1:{INGESTD_PORTS[k]}"
         servers.append(subprocess.Popen(
-            [os.path.join(ROOT, "target/release/ingestd"), "--data-dir", data,
+            [args.ingestd_bin, "--data-dir", data,
              "--jt808-listen", p("jt808"), "--jt1078-listen", p("jt1078"),
              "--raw-listen", p("raw"), "--http-listen", p("http"),
              "--max-connections", str(n + 1000)],
@@ -535,6 +535,9 @@ def main():
                     help="delete ingestd segments older than this (retention, compressed)")
     ap.add_argument("--latency-sample", type=int, default=500,
                     help="watch at most about this many playlists for the external latency")
+    ap.add_argument("--ingestd-bin", default=os.path.join(ROOT, "target/release/ingestd"),
+                    help="the ingestd binary (to compare builds side by side)")
+    ap.add_argument("--label", help="recorded in the result (e.g. which build)")
     ap.add_argument("--out", help="append the JSON result to this file")
     ap.add_argument("--keep-work", action="store_true")
     args = ap.parse_args()

@@ -304,8 +304,13 @@ impl Jt1078Parser {
                 }
             }
             let b = &self.buf[..];
-            let have = b.len().min(4);
-            if b[..have] != MAGIC[..have] {
+            // The whole magic in one compare when present (this runs per
+            // packet; a slice compare is a memcmp call).
+            let magic_ok = match b.first_chunk::<4>() {
+                Some(m) => u32::from_ne_bytes(*m) == u32::from_ne_bytes(MAGIC),
+                None => b[..] == MAGIC[..b.len()],
+            };
+            if !magic_ok {
                 self.start_resync(SkipReason::NoMagic);
                 continue;
             }
@@ -422,6 +427,10 @@ pub struct Reassembler {
     /// devices share one counter between audio and video, others keep two.
     last_seq: HashMap<(Sim, u8), u16>,
     counters: ReassemblyCounters,
+    /// Size of the last multi-packet I-frame and other frame: a new frame's
+    /// buffer is made that large (plus a margin) at once, rather than grown
+    /// by doubling, which copies a keyframe several times.
+    size_hint: [usize; 2],
 }
 
 impl Default for Reassembler {
@@ -437,6 +446,7 @@ impl Reassembler {
             partial: HashMap::new(),
             last_seq: HashMap::new(),
             counters: ReassemblyCounters::default(),
+            size_hint: [0; 2],
         }
     }
 
@@ -485,7 +495,9 @@ impl Reassembler {
                         data: p.body,
                     });
                 }
-                let mut data = BytesMut::with_capacity((p.body.len() * 8).min(self.max_frame));
+                let hint = self.size_hint[(p.data_type == DataType::IFrame) as usize];
+                let capacity = (p.body.len() * 8).max(hint + hint / 4).min(self.max_frame);
+                let mut data = BytesMut::with_capacity(capacity);
                 data.extend_from_slice(&p.body);
                 self.partial.insert(
                     key,
@@ -525,6 +537,7 @@ impl Reassembler {
                     return None;
                 }
                 let part = self.partial.remove(&key).expect("present");
+                self.size_hint[(part.data_type == DataType::IFrame) as usize] = part.data.len();
                 self.emit(Jt1078Frame {
                     sim: p.sim,
                     channel: p.channel,

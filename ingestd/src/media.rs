@@ -19,10 +19,10 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use crossbeam_channel::{Receiver, Sender, TrySendError};
+use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
 use tracing::{info, warn};
 
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, StreamStats};
 
 /// Which kind of connection produced the media.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
@@ -48,9 +48,10 @@ pub enum FrameKind {
 /// One complete frame from a device.
 #[derive(Debug, Clone)]
 pub struct MediaFrame {
-    /// `<SIM>_<channel>` (playback: `<SIM>_<channel>_pb`).
-    pub stream: String,
-    pub sim: String,
+    /// `<SIM>_<channel>` (playback: `<SIM>_<channel>_pb`). Shared, so a
+    /// frame carries its names without allocating.
+    pub stream: Arc<str>,
+    pub sim: Arc<str>,
     pub channel: u8,
     /// JT/T 1078 payload type: 98 H.264, 99 H.265, audio 6/7/8/19/26...
     pub payload_type: u8,
@@ -67,7 +68,7 @@ pub struct MediaFrame {
 /// A chunk of an Annex-B byte stream from the raw port (no frame boundaries).
 #[derive(Debug, Clone)]
 pub struct RawChunk {
-    pub stream: String,
+    pub stream: Arc<str>,
     pub data: Bytes,
     /// When the chunk was read from the socket (publish latency).
     pub received: Instant,
@@ -128,8 +129,12 @@ impl CountingHandler {
 impl MediaHandler for CountingHandler {
     fn handle(&mut self, msg: MediaMsg) {
         match msg {
-            MediaMsg::Frame(f) => self.metrics.worker_frame(&f.stream, f.data.len()),
-            MediaMsg::Raw(r) => self.metrics.worker_frame(&r.stream, r.data.len()),
+            MediaMsg::Frame(f) => self
+                .metrics
+                .add_stream(&f.stream, &StreamStats::worker_frame(f.data.len())),
+            MediaMsg::Raw(r) => self
+                .metrics
+                .add_stream(&r.stream, &StreamStats::worker_frame(r.data.len())),
             MediaMsg::SourceEnded { stream, session } => {
                 info!(stream, ?session, "media source ended");
             }
@@ -140,6 +145,11 @@ impl MediaHandler for CountingHandler {
 
 /// How often [`MediaHandler::tick`] runs.
 const TICK: Duration = Duration::from_secs(1);
+
+/// How long a worker that has just run out of work waits before it looks
+/// again, then parks. Under load this gathers the frames of many streams
+/// into one wake-up; it adds at most this much to a frame's latency.
+const BATCH_NAP: Duration = Duration::from_millis(1);
 
 /// The worker pool has shut down.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -212,9 +222,30 @@ impl MediaPool {
                         // Close is queued behind everything already sent, so
                         // the queue drains before the handler shuts down.
                         let mut last_tick = std::time::Instant::now();
+                        // Set when the last wait for work was a nap: the
+                        // queue had been busy, so more is likely coming.
+                        let mut napped = false;
                         loop {
-                            match rx.recv_timeout(TICK) {
-                                Ok(WorkerMsg::Media(m)) => handler.handle(m),
+                            let msg = match rx.try_recv() {
+                                Ok(m) => Ok(m),
+                                Err(TryRecvError::Disconnected) => break,
+                                Err(TryRecvError::Empty) if !napped => {
+                                    // Busy: nap rather than park, so the
+                                    // next messages are taken in one wake-up
+                                    // instead of one context switch each
+                                    // (senders wake a parked worker per
+                                    // message).
+                                    napped = true;
+                                    std::thread::sleep(BATCH_NAP);
+                                    continue;
+                                }
+                                Err(TryRecvError::Empty) => rx.recv_timeout(TICK),
+                            };
+                            match msg {
+                                Ok(WorkerMsg::Media(m)) => {
+                                    napped = false;
+                                    handler.handle(m)
+                                }
                                 Ok(WorkerMsg::Close) => break,
                                 Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
                                 Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
@@ -283,7 +314,7 @@ mod tests {
 
     fn raw(name: &str) -> MediaMsg {
         MediaMsg::Raw(RawChunk {
-            stream: name.into(),
+            stream: Arc::from(name),
             data: Bytes::from_static(b"x"),
             received: Instant::now(),
         })

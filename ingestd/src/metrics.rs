@@ -1,73 +1,92 @@
 //! Daemon counters and their Prometheus text rendering (`GET /metrics`).
 //!
-//! Connection tasks add parser/reassembler deltas per socket read (not per
-//! packet), so the per-stream map lock is taken at most once per read.
+//! Per-stream counters are atomics behind an `Arc` that connection tasks and
+//! media workers keep for the stream's life: counting a frame takes no lock
+//! and no name lookup. Connection tasks add parser/reassembler deltas per
+//! socket read, not per packet.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
-/// Per-stream counters.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
-pub struct StreamStats {
+/// Declares the per-stream counters once: [`StreamStats`], a plain
+/// snapshot or delta, and [`StreamCounters`], its lock-free live form.
+macro_rules! stream_counters {
+    ($($(#[$doc:meta])* $field:ident,)*) => {
+        /// Per-stream counters (a snapshot, or a delta to add).
+        #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+        pub struct StreamStats {
+            $($(#[$doc])* pub $field: u64,)*
+        }
+
+        /// The live counters of one stream. Connection tasks and media
+        /// workers keep an `Arc` of their stream's and add to it without a
+        /// lock or a name lookup per frame.
+        #[derive(Debug, Default)]
+        pub struct StreamCounters {
+            $($field: AtomicU64,)*
+        }
+
+        impl StreamCounters {
+            pub fn add(&self, d: &StreamStats) {
+                $(if d.$field != 0 {
+                    self.$field.fetch_add(d.$field, Relaxed);
+                })*
+            }
+
+            pub fn snapshot(&self) -> StreamStats {
+                StreamStats {
+                    $($field: self.$field.load(Relaxed),)*
+                }
+            }
+        }
+    };
+}
+
+stream_counters! {
     /// Bytes received for the stream (JT/T 1078 packets or raw bytes).
-    pub bytes_in: u64,
-    pub packets: u64,
-    pub frames: u64,
-    pub i_frames: u64,
-    pub dropped_frames: u64,
-    pub resyncs: u64,
-    pub resync_skipped_bytes: u64,
-    pub parse_errors: u64,
-    pub audio_packets: u64,
-    pub transparent_packets: u64,
+    bytes_in,
+    packets,
+    frames,
+    i_frames,
+    dropped_frames,
+    resyncs,
+    resync_skipped_bytes,
+    parse_errors,
+    audio_packets,
+    transparent_packets,
     /// Messages handled by the media workers and their bytes.
-    pub worker_frames: u64,
-    pub worker_bytes: u64,
+    worker_frames,
+    worker_bytes,
     /// Access units written into MPEG-TS segments.
-    pub frames_muxed: u64,
+    frames_muxed,
     /// Segments published (file complete and listed by the playlist).
-    pub segments: u64,
-    pub segment_bytes: u64,
+    segments,
+    segment_bytes,
     /// Frames dropped waiting for a keyframe (mid-GOP start, after a gap).
-    pub dropped_before_keyframe: u64,
+    dropped_before_keyframe,
     /// Segments lost to a storage error.
-    pub failed_segments: u64,
+    failed_segments,
     /// Frames the remuxer refused (unsupported codec, bitstream errors).
-    pub rejected_frames: u64,
+    rejected_frames,
     /// Parameter sets and slice headers streamcore could not parse (e.g. an
     /// SPS claiming a picture above 8192x8192), dropped.
-    pub bad_nals: u64,
+    bad_nals,
     /// Capture times streamcore replaced (zero, frozen, jittery clocks).
-    pub repaired_timestamps: u64,
+    repaired_timestamps,
     /// Discontinuities started (backward jumps, gaps, format changes, breaks).
-    pub discontinuities: u64,
+    discontinuities,
 }
 
 impl StreamStats {
-    fn add(&mut self, d: &StreamStats) {
-        self.bytes_in += d.bytes_in;
-        self.packets += d.packets;
-        self.frames += d.frames;
-        self.i_frames += d.i_frames;
-        self.dropped_frames += d.dropped_frames;
-        self.resyncs += d.resyncs;
-        self.resync_skipped_bytes += d.resync_skipped_bytes;
-        self.parse_errors += d.parse_errors;
-        self.audio_packets += d.audio_packets;
-        self.transparent_packets += d.transparent_packets;
-        self.worker_frames += d.worker_frames;
-        self.worker_bytes += d.worker_bytes;
-        self.frames_muxed += d.frames_muxed;
-        self.segments += d.segments;
-        self.segment_bytes += d.segment_bytes;
-        self.dropped_before_keyframe += d.dropped_before_keyframe;
-        self.failed_segments += d.failed_segments;
-        self.rejected_frames += d.rejected_frames;
-        self.bad_nals += d.bad_nals;
-        self.repaired_timestamps += d.repaired_timestamps;
-        self.discontinuities += d.discontinuities;
+    /// One message handled by a media worker.
+    pub fn worker_frame(bytes: usize) -> StreamStats {
+        StreamStats {
+            worker_frames: 1,
+            worker_bytes: bytes as u64,
+            ..Default::default()
+        }
     }
 }
 
@@ -100,7 +119,7 @@ pub struct Metrics {
     /// From the arrival of the access unit that closes a segment to the
     /// playlist listing that segment being in place.
     pub publish_latency: LatencyHistogram,
-    streams: Mutex<BTreeMap<String, StreamStats>>,
+    streams: Mutex<BTreeMap<String, Arc<StreamCounters>>>,
 }
 
 /// Buckets per decade of [`LatencyHistogram`]: bounds 12% apart, so a
@@ -188,25 +207,24 @@ impl LatencyHistogram {
 }
 
 impl Metrics {
-    pub fn add_stream(&self, stream: &str, delta: &StreamStats) {
+    /// The live counters of `stream`, created on first use. Hold on to the
+    /// `Arc` for the stream's life: this takes the map lock.
+    pub fn stream_counters(&self, stream: &str) -> Arc<StreamCounters> {
         let mut m = self.streams.lock().expect("metrics lock");
-        match m.get_mut(stream) {
-            Some(s) => s.add(delta),
+        match m.get(stream) {
+            Some(c) => c.clone(),
             None => {
-                m.insert(stream.to_string(), delta.clone());
+                let c = Arc::new(StreamCounters::default());
+                m.insert(stream.to_string(), c.clone());
+                c
             }
         }
     }
 
-    pub fn worker_frame(&self, stream: &str, bytes: usize) {
-        self.add_stream(
-            stream,
-            &StreamStats {
-                worker_frames: 1,
-                worker_bytes: bytes as u64,
-                ..Default::default()
-            },
-        );
+    /// Adds to `stream`'s counters by name (for the rare paths; hot paths
+    /// hold a [`StreamCounters`]).
+    pub fn add_stream(&self, stream: &str, delta: &StreamStats) {
+        self.stream_counters(stream).add(delta);
     }
 
     pub fn stream(&self, stream: &str) -> Option<StreamStats> {
@@ -214,11 +232,12 @@ impl Metrics {
             .lock()
             .expect("metrics lock")
             .get(stream)
-            .cloned()
+            .map(|c| c.snapshot())
     }
 
     pub fn streams(&self) -> BTreeMap<String, StreamStats> {
-        self.streams.lock().expect("metrics lock").clone()
+        let m = self.streams.lock().expect("metrics lock");
+        m.iter().map(|(k, c)| (k.clone(), c.snapshot())).collect()
     }
 
     /// Prometheus text exposition format 0.0.4.

@@ -21,7 +21,7 @@ use streamcore::{LiveStream, StreamConfig, StreamEvent};
 use tracing::{error, info, warn};
 
 use crate::media::{FrameKind, MediaHandler, MediaMsg, SessionKind};
-use crate::metrics::{Metrics, StreamStats};
+use crate::metrics::{Metrics, StreamCounters, StreamStats};
 
 /// JT/T 1078 payload types of video codecs.
 const PT_H264: u8 = 98;
@@ -40,6 +40,7 @@ pub struct RemuxConfig {
 
 struct Active {
     live: LiveStream,
+    counters: Arc<StreamCounters>,
     /// Catalog session of the current source connection, if one is open.
     session: Option<OpenSession>,
     last_data: Instant,
@@ -93,6 +94,7 @@ impl RemuxHandler {
                         name.to_string(),
                         Active {
                             live,
+                            counters: self.metrics.stream_counters(name),
                             session: None,
                             last_data: Instant::now(),
                             reported: Default::default(),
@@ -167,34 +169,30 @@ impl RemuxHandler {
             Ok(ev) => ev,
             Err(e) => {
                 warn!(stream = name, error = %e, "frame refused by the remuxer");
-                self.metrics.add_stream(
-                    name,
-                    &StreamStats {
-                        rejected_frames: 1,
-                        ..Default::default()
-                    },
-                );
+                a.counters.add(&StreamStats {
+                    rejected_frames: 1,
+                    ..Default::default()
+                });
                 Vec::new()
             }
         };
-        let session = a.session.as_ref().map(|s| s.id.clone());
         let now = a.live.stats();
         let before = std::mem::replace(&mut a.reported, now);
-        self.metrics.add_stream(
-            name,
-            &StreamStats {
-                frames_muxed: now.frames_muxed - before.frames_muxed,
-                segments: now.segments - before.segments,
-                segment_bytes: now.segment_bytes - before.segment_bytes,
-                dropped_before_keyframe: now.dropped_before_keyframe
-                    - before.dropped_before_keyframe,
-                failed_segments: now.failed_segments - before.failed_segments,
-                bad_nals: now.bad_nals - before.bad_nals,
-                repaired_timestamps: now.repaired_timestamps - before.repaired_timestamps,
-                discontinuities: now.discontinuities - before.discontinuities,
-                ..Default::default()
-            },
-        );
+        a.counters.add(&StreamStats {
+            frames_muxed: now.frames_muxed - before.frames_muxed,
+            segments: now.segments - before.segments,
+            segment_bytes: now.segment_bytes - before.segment_bytes,
+            dropped_before_keyframe: now.dropped_before_keyframe - before.dropped_before_keyframe,
+            failed_segments: now.failed_segments - before.failed_segments,
+            bad_nals: now.bad_nals - before.bad_nals,
+            repaired_timestamps: now.repaired_timestamps - before.repaired_timestamps,
+            discontinuities: now.discontinuities - before.discontinuities,
+            ..Default::default()
+        });
+        if events.is_empty() {
+            return;
+        }
+        let session = a.session.as_ref().map(|s| s.id.clone());
         for StreamEvent::SegmentPublished(seg) in events {
             let Some(session_id) = session.clone() else {
                 continue;
@@ -262,13 +260,17 @@ impl MediaHandler for RemuxHandler {
     fn handle(&mut self, msg: MediaMsg) {
         match msg {
             MediaMsg::Frame(f) => {
-                self.metrics.worker_frame(&f.stream, f.data.len());
+                let handled = StreamStats::worker_frame(f.data.len());
                 if f.kind == FrameKind::Audio {
-                    return; // Counted by the parser; audio muxing comes later.
+                    // Counted by the parser; audio muxing comes later.
+                    self.metrics.add_stream(&f.stream, &handled);
+                    return;
                 }
                 let Some(a) = self.stream(&f.stream) else {
+                    self.metrics.add_stream(&f.stream, &handled);
                     return;
                 };
+                a.counters.add(&handled);
                 if f.payload_type != PT_H264 {
                     if !a.warned_codec {
                         a.warned_codec = true;
@@ -279,30 +281,29 @@ impl MediaHandler for RemuxHandler {
                         };
                         warn!(stream = %f.stream, payload_type = f.payload_type, "{what} is not remuxed yet; frames dropped");
                     }
-                    self.metrics.add_stream(
-                        &f.stream,
-                        &StreamStats {
-                            rejected_frames: 1,
-                            ..Default::default()
-                        },
-                    );
+                    a.counters.add(&StreamStats {
+                        rejected_frames: 1,
+                        ..Default::default()
+                    });
                     return;
                 }
                 self.ensure_session(&f.stream, f.session, Some(&f.sim), Some(f.channel));
-                let Some(a) = self.streams.get_mut(&f.stream) else {
+                let Some(a) = self.streams.get_mut(&*f.stream) else {
                     return;
                 };
-                let result = a.live.push_frame(&f.data, f.capture_ms);
+                let result = a.live.push_frame_bytes(f.data, f.capture_ms);
                 self.record_latency(&result, f.received);
                 self.published(&f.stream, result);
             }
             MediaMsg::Raw(r) => {
-                self.metrics.worker_frame(&r.stream, r.data.len());
-                if self.stream(&r.stream).is_none() {
+                let handled = StreamStats::worker_frame(r.data.len());
+                let Some(a) = self.stream(&r.stream) else {
+                    self.metrics.add_stream(&r.stream, &handled);
                     return;
-                }
+                };
+                a.counters.add(&handled);
                 self.ensure_session(&r.stream, SessionKind::Raw, None, None);
-                let Some(a) = self.streams.get_mut(&r.stream) else {
+                let Some(a) = self.streams.get_mut(&*r.stream) else {
                     return;
                 };
                 let result = a.live.push_bytes(&r.data);

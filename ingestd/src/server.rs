@@ -473,7 +473,8 @@ fn handle_808_event(
 // ----------------------------------------------------------------- 1078
 
 struct StreamSlot {
-    stream: String,
+    stream: Arc<str>,
+    sim: Arc<str>,
     session_id: u64,
 }
 
@@ -489,6 +490,7 @@ async fn jt1078_conn(
     let mut slots: HashMap<(Sim, u8), StreamSlot> = HashMap::new();
     // Counters are attributed to the connection's first stream.
     let mut primary: Option<String> = None;
+    let mut primary_counters: Option<Arc<crate::metrics::StreamCounters>> = None;
     let (mut lp, mut lr) = (*parser.counters(), *reasm.counters());
     let mut first = true;
     let mut deadline = tokio::time::Instant::now() + ctx.config.handshake_timeout;
@@ -555,11 +557,15 @@ async fn jt1078_conn(
                     info!(%stream, %sim, channel = p.channel, ?kind, "media session started");
                     ctx.emit(IngestEvent::MediaSessionStarted(rec.clone()));
                     slot.insert(StreamSlot {
-                        stream: stream.clone(),
+                        stream: Arc::from(stream.as_str()),
+                        sim: Arc::from(sim.as_str()),
                         session_id: rec.id,
                     });
                 }
-                primary.get_or_insert(stream);
+                if primary.is_none() {
+                    primary_counters = Some(ctx.metrics.stream_counters(&stream));
+                    primary = Some(stream);
+                }
             }
             if p.payload_type == crate::jt1078::PT_H265 && !h265_logged {
                 h265_logged = true;
@@ -587,7 +593,7 @@ async fn jt1078_conn(
             };
             let msg = MediaMsg::Frame(MediaFrame {
                 stream: slot.stream.clone(),
-                sim: frame.sim.to_string(),
+                sim: slot.sim.clone(),
                 channel: frame.channel,
                 payload_type: frame.payload_type,
                 kind,
@@ -622,8 +628,8 @@ async fn jt1078_conn(
             transparent_packets: cp.transparent_packets - lp.transparent_packets,
             ..Default::default()
         };
-        match &primary {
-            Some(s) => ctx.metrics.add_stream(s, &delta),
+        match &primary_counters {
+            Some(c) => c.add(&delta),
             None => {
                 ctx.metrics
                     .unattributed_bytes
@@ -641,7 +647,7 @@ async fn jt1078_conn(
         let _ = ctx
             .media
             .send(MediaMsg::SourceEnded {
-                stream: slot.stream.clone(),
+                stream: slot.stream.to_string(),
                 session: kind,
             })
             .await;
@@ -718,20 +724,19 @@ async fn raw_conn(
     };
     info!(stream = %name, "raw stream started");
     ctx.emit(IngestEvent::MediaSessionStarted(rec.clone()));
+    let counters = ctx.metrics.stream_counters(&name);
+    let shared_name: Arc<str> = Arc::from(name.as_str());
     loop {
         if !buf.is_empty() {
             let data = buf.split().freeze();
-            ctx.metrics.add_stream(
-                &name,
-                &StreamStats {
-                    bytes_in: data.len() as u64,
-                    ..Default::default()
-                },
-            );
+            counters.add(&StreamStats {
+                bytes_in: data.len() as u64,
+                ..Default::default()
+            });
             if ctx
                 .media
                 .send(MediaMsg::Raw(RawChunk {
-                    stream: name.clone(),
+                    stream: shared_name.clone(),
                     data,
                     received: std::time::Instant::now(),
                 }))

@@ -91,9 +91,9 @@ async fn capture_over_tcp_reaches_workers_with_backpressure() {
         22
     );
     for f in &frames {
-        assert_eq!(f.stream, "132570034500_1");
+        assert_eq!(&*f.stream, "132570034500_1");
         assert_eq!(
-            (f.sim.as_str(), f.channel, f.payload_type),
+            (&*f.sim, f.channel, f.payload_type),
             ("132570034500", 1, 98)
         );
         assert_eq!(f.session, SessionKind::Live);
@@ -167,7 +167,7 @@ async fn raw_port_stream_and_name_validation() {
     for m in &msgs {
         match m {
             MediaMsg::Raw(c) => {
-                assert_eq!(c.stream, "cam-01_test");
+                assert_eq!(&*c.stream, "cam-01_test");
                 got.extend_from_slice(&c.data);
             }
             MediaMsg::SourceEnded { stream, session } => {

@@ -20,8 +20,9 @@ use crate::error::{Error, Result};
 use crate::storage::SegmentWriter;
 use crate::time::{Dur90k, Ts90k};
 
-/// AVIO buffer: output reaches the segment writer in chunks of this size.
-const AVIO_BUFFER: usize = 32 * 1024;
+/// AVIO buffer: output reaches the segment writer (one `write` system call
+/// for a file) in chunks of this size, a few frames at a time.
+const AVIO_BUFFER: usize = 64 * 1024;
 
 #[derive(Default)]
 struct Sink {
@@ -109,6 +110,14 @@ impl TsMuxer {
                 (*par).codec_id = ffi::AVCodecID::AV_CODEC_ID_H264;
             }
         }
+        // SAFETY: `octx` is a live output context whose header is not written
+        // yet; a plain field store. Left at -1 (auto), libavformat flushes
+        // a non-seekable output such as ours after every packet: one write
+        // system call per frame. Segments are flushed at their end instead
+        // (`end_segment`), the only point where a reader may look at them.
+        unsafe {
+            (*octx.as_mut_ptr()).flush_packets = 0;
+        }
         octx.write_header().map_err(err)?;
         Ok(TsMuxer {
             octx,
@@ -178,5 +187,66 @@ impl TsMuxer {
             writer: sink.writer.take(),
             error: sink.error.take(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    struct CountingWriter {
+        writes: Arc<AtomicUsize>,
+        bytes: Arc<AtomicUsize>,
+    }
+
+    impl Write for CountingWriter {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.writes.fetch_add(1, Ordering::Relaxed);
+            self.bytes.fetch_add(buf.len(), Ordering::Relaxed);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl SegmentWriter for CountingWriter {
+        fn commit(self: Box<Self>) -> io::Result<()> {
+            Ok(())
+        }
+        fn abort(self: Box<Self>) {}
+    }
+
+    /// Output reaches storage in buffer-sized chunks, not one write (a
+    /// system call for a file) per frame, and all of it by `end_segment`.
+    #[test]
+    fn segment_output_is_written_in_large_chunks() {
+        let mut mux = TsMuxer::new("t").unwrap();
+        let writes = Arc::new(AtomicUsize::new(0));
+        let bytes = Arc::new(AtomicUsize::new(0));
+        mux.begin_segment(Some(Box::new(CountingWriter {
+            writes: writes.clone(),
+            bytes: bytes.clone(),
+        })));
+        // 100 frames of ~13.5 kB (720p at 2.7 Mbit/s and 25 fps).
+        let mut frame = vec![0, 0, 0, 1, 0x09, 0xf0, 0, 0, 0, 1, 0x65];
+        frame.resize(13_500, 0x55);
+        for i in 0..100i64 {
+            let t = Ts90k(i * 3600);
+            mux.write(&frame, t, t, Dur90k(3600), i == 0).unwrap();
+        }
+        let done = mux.end_segment();
+        assert!(done.error.is_none());
+        let (n, total) = (
+            writes.load(Ordering::Relaxed),
+            bytes.load(Ordering::Relaxed),
+        );
+        assert_eq!(total as u64, done.bytes);
+        assert!(total > 100 * 13_500, "{total}");
+        assert!(
+            n <= total / AVIO_BUFFER + 2,
+            "{n} writes for {total} bytes: flushed per frame?"
+        );
     }
 }

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::access_unit::{AccessUnit, AccessUnitAssembler};
-use crate::annexb::AnnexBFramer;
+use crate::annexb::{AnnexBFramer, FrameNals};
 use crate::error::{Error, Result};
 use crate::h264::{self, nal_type};
 use crate::mux::TsMuxer;
@@ -311,6 +311,31 @@ impl LiveStream {
         self.framer.finish();
         let mut events = Vec::new();
         while let Some(nal) = self.framer.pull() {
+            if let Some(au) = self.assembler.push(nal, capture_ms) {
+                self.process(au, &mut events)?;
+            }
+        }
+        if let Some(au) = self.assembler.flush() {
+            self.process(au, &mut events)?;
+        }
+        Ok(events)
+    }
+
+    /// [`push_frame`](Self::push_frame) for a frame already in a `Bytes`
+    /// (e.g. reassembled from the network): its NAL units are slices of it,
+    /// so the frame is not copied into the framer.
+    pub fn push_frame_bytes(
+        &mut self,
+        annexb: Bytes,
+        capture_ms: Option<i64>,
+    ) -> Result<Vec<StreamEvent>> {
+        if !self.framer.is_empty() {
+            // Bytes from push_bytes wait in the framer: keep their order.
+            return self.push_frame(&annexb, capture_ms);
+        }
+        self.stats.bytes_in += annexb.len() as u64;
+        let mut events = Vec::new();
+        for nal in FrameNals::new(annexb) {
             if let Some(au) = self.assembler.push(nal, capture_ms) {
                 self.process(au, &mut events)?;
             }

@@ -402,3 +402,31 @@ fn segment_is_published_by_the_push_of_its_closing_keyframe() {
         );
     }
 }
+
+/// The zero-copy entry gives byte-identical segments and playlists.
+#[test]
+fn push_frame_bytes_equals_push_frame() {
+    for file in ["baseline.h264", "high_b3.h264", "reschange.h264"] {
+        let aus = access_units(&std::fs::read(fixture(file)).unwrap());
+        let run = |shared: bool| {
+            let (mut s, storage) = memory_stream(StreamConfig {
+                clock: stepping_clock(),
+                ..Default::default()
+            });
+            for (i, au) in aus.iter().enumerate() {
+                let t = Some(1000 + 40 * i as i64);
+                if shared {
+                    s.push_frame_bytes(bytes::Bytes::from(au.clone()), t)
+                        .unwrap();
+                } else {
+                    s.push_frame(au, t).unwrap();
+                }
+            }
+            s.finish(true).unwrap();
+            all_files(&storage)
+        };
+        let (copied, sliced) = (run(false), run(true));
+        assert!(copied.len() >= 3, "{file}");
+        assert_eq!(copied, sliced, "{file}");
+    }
+}
