@@ -151,6 +151,9 @@ pub struct StreamStats {
     pub repaired_timestamps: u64,
     pub discontinuities: u64,
     pub bad_nals: u64,
+    /// Playlist replacements that failed (storage full); the next
+    /// segment's replacement lists what was missed.
+    pub failed_playlist_writes: u64,
 }
 
 struct OpenSegment {
@@ -516,7 +519,15 @@ impl LiveStream {
             discontinuity,
             pdt_ms: Some(closed.pdt_ms),
         })?;
-        self.write_playlist()?;
+        // The segment is complete on storage and now in the playlist: a
+        // failed playlist write (disk full) only delays its listing to the
+        // next write that succeeds, which rewrites the whole playlist. An
+        // error here used to abort the frame loop with the muxer still
+        // between segments, so the next segment was lost uncounted.
+        if let Err(e) = self.write_playlist() {
+            self.stats.failed_playlist_writes += 1;
+            tracing::error!(stream = %self.name, error = %e, "playlist not updated (retried at the next segment)");
+        }
         self.stats.segments += 1;
         self.stats.segment_bytes += finished.bytes;
         let now = closed.first_pts + closed.duration;
