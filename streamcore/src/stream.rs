@@ -57,6 +57,10 @@ pub struct StreamConfig {
     pub timing: TimingConfig,
     /// fsync segments and playlists before renaming them into place.
     pub durable: bool,
+    /// Longest NAL unit accepted from a byte stream; longer ones are dropped
+    /// (counted in [`StreamStats::oversize_nals`]). Access units are bounded
+    /// at four times this.
+    pub max_nal_bytes: usize,
     pub clock: Clock,
 }
 
@@ -71,6 +75,7 @@ impl Default for StreamConfig {
             delete_grace: Dur90k::from_secs(30),
             timing: TimingConfig::default(),
             durable: false,
+            max_nal_bytes: crate::annexb::DEFAULT_MAX_NAL,
             clock: system_clock(),
         }
     }
@@ -151,6 +156,9 @@ pub struct StreamStats {
     pub repaired_timestamps: u64,
     pub discontinuities: u64,
     pub bad_nals: u64,
+    /// NAL units dropped for exceeding `max_nal_bytes` (framer) or for
+    /// belonging to an access unit over its bound (assembler).
+    pub oversize_nals: u64,
     /// Playlist replacements that failed (storage full); the next
     /// segment's replacement lists what was missed.
     pub failed_playlist_writes: u64,
@@ -250,8 +258,11 @@ impl LiveStream {
         Ok(LiveStream {
             name: name.to_string(),
             storage,
-            framer: AnnexBFramer::new(),
-            assembler: AccessUnitAssembler::new(),
+            framer: AnnexBFramer::with_max_nal(cfg.max_nal_bytes),
+            assembler: AccessUnitAssembler::with_limits(
+                crate::access_unit::DEFAULT_MAX_AU_NALS,
+                cfg.max_nal_bytes.saturating_mul(4),
+            ),
             timeline: Timeline::new(cfg.timing),
             segmenter,
             muxer: TsMuxer::new(name)?,
@@ -280,6 +291,7 @@ impl LiveStream {
         let asm = self.assembler.stats();
         s.access_units = asm.access_units;
         s.bad_nals = asm.bad_parameter_sets + asm.bad_slice_headers;
+        s.oversize_nals = self.framer.oversize_nals() + asm.oversize_nals;
         s
     }
 
