@@ -108,7 +108,10 @@ fn assert_listed_complete(dir: &Path, when: &str) -> usize {
         let len = std::fs::metadata(dir.join(uri))
             .unwrap_or_else(|e| panic!("{when}: listed {uri} missing: {e}"))
             .len();
-        assert!(len > 0 && len % 188 == 0, "{when}: {uri} has {len} bytes");
+        assert!(
+            len > 0 && len.is_multiple_of(188),
+            "{when}: {uri} has {len} bytes"
+        );
     }
     segs.len()
 }
