@@ -12,7 +12,7 @@ use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -21,6 +21,33 @@ use ingestd::metrics::Metrics;
 
 const CONTROL_SIM: &str = "014200000001";
 const CONTROL: &str = "014200000001_1";
+
+/// The daemon's warnings and errors, captured for the whole test binary
+/// (the tests of this file share one global subscriber).
+fn captured_logs() -> Arc<Mutex<Vec<u8>>> {
+    struct Sink(Arc<Mutex<Vec<u8>>>);
+    impl Write for Sink {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let sink = buf.clone();
+        tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_max_level(tracing_subscriber::filter::LevelFilter::WARN)
+            .with_writer(move || Sink(sink.clone()))
+            .init();
+        buf
+    })
+    .clone()
+}
 
 fn control_stat(m: &Metrics) -> ingestd::metrics::StreamStats {
     m.stream(CONTROL).unwrap_or_default()
@@ -142,13 +169,14 @@ fn heartbeat_answered(addr: SocketAddr, serial: u16) {
 }
 
 /// Disk full under the running daemon: segments whose writes fail are
-/// counted (`failed_segments`) and never listed, 808 is still answered,
+/// logged with the storage error, counted (`failed_segments`) and never listed, 808 is still answered,
 /// and once space is freed the control stream publishes again after a
 /// DISCONTINUITY; every listed segment decodes and every catalog row
 /// points to a file.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn disk_full_loses_segments_counted_and_publishing_resumes() {
     let started = Instant::now();
+    let logs = captured_logs();
     let tmpfs = Tmpfs::mount("32m");
     let data = tmpfs.path().to_owned();
     // The catalog lives elsewhere: this test is about the media disk.
@@ -218,6 +246,17 @@ async fn disk_full_loses_segments_counted_and_publishing_resumes() {
         let errors = ffmpeg_errors(&stream_dir.join(uri));
         assert_eq!(errors, "", "{uri}");
     }
+    // The losses were logged with their cause.
+    let logs = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
+    let lost: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("segment lost") && l.contains(CONTROL))
+        .collect();
+    assert!(lost.len() as u64 >= failed_while_full, "{logs}");
+    assert!(
+        lost.iter().all(|l| l.contains("No space left on device")),
+        "{lost:?}"
+    );
     // No partial file left behind, and no catalog row without its file.
     for e in std::fs::read_dir(&stream_dir).unwrap() {
         let name = e.unwrap().file_name().to_string_lossy().into_owned();
