@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
@@ -60,6 +60,8 @@ pub struct MediaFrame {
     /// Annex-B for video; codec payload for audio.
     pub data: Bytes,
     pub session: SessionKind,
+    /// When the frame's last byte was read from the socket (publish latency).
+    pub received: Instant,
 }
 
 /// A chunk of an Annex-B byte stream from the raw port (no frame boundaries).
@@ -67,6 +69,8 @@ pub struct MediaFrame {
 pub struct RawChunk {
     pub stream: String,
     pub data: Bytes,
+    /// When the chunk was read from the socket (publish latency).
+    pub received: Instant,
 }
 
 /// Messages to the media workers.
@@ -281,6 +285,7 @@ mod tests {
         MediaMsg::Raw(RawChunk {
             stream: name.into(),
             data: Bytes::from_static(b"x"),
+            received: Instant::now(),
         })
     }
 

@@ -104,7 +104,94 @@ pub struct Metrics {
     /// JT/T 1078 packets ignored because their connection already carried
     /// [`crate::jt1078::MAX_STREAMS`] other SIM + channel pairs.
     pub jt1078_refused_packets: AtomicU64,
+    /// From the arrival of the access unit that closes a segment to the
+    /// playlist listing that segment being in place.
+    pub publish_latency: LatencyHistogram,
     streams: Mutex<BTreeMap<String, StreamStats>>,
+}
+
+/// Buckets per decade of [`LatencyHistogram`]: bounds 12% apart, so a
+/// quantile read off the buckets is within 12% of the true value.
+const BUCKETS_PER_DECADE: usize = 20;
+/// Decades above the first bound (10 us .. 100 s).
+const DECADES: usize = 7;
+const BUCKETS: usize = BUCKETS_PER_DECADE * DECADES + 1;
+
+/// A lock-free latency histogram with log-spaced buckets, exported in the
+/// Prometheus histogram format (cumulative `le` buckets, `_sum`, `_count`),
+/// so quantiles over any window are the difference of two scrapes.
+#[derive(Debug)]
+pub struct LatencyHistogram {
+    /// Upper bounds in nanoseconds; the last is +Inf.
+    bounds_ns: [u64; BUCKETS],
+    counts: [AtomicU64; BUCKETS],
+    sum_ns: AtomicU64,
+}
+
+impl Default for LatencyHistogram {
+    fn default() -> Self {
+        let mut bounds_ns = [u64::MAX; BUCKETS];
+        for (i, b) in bounds_ns.iter_mut().enumerate().take(BUCKETS - 1) {
+            let exp = 4.0 + i as f64 / BUCKETS_PER_DECADE as f64; // 10^4 ns = 10 us
+            *b = 10f64.powf(exp).round() as u64;
+        }
+        LatencyHistogram {
+            bounds_ns,
+            counts: std::array::from_fn(|_| AtomicU64::new(0)),
+            sum_ns: AtomicU64::new(0),
+        }
+    }
+}
+
+impl LatencyHistogram {
+    pub fn record(&self, d: std::time::Duration) {
+        let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        let i = self.bounds_ns.partition_point(|&b| b < ns);
+        self.counts[i.min(BUCKETS - 1)].fetch_add(1, Relaxed);
+        self.sum_ns.fetch_add(ns, Relaxed);
+    }
+
+    pub fn count(&self) -> u64 {
+        self.counts.iter().map(|c| c.load(Relaxed)).sum()
+    }
+
+    /// The `q` quantile (0..=1) since start, read off the buckets (upper
+    /// bound of the bucket holding it); `None` when empty.
+    pub fn quantile(&self, q: f64) -> Option<std::time::Duration> {
+        let counts: Vec<u64> = self.counts.iter().map(|c| c.load(Relaxed)).collect();
+        let total: u64 = counts.iter().sum();
+        if total == 0 {
+            return None;
+        }
+        let rank = ((q.clamp(0.0, 1.0) * total as f64).ceil() as u64).max(1);
+        let mut seen = 0;
+        for (i, c) in counts.iter().enumerate() {
+            seen += c;
+            if seen >= rank {
+                return Some(std::time::Duration::from_nanos(self.bounds_ns[i]));
+            }
+        }
+        None
+    }
+
+    fn render(&self, o: &mut String, name: &str, help: &str) {
+        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let mut cumulative = 0;
+        for (b, c) in self.bounds_ns.iter().zip(&self.counts) {
+            cumulative += c.load(Relaxed);
+            if *b == u64::MAX {
+                let _ = writeln!(o, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
+            } else {
+                let _ = writeln!(
+                    o,
+                    "{name}_bucket{{le=\"{}\"}} {cumulative}",
+                    *b as f64 / 1e9
+                );
+            }
+        }
+        let sum = self.sum_ns.load(Relaxed) as f64 / 1e9;
+        let _ = writeln!(o, "{name}_sum {sum}\n{name}_count {cumulative}");
+    }
 }
 
 impl Metrics {
@@ -271,6 +358,11 @@ impl Metrics {
             "JT/T 1078 packets of SIM + channel pairs beyond a connection's limit.",
             self.jt1078_refused_packets.load(Relaxed),
         );
+        self.publish_latency.render(
+            &mut o,
+            "ingestd_segment_publish_seconds",
+            "From the arrival of the access unit that closes a segment to the playlist listing it.",
+        );
         let streams = self.streams();
         type Field = fn(&StreamStats) -> u64;
         let fields: [(&str, &str, Field); 22] = [
@@ -354,5 +446,46 @@ impl Metrics {
             }
         }
         o
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn latency_quantiles_come_from_the_right_buckets() {
+        let h = LatencyHistogram::default();
+        assert_eq!(h.quantile(0.5), None);
+        for _ in 0..98 {
+            h.record(Duration::from_millis(2));
+        }
+        h.record(Duration::from_millis(40));
+        h.record(Duration::from_secs(1000)); // beyond the last bound: +Inf
+        assert_eq!(h.count(), 100);
+        let p50 = h.quantile(0.5).unwrap();
+        assert!(
+            p50 >= Duration::from_millis(2) && p50 < Duration::from_micros(2260),
+            "{p50:?}"
+        );
+        let p99 = h.quantile(0.99).unwrap();
+        assert!(
+            p99 >= Duration::from_millis(40) && p99 < Duration::from_micros(45_000),
+            "{p99:?}"
+        );
+        let mut o = String::new();
+        h.render(&mut o, "x", "help");
+        assert!(o.contains("x_bucket{le=\"+Inf\"} 100\n"), "{o}");
+        assert!(o.contains("x_count 100\n"));
+        // Cumulative buckets never decrease.
+        let counts: Vec<u64> = o
+            .lines()
+            .filter(|l| l.starts_with("x_bucket"))
+            .map(|l| l.rsplit(' ').next().unwrap().parse().unwrap())
+            .collect();
+        assert_eq!(counts.len(), BUCKETS);
+        assert!(counts.windows(2).all(|w| w[0] <= w[1]));
+        assert_eq!(counts[BUCKETS - 2], 99);
     }
 }

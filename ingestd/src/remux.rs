@@ -147,6 +147,16 @@ impl RemuxHandler {
         });
     }
 
+    /// The playlist listing a new segment is in place when `push_*` returns:
+    /// the time since the closing frame was read is the publish latency.
+    fn record_latency(&self, result: &streamcore::Result<Vec<StreamEvent>>, received: Instant) {
+        if let Ok(events) = result {
+            for _ in events {
+                self.metrics.publish_latency.record(received.elapsed());
+            }
+        }
+    }
+
     /// Turns published segments into catalog rows and counters.
     fn published(&mut self, name: &str, result: streamcore::Result<Vec<StreamEvent>>) {
         let Some(a) = self.streams.get_mut(name) else {
@@ -284,6 +294,7 @@ impl MediaHandler for RemuxHandler {
                     return;
                 };
                 let result = a.live.push_frame(&f.data, f.capture_ms);
+                self.record_latency(&result, f.received);
                 self.published(&f.stream, result);
             }
             MediaMsg::Raw(r) => {
@@ -296,6 +307,7 @@ impl MediaHandler for RemuxHandler {
                     return;
                 };
                 let result = a.live.push_bytes(&r.data);
+                self.record_latency(&result, r.received);
                 self.published(&r.stream, result);
             }
             MediaMsg::SourceEnded { stream, .. } => self.source_ended(&stream),

@@ -511,6 +511,7 @@ async fn jt1078_conn(
                 break;
             }
         }
+        let read_at = std::time::Instant::now();
         while let Some(ev) = parser.pull() {
             let p = match ev {
                 Jt1078Event::Packet(p) => p,
@@ -598,6 +599,7 @@ async fn jt1078_conn(
                 capture_ms: frame.timestamp_ms.map(|t| t as i64),
                 data: frame.data,
                 session,
+                received: read_at,
             });
             if ctx.media.send(msg).await.is_err() {
                 break 'conn;
@@ -738,6 +740,7 @@ async fn raw_conn(
                 .send(MediaMsg::Raw(RawChunk {
                     stream: name.clone(),
                     data,
+                    received: std::time::Instant::now(),
                 }))
                 .await
                 .is_err()

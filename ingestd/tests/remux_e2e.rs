@@ -133,6 +133,12 @@ async fn real_capture_over_tcp_becomes_a_recording_of_its_own_span() {
     let catalog = app.catalog.clone();
     let stats = app.shutdown().await;
     assert_eq!(stats.dropped(), 0);
+    // Every segment closed by an arriving keyframe (all but the last, which
+    // the disconnect closes) has its publish latency recorded.
+    let published = metrics.stream(CAPTURE_STREAM).unwrap().segments;
+    assert_eq!(metrics.publish_latency.count(), published - 1);
+    let p99 = metrics.publish_latency.quantile(0.99).unwrap();
+    assert!(p99 < std::time::Duration::from_secs(5), "{p99:?}");
 
     let live = dir.path().join("live").join(CAPTURE_STREAM);
     let text = std::fs::read_to_string(live.join("index.m3u8")).unwrap();

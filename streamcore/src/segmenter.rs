@@ -176,6 +176,27 @@ impl Segmenter {
         d
     }
 
+    /// Ends the open segment before a keyframe that has not been pushed yet
+    /// (it waits for its successor to know its duration), when `push` of
+    /// that keyframe would cut there; `push` of it then opens the next
+    /// segment. Returns `None` and changes nothing otherwise, including the
+    /// unusual cuts (PTS jumps past the limit) that `push` handles.
+    pub fn close_before_keyframe(
+        &mut self,
+        pts: Ts90k,
+        expected_duration: Dur90k,
+    ) -> Option<ClosedSegment> {
+        let open = self.open?;
+        let limit = self.cfg.limit();
+        let over_limit = pts.max(open.max_end) + expected_duration - open.first_pts > limit;
+        let long_enough = pts - open.first_pts >= self.cfg.target - expected_duration / 2;
+        if (over_limit || long_enough) && pts - open.first_pts <= limit && pts >= open.max_end {
+            self.open = None;
+            return Some(open.close(pts, limit));
+        }
+        None
+    }
+
     /// Closes the open segment (end of stream or source break).
     pub fn finish(&mut self) -> Option<ClosedSegment> {
         let open = self.open.take()?;
@@ -249,5 +270,40 @@ mod tests {
         assert_eq!(segs[0].duration, Dur90k::from_millis(1_200));
         assert_eq!(segs[1].duration, Dur90k::from_millis(840));
         assert!(segs.iter().all(|s| !s.discontinuity));
+    }
+
+    #[test]
+    fn closing_before_a_waiting_keyframe_matches_pushing_it() {
+        let cfg = SegmenterConfig {
+            target: Dur90k::from_secs(1),
+            max_secs: 2,
+        };
+        let (mut early, mut late) = (Segmenter::new(cfg), Segmenter::new(cfg));
+        let mut closed_early = Vec::new();
+        let mut closed_late = Vec::new();
+        for i in 0..100 {
+            let f = frame(i * 40, 40, i % 30 == 0);
+            if f.au.keyframe {
+                // Too short for a cut at 0 and 600 ms: nothing changes.
+                closed_early.extend(early.close_before_keyframe(f.pts, f.duration));
+            }
+            let d = early.push(&f);
+            assert!(d.write);
+            closed_early.extend(d.close);
+            closed_late.extend(late.push(&f).close);
+        }
+        assert_eq!(closed_early, closed_late);
+        assert_eq!(closed_early.len(), 3);
+        assert!(closed_early
+            .iter()
+            .all(|s| s.duration == Dur90k::from_millis(1_200)));
+        // Short of the target: no early close.
+        let mut s = Segmenter::new(cfg);
+        s.push(&frame(0, 40, true));
+        assert_eq!(
+            s.close_before_keyframe(Ts90k(40 * 90), Dur90k::from_millis(40)),
+            None
+        );
+        assert!(s.is_open());
     }
 }

@@ -430,7 +430,19 @@ impl LiveStream {
         self.timeline.push(au, nominal, reorder, now, &mut frames);
         let r = self.handle_frames(&mut frames, events);
         self.frames = frames;
-        r
+        r?;
+        // Publish a segment as soon as the keyframe after it arrives, not
+        // when that keyframe leaves the timeline with the next frame.
+        if let Some((pts, duration)) = self.timeline.waiting_keyframe() {
+            if let Some(closed) = self.segmenter.close_before_keyframe(pts, duration) {
+                self.publish(closed, events)?;
+                // The keyframe opens the next segment when it leaves the
+                // timeline; its file is made now, so the push that
+                // publishes pays for the next segment as before.
+                self.begin_segment();
+            }
+        }
+        Ok(())
     }
 
     fn handle_frames(
@@ -446,7 +458,7 @@ impl LiveStream {
             if let Some(closed) = d.close {
                 self.publish(closed, events)?;
             }
-            if d.open.is_some() {
+            if d.open.is_some() && self.open.is_none() {
                 self.begin_segment();
             }
             if d.write {

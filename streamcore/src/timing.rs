@@ -254,6 +254,20 @@ impl Timeline {
         self.release(out, false);
     }
 
+    /// The next frame to leave, when it is a keyframe waiting only for its
+    /// successor (whose DTS gives its duration): its PTS and expected
+    /// duration. Knowing a keyframe is next is enough to end a segment
+    /// before it, a frame interval sooner than its release.
+    pub fn waiting_keyframe(&self) -> Option<(Ts90k, Dur90k)> {
+        let front = self.pending.front()?;
+        match front.pts {
+            Some(pts) if front.au.keyframe && !front.discontinuity && self.pending.len() == 1 => {
+                Some((pts, self.step))
+            }
+            _ => None,
+        }
+    }
+
     /// Releases every frame held for reordering (end of stream or break).
     pub fn flush_into(&mut self, out: &mut Vec<TimedFrame>) {
         while !self.undisplayed.is_empty() {

@@ -486,3 +486,41 @@ fn disk_full_loses_segments_counted_and_resumes_with_a_discontinuity() {
     );
     assert!(text.ends_with("#EXT-X-ENDLIST\n"), "{text}");
 }
+
+/// Index of the pushed access unit whose `push_frame` published each segment.
+fn publishing_pushes(file: &str) -> (Vec<usize>, Vec<usize>) {
+    let aus = access_units(&std::fs::read(fixture(file)).unwrap());
+    let (mut s, _storage) = memory_stream(StreamConfig {
+        clock: stepping_clock(),
+        ..Default::default()
+    });
+    let mut published = Vec::new();
+    let mut keyframes = Vec::new();
+    for (i, au) in aus.iter().enumerate() {
+        // IDR slice (type 5) anywhere in the unit.
+        if au
+            .windows(4)
+            .any(|w| w[..3] == [0, 0, 1] && w[3] & 0x1f == 5)
+        {
+            keyframes.push(i);
+        }
+        if !s.push_frame(au, Some(40 * i as i64)).unwrap().is_empty() {
+            published.push(i);
+        }
+    }
+    (published, keyframes)
+}
+
+/// Publish latency: a stream without reordering publishes a segment while
+/// the keyframe that closes it is pushed, not one frame later.
+#[test]
+fn segment_is_published_by_the_push_of_its_closing_keyframe() {
+    let (published, keyframes) = publishing_pushes("baseline.h264");
+    assert!(!published.is_empty());
+    for p in &published {
+        assert!(
+            keyframes.contains(p),
+            "published at push {p}, keyframes at {keyframes:?}"
+        );
+    }
+}

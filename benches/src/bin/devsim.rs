@@ -40,6 +40,19 @@ struct Args {
     /// Raw port address: send `STREAM <name>\n` + Annex-B instead of JT/T 1078.
     #[arg(long, conflicts_with = "jt1078")]
     raw: Option<SocketAddr>,
+    /// Bare Annex-B over TCP, device i to this port + i, no first line (for
+    /// `ffmpeg -f h264 -i tcp://...?listen=1` in the load tests).
+    #[arg(long, conflicts_with_all = ["jt1078", "raw", "jt808"])]
+    h264_tcp_base: Option<SocketAddr>,
+    /// Spread the devices' start times evenly over this many seconds (so
+    /// their keyframes do not all arrive at once).
+    #[arg(long, default_value_t = 0.0)]
+    ramp: f64,
+    /// Write `<stream> <media ms> <unix ns>` for every keyframe once its
+    /// last byte is written (the load harness measures publish latency
+    /// from it).
+    #[arg(long, value_name = "FILE")]
+    keyframe_log: Option<PathBuf>,
     /// Number of simulated devices.
     #[arg(long, default_value_t = 1)]
     devices: u32,
@@ -223,6 +236,12 @@ struct Stats {
     positions: u64,
     heartbeats: u64,
     replies: u64,
+    /// Sends that started more than 50 ms behind their schedule (the
+    /// sender could not keep real time), and the worst lag.
+    late_sends: u64,
+    max_lag_ms: u64,
+    /// (media ms, unix ns) of each keyframe sent.
+    keyframes: Vec<(u64, u128)>,
     error: Option<String>,
 }
 
@@ -404,10 +423,41 @@ async fn run_808(
     Ok(())
 }
 
-/// Sleeps until `rel_ms` after `t0` in real-time mode.
-async fn pace(args: &Args, t0: Instant, rel_ms: u64) {
+/// Sleeps until `rel_ms` after `t0` in real-time mode, counting sends
+/// that are already late.
+async fn pace(args: &Args, t0: Instant, rel_ms: u64, stats: &mut Stats) {
     if !args.flat_out {
-        tokio::time::sleep_until(t0 + Duration::from_millis(rel_ms)).await;
+        let due = t0 + Duration::from_millis(rel_ms);
+        let lag = Instant::now().saturating_duration_since(due).as_millis() as u64;
+        if lag > 50 {
+            stats.late_sends += 1;
+        }
+        stats.max_lag_ms = stats.max_lag_ms.max(lag);
+        tokio::time::sleep_until(due).await;
+    }
+}
+
+fn unix_ns() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos())
+}
+
+/// Connects, retrying while the peer is not listening yet (a load test
+/// starts hundreds of ffmpeg listeners at once).
+async fn connect_retrying(addr: SocketAddr) -> anyhow::Result<TcpStream> {
+    let give_up = Instant::now() + Duration::from_secs(60);
+    loop {
+        match TcpStream::connect(addr).await {
+            Ok(s) => return Ok(s),
+            Err(e)
+                if e.kind() == std::io::ErrorKind::ConnectionRefused
+                    && Instant::now() < give_up =>
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => return Err(e).with_context(|| format!("connect media {addr}")),
+        }
     }
 }
 
@@ -420,15 +470,18 @@ async fn run_media(
     deadline: Option<Instant>,
     stats: &mut Stats,
 ) -> anyhow::Result<()> {
-    let mut sock = TcpStream::connect(addr).await.context("connect media")?;
-    let raw = args.raw.is_some();
-    if raw {
+    let mut sock = connect_retrying(addr).await?;
+    sock.set_nodelay(true)?;
+    let bare = args.h264_tcp_base.is_some();
+    let raw = args.raw.is_some() || bare;
+    if args.raw.is_some() {
         sock.write_all(format!("STREAM {}-{i}\n", args.stream_prefix).as_bytes())
             .await?;
     }
     let sim = Sim::parse(&sim_of(&args, i)).context("SIM does not fit 12 digits")?;
     let span = src.span_ms();
     let t0 = Instant::now();
+    let log_keyframes = args.keyframe_log.is_some();
     let mut seq: u16 = 0;
     let mut out = BytesMut::with_capacity(64 * 1024);
     let expired = |d: &Option<Instant>| d.is_some_and(|d| Instant::now() >= d);
@@ -446,7 +499,7 @@ async fn run_media(
                     if raw {
                         // Raw mode sends the H.264 bodies only.
                         if p.data_type.is_video() {
-                            pace(&args, t0, rel).await;
+                            pace(&args, t0, rel, stats).await;
                             sock.write_all(&p.body).await?;
                             stats.bytes += p.body.len() as u64;
                         }
@@ -462,7 +515,7 @@ async fn run_media(
                     seq = seq.wrapping_add(1);
                     out.clear();
                     q.encode(&mut out);
-                    pace(&args, t0, rel).await;
+                    pace(&args, t0, rel, stats).await;
                     sock.write_all(&out).await?;
                     stats.packets += 1;
                     stats.bytes += out.len() as u64;
@@ -477,11 +530,15 @@ async fn run_media(
                         return Ok(());
                     }
                     let ts = u.ts_ms + offset;
-                    pace(&args, t0, ts).await;
+                    pace(&args, t0, ts, stats).await;
+                    let key = u.data_type == DataType::IFrame;
                     if raw {
                         sock.write_all(&u.data).await?;
                         stats.bytes += u.data.len() as u64;
                         stats.frames += 1;
+                        if key && log_keyframes {
+                            stats.keyframes.push((ts, unix_ns()));
+                        }
                         continue;
                     }
                     out.clear();
@@ -499,6 +556,9 @@ async fn run_media(
                     sock.write_all(&out).await?;
                     stats.bytes += out.len() as u64;
                     stats.frames += 1;
+                    if key && log_keyframes {
+                        stats.keyframes.push((ts, unix_ns()));
+                    }
                 }
             }
         }
@@ -514,7 +574,11 @@ async fn device(args: Arc<Args>, i: u32, src: Arc<Source>, deadline: Option<Inst
     let mut st808 = Stats::default();
     let mut stm = Stats::default();
     let (tx, rx) = tokio::sync::oneshot::channel();
-    let has_media = args.jt1078.is_some() || args.raw.is_some();
+    if args.ramp > 0.0 && args.devices > 1 {
+        let delay = args.ramp * i as f64 / args.devices as f64;
+        tokio::time::sleep(Duration::from_secs_f64(delay)).await;
+    }
+    let has_media = args.jt1078.is_some() || args.raw.is_some() || args.h264_tcp_base.is_some();
     let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
     let done_rx = has_media.then_some(done_rx);
     let sig = {
@@ -533,6 +597,10 @@ async fn device(args: Arc<Args>, i: u32, src: Arc<Source>, deadline: Option<Inst
         async move {
             let addr = if args.jt808.is_some() {
                 rx.await.ok()
+            } else if let Some(base) = args.h264_tcp_base {
+                let mut a = base;
+                a.set_port(base.port() + i as u16);
+                Some(a)
             } else {
                 args.raw.or(args.jt1078)
             };
@@ -552,6 +620,9 @@ async fn device(args: Arc<Args>, i: u32, src: Arc<Source>, deadline: Option<Inst
         frames: stm.frames,
         packets: stm.packets,
         bytes: stm.bytes,
+        late_sends: stm.late_sends,
+        max_lag_ms: stm.max_lag_ms,
+        keyframes: stm.keyframes,
         error: None,
     };
     if let Err(e) = r808.and(rmedia) {
@@ -563,8 +634,17 @@ async fn device(args: Arc<Args>, i: u32, src: Arc<Source>, deadline: Option<Inst
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Arc::new(Args::parse());
-    if args.jt808.is_none() && args.jt1078.is_none() && args.raw.is_none() {
-        bail!("give at least one of --jt808, --jt1078, --raw");
+    if args.jt808.is_none()
+        && args.jt1078.is_none()
+        && args.raw.is_none()
+        && args.h264_tcp_base.is_none()
+    {
+        bail!("give at least one of --jt808, --jt1078, --raw, --h264-tcp-base");
+    }
+    if let Some(base) = args.h264_tcp_base {
+        if base.port() as u32 + args.devices > 65_536 {
+            bail!("--h264-tcp-base {base}: {} ports do not fit", args.devices);
+        }
     }
     let src = Arc::new(load(&args.input, args.fps)?);
     let deadline = args
@@ -577,9 +657,15 @@ async fn main() -> anyhow::Result<()> {
     }
     let mut total = Stats::default();
     let mut failed = 0;
+    let mut keyframe_log = match &args.keyframe_log {
+        Some(p) => Some(std::io::BufWriter::new(
+            std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?,
+        )),
+        None => None,
+    };
     for (i, t) in tasks.into_iter().enumerate() {
         let s = t.await?;
-        let name = if args.raw.is_some() {
+        let name = if args.raw.is_some() || args.h264_tcp_base.is_some() {
             format!("{}-{i}", args.stream_prefix)
         } else {
             format!("{}_{}", sim_of(&args, i as u32), args.channel)
@@ -598,21 +684,35 @@ async fn main() -> anyhow::Result<()> {
                 .unwrap_or_default()
         );
         failed += s.error.is_some() as u32;
+        if let Some(w) = keyframe_log.as_mut() {
+            use std::io::Write;
+            for (media_ms, ns) in &s.keyframes {
+                writeln!(w, "{name} {media_ms} {ns}")?;
+            }
+        }
+        total.late_sends += s.late_sends;
+        total.max_lag_ms = total.max_lag_ms.max(s.max_lag_ms);
         total.frames += s.frames;
         total.packets += s.packets;
         total.bytes += s.bytes;
         total.positions += s.positions;
     }
     let secs = started.elapsed().as_secs_f64();
+    if let Some(mut w) = keyframe_log {
+        use std::io::Write;
+        w.flush()?;
+    }
     println!(
-        "total: {} devices, frames {} packets {} bytes {} positions {} in {:.2} s ({:.1} MB/s)",
+        "total: {} devices, frames {} packets {} bytes {} positions {} in {:.2} s ({:.1} MB/s), late sends {} max lag {} ms",
         args.devices,
         total.frames,
         total.packets,
         total.bytes,
         total.positions,
         secs,
-        total.bytes as f64 / secs / 1e6
+        total.bytes as f64 / secs / 1e6,
+        total.late_sends,
+        total.max_lag_ms,
     );
     if failed > 0 {
         bail!("{failed} device(s) failed");
