@@ -18,6 +18,7 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 pub const DEFAULT_WATCH_TIMEOUT_SECS: u64 = 15;
 pub const DEFAULT_LIVE_TIMEOUT_SECS: u64 = 20;
 pub const DEFAULT_HEADER_TIMEOUT_SECS: u64 = 15;
+pub const DEFAULT_SEND_TIMEOUT_SECS: u64 = 30;
 
 /// Everything the server needs, after merging all sources.
 #[derive(Debug, Clone)]
@@ -40,6 +41,9 @@ pub struct Config {
     /// A connection that doesn't complete a request head within this long (idle keep-alive
     /// included) is closed, so slow or idle clients can't hold connection slots.
     pub header_timeout: Duration,
+    /// A response write that stays blocked this long (the client stopped reading) ends the
+    /// connection, so clients that read extremely slowly can't hold connection slots.
+    pub send_timeout: Duration,
 }
 
 impl Config {
@@ -55,6 +59,7 @@ impl Config {
             watch_timeout: Duration::from_secs(DEFAULT_WATCH_TIMEOUT_SECS),
             live_timeout: Duration::from_secs(DEFAULT_LIVE_TIMEOUT_SECS),
             header_timeout: Duration::from_secs(DEFAULT_HEADER_TIMEOUT_SECS),
+            send_timeout: Duration::from_secs(DEFAULT_SEND_TIMEOUT_SECS),
         }
     }
 }
@@ -69,7 +74,8 @@ impl Config {
 )]
 pub struct Cli {
     /// TOML file with any of the settings below (keys: data_dir, database_url, listen, ingestd_url,
-    /// token_secret, max_connections, watch_timeout_secs, live_timeout_secs, header_timeout_secs).
+    /// token_secret, max_connections, watch_timeout_secs, live_timeout_secs, header_timeout_secs,
+    /// send_timeout_secs).
     #[arg(long, env = "HLSD_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Data directory written by ingestd (live/<stream>/index.m3u8 and segments). Required.
@@ -104,6 +110,9 @@ pub struct Cli {
     /// Seconds a connection may take to send a request head (and may idle between requests) [default: 15].
     #[arg(long, env = "HLSD_HEADER_TIMEOUT_SECS", value_name = "SECS")]
     pub header_timeout_secs: Option<u64>,
+    /// Seconds a response write may stay blocked (a client not reading) before the connection is closed [default: 30].
+    #[arg(long, env = "HLSD_SEND_TIMEOUT_SECS", value_name = "SECS")]
+    pub send_timeout_secs: Option<u64>,
 }
 
 /// The `--config` file.
@@ -119,6 +128,7 @@ pub struct FileConfig {
     pub watch_timeout_secs: Option<u64>,
     pub live_timeout_secs: Option<u64>,
     pub header_timeout_secs: Option<u64>,
+    pub send_timeout_secs: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -179,6 +189,10 @@ impl Cli {
                 .header_timeout_secs
                 .or(file.header_timeout_secs)
                 .map_or(d.header_timeout, Duration::from_secs),
+            send_timeout: self
+                .send_timeout_secs
+                .or(file.send_timeout_secs)
+                .map_or(d.send_timeout, Duration::from_secs),
             data_dir: d.data_dir,
         };
         if cfg.max_connections == 0 {
@@ -186,6 +200,9 @@ impl Cli {
         }
         if cfg.header_timeout.is_zero() {
             return Err(ConfigError::Zero("header_timeout_secs"));
+        }
+        if cfg.send_timeout.is_zero() {
+            return Err(ConfigError::Zero("send_timeout_secs"));
         }
         Ok(cfg)
     }

@@ -18,6 +18,7 @@ pub mod http;
 pub mod m3u8;
 pub mod names;
 pub mod server;
+pub mod stall;
 pub mod token;
 mod web;
 

@@ -162,8 +162,11 @@ pub async fn serve_with_catalog(
     let task = tokio::spawn(accept_loop(
         listener,
         routes(state),
-        config.max_connections,
-        config.header_timeout,
+        Limits {
+            max_connections: config.max_connections,
+            header_timeout: config.header_timeout,
+            send_timeout: config.send_timeout,
+        },
         rx,
     ));
     tracing::info!(%addr, data_dir = %config.data_dir.display(), max_connections = config.max_connections, "hlsd listening");
@@ -174,12 +177,23 @@ pub async fn serve_with_catalog(
     })
 }
 
+/// Largest request head accepted (hyper's read buffer); above it hyper answers 431 and closes.
+/// Browsers send a few KiB; hyper's default (~400 KiB) let every connection make the server
+/// buffer that much.
+const MAX_REQUEST_HEAD: usize = 32 * 1024;
+
+/// What bounds one connection.
+struct Limits {
+    max_connections: usize,
+    header_timeout: Duration,
+    send_timeout: Duration,
+}
+
 /// Accepts connections until `shutdown`, serving at most `max_connections` at once.
 async fn accept_loop<F>(
     listener: TcpListener,
     filter: F,
-    max_connections: usize,
-    header_timeout: Duration,
+    limits: Limits,
     mut shutdown: oneshot::Receiver<()>,
 ) where
     F: Filter<Extract = (Response,), Error = Infallible> + Clone + Send + Sync + 'static,
@@ -190,7 +204,8 @@ async fn accept_loop<F>(
     use hyper_util::service::TowerToHyperService;
 
     let svc = warp::service(filter);
-    let permits = Arc::new(Semaphore::new(max_connections));
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let (header_timeout, send_timeout) = (limits.header_timeout, limits.send_timeout);
     loop {
         let (tcp, peer) = tokio::select! {
             _ = &mut shutdown => break,
@@ -214,8 +229,11 @@ async fn accept_loop<F>(
                     builder
                         .http1()
                         .timer(TokioTimer::new())
-                        .header_read_timeout(header_timeout);
-                    if let Err(e) = builder.serve_connection(TokioIo::new(tcp), svc).await {
+                        .header_read_timeout(header_timeout)
+                        .max_buf_size(MAX_REQUEST_HEAD);
+                    // Clients that stop reading must not hold a slot either.
+                    let io = TokioIo::new(crate::stall::WriteStallLimit::new(tcp, send_timeout));
+                    if let Err(e) = builder.serve_connection(io, svc).await {
                         tracing::debug!(%peer, error = %e, "connection ended with an error");
                     }
                     drop(permit);

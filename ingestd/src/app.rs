@@ -60,7 +60,10 @@ pub async fn start(config: Config, stream: streamcore::StreamConfig) -> Result<A
     }
     let writer = Arc::new(CatalogWriter::spawn(
         &config.database_url,
-        WriterConfig::default(),
+        WriterConfig {
+            buffer_max: config.catalog_buffer,
+            ..WriterConfig::default()
+        },
     )?);
 
     let (tx, rx) = crossbeam_channel::bounded::<IngestEvent>(4096);

@@ -88,6 +88,12 @@ pub struct Cli {
     /// Queued media messages per worker before readers are paused [default: 1024].
     #[arg(long, env = "INGESTD_QUEUE_DEPTH", value_name = "N")]
     pub queue_depth: Option<usize>,
+    /// Longest H.264 NAL unit accepted in bytes; longer ones are dropped and counted [default: 4194304].
+    #[arg(long, env = "INGESTD_MAX_NAL_BYTES", value_name = "BYTES")]
+    pub max_nal_bytes: Option<usize>,
+    /// Catalog records held in memory while the database is unreachable; beyond, dropped and counted [default: 200000].
+    #[arg(long, env = "INGESTD_CATALOG_BUFFER", value_name = "N")]
+    pub catalog_buffer: Option<usize>,
     /// Secret from which device auth codes are derived [default: random per start].
     #[arg(
         long,
@@ -115,6 +121,8 @@ pub struct FileConfig {
     pub max_frame_bytes: Option<usize>,
     pub media_workers: Option<usize>,
     pub queue_depth: Option<usize>,
+    pub max_nal_bytes: Option<usize>,
+    pub catalog_buffer: Option<usize>,
     pub auth_secret: Option<String>,
 }
 
@@ -147,6 +155,10 @@ pub struct Config {
     pub max_frame_bytes: usize,
     pub media_workers: usize,
     pub queue_depth: usize,
+    /// Longest NAL unit accepted (streamcore's `StreamConfig::max_nal_bytes`).
+    pub max_nal_bytes: usize,
+    /// Catalog writer's outage buffer, in records.
+    pub catalog_buffer: usize,
     pub auth_secret: String,
 }
 
@@ -167,6 +179,10 @@ fn random_secret() -> String {
     );
     format!("{:016x}", h.finish())
 }
+
+/// Catalog records buffered during a database outage (the catalog writer's
+/// default).
+pub const DEFAULT_CATALOG_BUFFER: usize = 200_000;
 
 impl Config {
     /// Resolves flags (already merged with the environment by clap) over the
@@ -226,6 +242,15 @@ impl Config {
                 .unwrap_or(cores)
                 .max(1),
             queue_depth: cli.queue_depth.or(f.queue_depth).unwrap_or(1024).max(1),
+            max_nal_bytes: cli
+                .max_nal_bytes
+                .or(f.max_nal_bytes)
+                .unwrap_or(streamcore::annexb::DEFAULT_MAX_NAL)
+                .max(1024),
+            catalog_buffer: cli
+                .catalog_buffer
+                .or(f.catalog_buffer)
+                .unwrap_or(DEFAULT_CATALOG_BUFFER),
             auth_secret: cli
                 .auth_secret
                 .or(f.auth_secret)
@@ -252,6 +277,8 @@ impl Config {
             max_frame_bytes: crate::jt1078::DEFAULT_MAX_FRAME,
             media_workers: 2,
             queue_depth: 64,
+            max_nal_bytes: streamcore::annexb::DEFAULT_MAX_NAL,
+            catalog_buffer: DEFAULT_CATALOG_BUFFER,
             auth_secret: "test-secret".into(),
         }
     }

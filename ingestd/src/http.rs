@@ -120,6 +120,15 @@ async fn control(
             Err(e) => return bad(e),
         },
         "playback" => match serde_json::from_slice::<PlaybackBody>(&body) {
+            Ok(b)
+                if [b.start_ms, b.end_ms]
+                    .iter()
+                    .any(|&t| crate::jt808::checked_unix_ms_to_bcd_time(t).is_none()) =>
+            {
+                // The BCD time field holds 2000-2099 only; anything else
+                // would be sent as a wrapped, wrong date.
+                return bad("start_ms and end_ms must fall in the years 2000-2099 (UTC+8)");
+            }
             Ok(b) => PlatformCommand::Playback {
                 ip: ip.clone(),
                 tcp_port: port,

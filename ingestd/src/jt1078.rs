@@ -404,7 +404,16 @@ pub struct ReassemblyCounters {
     pub oversize_frames: u64,
     /// Middle/last packets with no frame in progress, ignored.
     pub orphan_packets: u64,
+    /// Packets of a SIM + channel beyond the first [`MAX_STREAMS`] this
+    /// reassembler saw, ignored.
+    pub refused_packets: u64,
 }
+
+/// Distinct SIM + channel pairs one reassembler (one connection) follows.
+/// A device sends a few channels per connection; without a bound, a peer
+/// inventing a SIM per `First` packet would hold up to a frame bound of
+/// memory per invented key.
+pub const MAX_STREAMS: usize = 8;
 
 #[derive(Debug)]
 struct Partial {
@@ -440,6 +449,12 @@ impl Default for Reassembler {
 }
 
 impl Reassembler {
+    /// Whether packets of this SIM + channel are followed: it is one of the
+    /// first [`MAX_STREAMS`] pairs seen (or there is room for it).
+    pub fn admits(&self, sim: Sim, channel: u8) -> bool {
+        self.last_seq.len() < MAX_STREAMS || self.last_seq.contains_key(&(sim, channel))
+    }
+
     pub fn new(max_frame: usize) -> Self {
         Reassembler {
             max_frame,
@@ -473,6 +488,10 @@ impl Reassembler {
 
     /// Feeds one packet; returns a frame when one completes.
     pub fn push(&mut self, p: Jt1078Packet) -> Option<Jt1078Frame> {
+        if !self.admits(p.sim, p.channel) {
+            self.counters.refused_packets += 1;
+            return None;
+        }
         let key = (p.sim, p.channel, p.data_type == DataType::Audio);
         let prev_any = self.last_seq.insert((p.sim, p.channel), p.seq);
         match p.sub {
@@ -736,6 +755,38 @@ mod tests {
         assert!(r.push(pkt(PFrame, Last, 15, b"w2")).is_some());
         assert_eq!(r.counters().frames, 5);
         assert_eq!(r.counters().dropped_frames, 3);
+    }
+
+    /// One connection inventing a SIM per `First` packet: only the first
+    /// `MAX_STREAMS` keys hold partial frames, the rest are refused and
+    /// counted, and the admitted ones still complete.
+    #[test]
+    fn partial_frames_are_capped_per_connection() {
+        let mut r = Reassembler::new(1024);
+        let mut seq = 0;
+        let mut with_sim = |sim: u64, sub: SubPackage| {
+            let mut p = pkt(DataType::PFrame, sub, seq, &[0x41; 100]);
+            seq += 1;
+            p.sim = Sim::parse(&format!("{:012}", 13_900_000_000 + sim)).unwrap();
+            p
+        };
+        for sim in 0..1000 {
+            assert!(r.push(with_sim(sim, SubPackage::First)).is_none());
+        }
+        assert_eq!(r.partial.len(), MAX_STREAMS);
+        assert_eq!(r.last_seq.len(), MAX_STREAMS);
+        assert_eq!(r.counters().refused_packets, 1000 - MAX_STREAMS as u64);
+        assert_eq!(r.counters().dropped_frames, 0);
+        // An admitted key completes its frame (the refused ones never
+        // touched its sequence).
+        let mut last = with_sim(7, SubPackage::Last);
+        last.seq = 8;
+        // Sequence 7 was key 7's First packet.
+        assert_eq!(r.push(last).map(|f| f.data.len()), Some(200));
+        assert!(r.push(with_sim(999, SubPackage::Atomic)).is_none());
+        assert_eq!(r.counters().refused_packets, 1001 - MAX_STREAMS as u64);
+        assert!(r.admits(Sim::parse("013900000000").unwrap(), 2));
+        assert!(!r.admits(Sim::parse("013900000999").unwrap(), 2));
     }
 
     #[test]

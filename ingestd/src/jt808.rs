@@ -643,9 +643,27 @@ pub fn bcd_time_to_unix_ms(t: &[u8; 6]) -> Option<i64> {
     Some(dt.and_utc().timestamp_millis() - UTC8_MS)
 }
 
-/// Unix ms UTC -> `YYMMDDhhmmss` BCD in UTC+8 (years 2000-2099).
+/// First and last instants `YYMMDDhhmmss` (years 2000-2099 in UTC+8) can
+/// name, in Unix ms UTC.
+const BCD_TIME_MIN_MS: i64 = 946_684_800_000 - UTC8_MS;
+const BCD_TIME_MAX_MS: i64 = 4_102_444_799_999 - UTC8_MS;
+
+/// Unix ms UTC -> `YYMMDDhhmmss` BCD in UTC+8, or `None` outside the years
+/// 2000-2099 the field can hold (a two-digit year would silently wrap, and
+/// `ms + 8 h` overflows near `i64::MAX`).
+pub fn checked_unix_ms_to_bcd_time(ms: i64) -> Option<[u8; 6]> {
+    (BCD_TIME_MIN_MS..=BCD_TIME_MAX_MS)
+        .contains(&ms)
+        .then(|| unix_ms_to_bcd_time(ms))
+}
+
+/// Unix ms UTC -> `YYMMDDhhmmss` BCD in UTC+8, saturating to the first or
+/// last second of 2000-2099 outside that range (never overflows; callers
+/// taking times from outside use [`checked_unix_ms_to_bcd_time`] to refuse
+/// them instead).
 pub fn unix_ms_to_bcd_time(ms: i64) -> [u8; 6] {
     use chrono::{Datelike, Timelike};
+    let ms = ms.clamp(BCD_TIME_MIN_MS, BCD_TIME_MAX_MS);
     let dt = chrono::DateTime::from_timestamp_millis(ms + UTC8_MS)
         .unwrap_or_default()
         .naive_utc();
@@ -1229,6 +1247,32 @@ mod tests {
         assert_eq!(unix_ms_to_bcd_time(1_709_164_800_000), t);
         assert_eq!(bcd_time_to_unix_ms(&[0x24, 0x02, 0x30, 0, 0, 0]), None);
         assert_eq!(bcd_time_to_unix_ms(&[0x24, 0x0a, 0x01, 0, 0, 0]), None);
+    }
+
+    /// Regression: `ms + UTC8_MS` overflowed for a playback time near
+    /// `i64::MAX` from the control API (a panic in debug builds, a wrap to
+    /// 1970 in release); years outside 2000-2099 wrapped modulo 100.
+    #[test]
+    fn bcd_time_saturates_and_checked_refuses_out_of_range() {
+        let last = [0x99, 0x12, 0x31, 0x23, 0x59, 0x59];
+        let first = [0x00, 0x01, 0x01, 0x00, 0x00, 0x00];
+        assert_eq!(unix_ms_to_bcd_time(i64::MAX), last);
+        assert_eq!(unix_ms_to_bcd_time(i64::MAX - 1), last);
+        assert_eq!(unix_ms_to_bcd_time(i64::MIN), first);
+        assert_eq!(unix_ms_to_bcd_time(0), first);
+        assert_eq!(checked_unix_ms_to_bcd_time(i64::MAX), None);
+        assert_eq!(checked_unix_ms_to_bcd_time(i64::MIN), None);
+        assert_eq!(checked_unix_ms_to_bcd_time(0), None);
+        // 2100-01-01 00:00:00 UTC+8 is one ms past the range.
+        assert_eq!(checked_unix_ms_to_bcd_time(BCD_TIME_MAX_MS + 1), None);
+        assert_eq!(checked_unix_ms_to_bcd_time(BCD_TIME_MAX_MS), Some(last));
+        assert_eq!(checked_unix_ms_to_bcd_time(BCD_TIME_MIN_MS), Some(first));
+        assert_eq!(bcd_time_to_unix_ms(&last), Some(BCD_TIME_MAX_MS - 999));
+        assert_eq!(bcd_time_to_unix_ms(&first), Some(BCD_TIME_MIN_MS));
+        assert_eq!(
+            checked_unix_ms_to_bcd_time(1_709_164_800_000),
+            Some([0x24, 0x02, 0x29, 0x08, 0x00, 0x00])
+        );
     }
 
     #[test]

@@ -40,6 +40,7 @@ async fn main() -> anyhow::Result<()> {
     let stream = streamcore::StreamConfig {
         // Every segment is a catalog row of a recording; retention deletes them.
         keep_segments: true,
+        max_nal_bytes: config.max_nal_bytes,
         ..Default::default()
     };
     let app = ingestd::app::start(config, stream)

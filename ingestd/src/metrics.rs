@@ -77,6 +77,9 @@ stream_counters! {
     repaired_timestamps,
     /// Discontinuities started (backward jumps, gaps, format changes, breaks).
     discontinuities,
+    /// NAL units dropped over the NAL or access-unit bound (e.g. one start
+    /// code followed by endless bytes on the raw port).
+    oversize_nals,
 }
 
 impl StreamStats {
@@ -116,6 +119,9 @@ pub struct Metrics {
     /// per-stream counters have no stream to go to).
     pub jt1078_resyncs: AtomicU64,
     pub jt1078_parse_errors: AtomicU64,
+    /// JT/T 1078 packets ignored because their connection already carried
+    /// [`crate::jt1078::MAX_STREAMS`] other SIM + channel pairs.
+    pub jt1078_refused_packets: AtomicU64,
     /// From the arrival of the access unit that closes a segment to the
     /// playlist listing that segment being in place.
     pub publish_latency: LatencyHistogram,
@@ -363,6 +369,13 @@ impl Metrics {
             "JT/T 1078 headers rejected (bad type, body too long), all connections.",
             self.jt1078_parse_errors.load(Relaxed),
         );
+        g(
+            &mut o,
+            "ingestd_jt1078_refused_packets_total",
+            "counter",
+            "JT/T 1078 packets of SIM + channel pairs beyond a connection's limit.",
+            self.jt1078_refused_packets.load(Relaxed),
+        );
         self.publish_latency.render(
             &mut o,
             "ingestd_segment_publish_seconds",
@@ -370,8 +383,13 @@ impl Metrics {
         );
         let streams = self.streams();
         type Field = fn(&StreamStats) -> u64;
-        let fields: [(&str, &str, Field); 21] = [
+        let fields: [(&str, &str, Field); 22] = [
             ("bytes_in", "Bytes received.", |s| s.bytes_in),
+            (
+                "oversize_nals",
+                "NAL units dropped over the size bound.",
+                |s| s.oversize_nals,
+            ),
             ("packets", "JT/T 1078 packets parsed.", |s| s.packets),
             ("frames", "Frames reassembled.", |s| s.frames),
             ("i_frames", "I-frames reassembled.", |s| s.i_frames),

@@ -187,6 +187,7 @@ impl RemuxHandler {
             bad_nals: now.bad_nals - before.bad_nals,
             repaired_timestamps: now.repaired_timestamps - before.repaired_timestamps,
             discontinuities: now.discontinuities - before.discontinuities,
+            oversize_nals: now.oversize_nals - before.oversize_nals,
             ..Default::default()
         });
         if events.is_empty() {

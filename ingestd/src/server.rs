@@ -535,7 +535,12 @@ async fn jt1078_conn(
                 }
             };
             let key = (p.sim, p.channel);
-            if let std::collections::hash_map::Entry::Vacant(slot) = slots.entry(key) {
+            // Beyond the reassembler's SIM + channel limit no stream is
+            // opened (it refuses and counts the packet below).
+            let admitted = reasm.admits(p.sim, p.channel);
+            if let (true, std::collections::hash_map::Entry::Vacant(slot)) =
+                (admitted, slots.entry(key))
+            {
                 let sim = p.sim.to_string();
                 let kind = if ctx.registry.take_playback(&sim, p.channel) {
                     SessionKind::Playback
@@ -615,6 +620,8 @@ async fn jt1078_conn(
         m.jt1078_resyncs.fetch_add(cp.resyncs - lp.resyncs, Relaxed);
         m.jt1078_parse_errors
             .fetch_add(cp.parse_errors - lp.parse_errors, Relaxed);
+        m.jt1078_refused_packets
+            .fetch_add(cr.refused_packets - lr.refused_packets, Relaxed);
         let delta = StreamStats {
             bytes_in: cp.bytes - lp.bytes,
             packets: cp.packets - lp.packets,

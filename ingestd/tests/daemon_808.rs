@@ -450,6 +450,26 @@ async fn control_api_sends_commands_to_device() {
     )
     .await;
     assert_eq!(status, 400);
+    // Regression: a time near i64::MAX overflowed the UTC+8 offset (a
+    // panic in debug builds); times outside 2000-2099 are refused, and
+    // nothing reaches the device.
+    for body in [
+        r#"{"start_ms":9223372036854775807,"end_ms":9223372036854775807}"#,
+        r#"{"start_ms":1709267696000,"end_ms":9223372036854775000}"#,
+        r#"{"start_ms":-9223372036854775808,"end_ms":1709267756000}"#,
+        r#"{"start_ms":4102444800000,"end_ms":4102444900000}"#,
+    ] {
+        let (status, text) = http(
+            http_addr,
+            "POST",
+            "/api/devices/013800138000/channels/2/playback",
+            body,
+        )
+        .await;
+        assert_eq!(status, 400, "{body}: {text}");
+        assert!(text.contains("2000-2099"), "{text}");
+    }
+    expect_silence(&mut s).await;
     let (status, _) = http(
         http_addr,
         "POST",

@@ -9,7 +9,10 @@
 
 mod common;
 
-use common::{capture_video_frames, CaptureFrame};
+use common::{
+    capture_video_frames, closed_by_peer, control_device, noise, packets, rss_kib, wait_until,
+    CaptureFrame,
+};
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -19,9 +22,9 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use ingestd::config::Config;
-use ingestd::jt1078::{packetize, DataType, Jt1078Packet, PacketizeParams, Sim, SubPackage};
+use ingestd::jt1078::{DataType, Jt1078Packet, Sim, SubPackage};
 use ingestd::metrics::Metrics;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 const CONTROL_SIM: &str = "013900000001";
@@ -29,75 +32,17 @@ const CONTROL: &str = "013900000001_1";
 const HANDSHAKE: Duration = Duration::from_secs(2);
 const MAX_FRAME: usize = 256 * 1024;
 const MAX_CONNECTIONS: usize = 700;
-
-fn packets(sim: &str, frame: &CaptureFrame, ts: u64, seq: &mut u16, out: &mut BytesMut) {
-    let p = PacketizeParams {
-        sim: Sim::parse(sim).unwrap(),
-        channel: 1,
-        data_type: frame.data_type,
-        payload_type: 98,
-        timestamp_ms: ts,
-        last_i_interval_ms: 0,
-        last_frame_interval_ms: 40,
-        max_body: 950,
-    };
-    packetize(&p, seq, &frame.data, out);
-}
-
-/// The control device: the capture looped with its clock carried on, paced
-/// at twice real time, until `stop`.
-async fn control_device(addr: SocketAddr, frames: Vec<CaptureFrame>, stop: Arc<AtomicBool>) {
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    let span = frames.last().unwrap().ts - frames[0].ts + 40;
-    let t0 = Instant::now();
-    let mut seq = 0u16;
-    let mut lap = 0u64;
-    while !stop.load(Relaxed) {
-        for f in &frames {
-            let media_ms = lap * span + (f.ts - frames[0].ts);
-            let due = t0 + Duration::from_millis(media_ms / 2);
-            tokio::time::sleep_until(due.into()).await;
-            let mut out = BytesMut::new();
-            packets(
-                CONTROL_SIM,
-                f,
-                1_700_000_000_000 + media_ms,
-                &mut seq,
-                &mut out,
-            );
-            s.write_all(&out).await.expect("control device write");
-            if stop.load(Relaxed) {
-                break;
-            }
-        }
-        lap += 1;
-    }
-}
+/// NAL bound of the test streams, and the raw-port case's flood (MiB).
+const MAX_NAL: usize = 1024 * 1024;
+const RAW_ENDLESS_MIB: u64 = 48;
 
 /// Last media sequence number listed by the control playlist.
 fn last_listed(dir: &Path) -> u64 {
-    let Ok(text) = std::fs::read_to_string(dir.join("live").join(CONTROL).join("index.m3u8"))
-    else {
-        return 0;
-    };
-    let seq: u64 = text
-        .lines()
-        .find_map(|l| l.strip_prefix("#EXT-X-MEDIA-SEQUENCE:"))
-        .map_or(0, |v| v.parse().unwrap());
-    let n = text.lines().filter(|l| l.ends_with(".ts")).count() as u64;
-    seq + n
+    common::last_listed(dir, CONTROL)
 }
 
 fn control_segments(m: &Metrics) -> u64 {
     m.stream(CONTROL).map_or(0, |s| s.segments)
-}
-
-async fn wait_until(what: &str, secs: u64, cond: impl Fn() -> bool) {
-    let end = Instant::now() + Duration::from_secs(secs);
-    while !cond() {
-        assert!(Instant::now() < end, "not within {secs} s: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// Asserts the control playlist lists a newer segment than `before` within
@@ -108,39 +53,6 @@ async fn control_advances(dir: &Path, before: u64, when: &str) -> u64 {
     })
     .await;
     last_listed(dir)
-}
-
-fn rss_kib() -> u64 {
-    let s = std::fs::read_to_string("/proc/self/status").unwrap();
-    s.lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
-
-/// xorshift64*: deterministic noise.
-fn noise(n: usize, mut x: u64) -> Vec<u8> {
-    (0..n)
-        .map(|_| {
-            x ^= x >> 12;
-            x ^= x << 25;
-            x ^= x >> 27;
-            (x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 56) as u8
-        })
-        .collect()
-}
-
-/// Waits (bounded) until the peer closes; true if it did.
-async fn closed_by_peer(s: &mut TcpStream, within: Duration) -> bool {
-    let mut b = [0u8; 256];
-    let end = tokio::time::Instant::now() + within;
-    loop {
-        match tokio::time::timeout_at(end, s.read(&mut b)).await {
-            Err(_) => return false,
-            Ok(Ok(0)) | Ok(Err(_)) => return true,
-            Ok(Ok(_)) => {}
-        }
-    }
 }
 
 /// Writes, ignoring errors (the daemon may close a hostile connection).
@@ -247,16 +159,24 @@ async fn hostile_input_does_not_stop_a_control_device() {
     cfg.max_frame_bytes = MAX_FRAME;
     let stream_cfg = streamcore::StreamConfig {
         keep_segments: true,
+        max_nal_bytes: MAX_NAL,
         ..Default::default()
     };
     let app = ingestd::app::start(cfg, stream_cfg).await.unwrap();
     let (a1078, a808) = (app.running.jt1078_addr, app.running.jt808_addr);
+    let araw = app.running.raw_addr;
     let m = app.running.ctx.metrics.clone();
     let data = dir.path().to_owned();
     let frames = capture_video_frames();
 
     let stop = Arc::new(AtomicBool::new(false));
-    let control = tokio::spawn(control_device(a1078, frames.clone(), stop.clone()));
+    let control = tokio::spawn(control_device(
+        a1078,
+        CONTROL_SIM,
+        2,
+        frames.clone(),
+        stop.clone(),
+    ));
     // Wall-clock gaps between control segments, sampled all along.
     let gaps = Arc::new(Mutex::new(Vec::<Duration>::new()));
     let sampler = {
@@ -462,6 +382,72 @@ async fn hostile_input_does_not_stop_a_control_device() {
     assert!(rss_kib().saturating_sub(rss0) < 16 * 1024);
     drop(s);
 
+    // Case: one connection inventing a SIM per packet (`First` packets that
+    // never complete): only the first MAX_STREAMS pairs get a stream and a
+    // partial frame, the rest are refused and counted.
+    let refused0 = m.jt1078_refused_packets.load(Relaxed);
+    let streams0 = m.streams().len();
+    let mut wire = BytesMut::new();
+    let body = vec![0x41u8; 900];
+    for i in 0..2000u64 {
+        Jt1078Packet {
+            vpxcc: 0x81,
+            marker: false,
+            payload_type: 98,
+            seq: i as u16,
+            sim: Sim::parse(&format!("0141{i:08}")).unwrap(),
+            channel: 1,
+            data_type: DataType::PFrame,
+            sub: SubPackage::First,
+            timestamp_ms: Some(1),
+            last_i_interval_ms: Some(0),
+            last_frame_interval_ms: Some(40),
+            body: body.clone().into(),
+        }
+        .encode(&mut wire);
+    }
+    let mut s = TcpStream::connect(a1078).await.unwrap();
+    s.write_all(&wire).await.unwrap();
+    wait_until("invented SIMs refused and counted", 5, || {
+        m.jt1078_refused_packets.load(Relaxed)
+            >= refused0 + 2000 - ingestd::jt1078::MAX_STREAMS as u64
+    })
+    .await;
+    let opened = m.streams().len() - streams0;
+    assert!(
+        opened <= ingestd::jt1078::MAX_STREAMS,
+        "{opened} streams opened by one connection"
+    );
+    drop(s);
+
+    // Case: the raw port, one start code then endless bytes: the pending
+    // NAL unit is dropped at `max_nal_bytes` (counted), not buffered.
+    let raw_stream = "hostile_raw";
+    let rss0 = rss_kib();
+    let mut s = TcpStream::connect(araw).await.unwrap();
+    s.write_all(format!("STREAM {raw_stream}\n").as_bytes())
+        .await
+        .unwrap();
+    s.write_all(&[0, 0, 0, 1, 0x65]).await.unwrap();
+    let endless = vec![0x41u8; 1024 * 1024];
+    for _ in 0..RAW_ENDLESS_MIB {
+        s.write_all(&endless).await.unwrap();
+    }
+    wait_until("endless raw NAL dropped at the bound", 20, || {
+        let st = stream_stat(&m, raw_stream);
+        st.worker_bytes >= RAW_ENDLESS_MIB * 1024 * 1024 && st.oversize_nals >= 1
+    })
+    .await;
+    let raw_grown_kib = rss_kib().saturating_sub(rss0);
+    assert!(
+        raw_grown_kib < 16 * 1024,
+        "RSS grew by {raw_grown_kib} KiB over {RAW_ENDLESS_MIB} MiB of one NAL unit"
+    );
+    let st = stream_stat(&m, raw_stream);
+    assert_eq!((st.frames_muxed, st.segments), (0, 0), "{st:?}");
+    drop(s);
+    listed = control_advances(&data, listed, "after the endless NAL unit").await;
+
     // Case: JT/T 808 frames with a bad checksum and with a bad escape
     // (7d 03), then a valid one on the same connection.
     let phone = [1, 0x39, 0, 0, 0, 5];
@@ -665,4 +651,129 @@ async fn garbage_before_any_valid_packet_is_counted() {
     assert!(m.streams().is_empty());
     drop(s);
     running.shutdown().await;
+}
+
+/// Raises the soft open-file limit to the hard one: thousands of
+/// connections take two descriptors each in this process (both ends).
+fn raise_nofile(need: u64) {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read or write the struct passed.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
+        lim.rlim_cur = lim.rlim_max;
+        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0);
+    }
+    assert!(
+        lim.rlim_cur >= need,
+        "RLIMIT_NOFILE hard limit {} below the {need} descriptors this test needs",
+        lim.rlim_cur
+    );
+}
+
+/// Thousands of idle connections (3000 on JT/T 1078, half of them sending
+/// one byte, 300 on JT/T 808) against a connection limit of 3200, while a
+/// control device streams: the ones over the limit are refused and counted,
+/// the rest are closed at the handshake timeout and counted, memory stays
+/// bounded, and the control stream keeps publishing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousands_of_idle_connections_time_out_while_the_control_stream_runs() {
+    const ON_1078: usize = 3000;
+    const ON_808: usize = 300;
+    const LIMIT: usize = 3200;
+    raise_nofile(2 * (ON_1078 + ON_808) as u64 + 512);
+    let started = Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = Config::for_tests(dir.path());
+    cfg.handshake_timeout = HANDSHAKE;
+    cfg.idle_timeout = Duration::from_secs(4);
+    cfg.max_connections = LIMIT;
+    let stream_cfg = streamcore::StreamConfig {
+        keep_segments: true,
+        ..Default::default()
+    };
+    let app = ingestd::app::start(cfg, stream_cfg).await.unwrap();
+    let (a1078, a808) = (app.running.jt1078_addr, app.running.jt808_addr);
+    let m = app.running.ctx.metrics.clone();
+    let data = dir.path().to_owned();
+    let stop = Arc::new(AtomicBool::new(false));
+    // Four times real time: a 4 s segment every second.
+    let control = tokio::spawn(control_device(
+        a1078,
+        CONTROL_SIM,
+        4,
+        capture_video_frames(),
+        stop.clone(),
+    ));
+    wait_until("control stream publishes", 15, || control_segments(&m) >= 1).await;
+    let listed = last_listed(&data);
+
+    let rss0 = rss_kib();
+    let (rejected0, timed_out0) = (
+        m.connections_rejected.load(Relaxed),
+        m.connections_timed_out.load(Relaxed),
+    );
+    let t_open = Instant::now();
+    let mut idle = Vec::with_capacity(ON_1078 + ON_808);
+    for i in 0..ON_1078 + ON_808 {
+        let addr = if i < ON_1078 { a1078 } else { a808 };
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        if i % 2 == 0 {
+            // One byte: the start of a packet or frame that never completes.
+            let _ = s.write_all(if i < ON_1078 { b"0" } else { b"~" }).await;
+        }
+        idle.push(s);
+    }
+    let opened_in = t_open.elapsed();
+    let over = (ON_1078 + ON_808 - LIMIT) as u64;
+    wait_until("connections over the limit refused", 10, || {
+        m.connections_rejected.load(Relaxed) >= rejected0 + over
+    })
+    .await;
+    let open_peak = m.connections_open_1078.load(Relaxed) + m.connections_open_808.load(Relaxed);
+    assert!(open_peak <= LIMIT as u64, "{open_peak} open");
+    let rss_peak = rss_kib();
+    let advanced = control_advances(&data, listed, "with thousands of idle connections").await;
+    // Every idle connection is either refused or timed out (the one free
+    // slot is the control device's).
+    wait_until("idle connections timed out", 15, || {
+        m.connections_timed_out.load(Relaxed) - timed_out0 + m.connections_rejected.load(Relaxed)
+            - rejected0
+            >= (ON_1078 + ON_808) as u64
+    })
+    .await;
+    let timed_out = m.connections_timed_out.load(Relaxed) - timed_out0;
+    let rejected = m.connections_rejected.load(Relaxed) - rejected0;
+    let closed_at = t_open.elapsed();
+    let mut closed = 0;
+    for mut s in idle {
+        if closed_by_peer(&mut s, Duration::from_millis(200)).await {
+            closed += 1;
+        }
+    }
+    assert_eq!(closed, ON_1078 + ON_808, "every idle connection closed");
+    assert_eq!(rejected + timed_out, (ON_1078 + ON_808) as u64);
+    assert_eq!(timed_out, (LIMIT - 1) as u64, "all accepted ones timed out");
+    control_advances(&data, advanced, "after the idle connections").await;
+    let rss_grown_kib = rss_peak.saturating_sub(rss0);
+    assert!(
+        rss_grown_kib < 64 * 1024,
+        "RSS grew by {rss_grown_kib} KiB for {LIMIT} idle connections"
+    );
+    stop.store(true, Relaxed);
+    control.await.unwrap();
+    let control_st = stream_stat(&m, CONTROL);
+    app.shutdown().await;
+    assert_eq!(control_st.dropped_frames, 0, "{control_st:?}");
+    eprintln!(
+        "idle connections: {} opened in {opened_in:?}, {rejected} refused, {timed_out} timed out, \
+         all closed {closed_at:?} after the first connect, RSS +{rss_grown_kib} KiB at the peak \
+         ({} bytes per connection), control segments {}, test {:?}",
+        ON_1078 + ON_808,
+        rss_grown_kib * 1024 / LIMIT as u64,
+        control_st.segments,
+        started.elapsed()
+    );
 }

@@ -6,6 +6,11 @@
 //! slice whose `first_mb_in_slice` is 0. The assembler keeps the parameter
 //! sets, reads the first slice header of each picture and computes its
 //! picture order count, so timing downstream can restore display order.
+//!
+//! The access unit being collected is bounded in NAL units and bytes: slices
+//! that never start a new picture (or endless SEI) would otherwise pile up.
+//! An access unit over the bound is dropped and counted, and NAL units are
+//! discarded until the next access unit begins.
 
 use bytes::Bytes;
 
@@ -40,10 +45,20 @@ pub struct AssemblerStats {
     pub bad_parameter_sets: u64,
     pub bad_slice_headers: u64,
     pub orphan_nals: u64,
+    /// Access units dropped for exceeding the NAL-count or byte bound.
+    pub oversize_access_units: u64,
+    /// NAL units thrown away with them (and until the next access unit).
+    pub oversize_nals: u64,
 }
 
+/// Default bound on the NAL units of one access unit: a 1080p picture cut
+/// into one slice per macroblock row has 68; a hostile stream, no limit.
+pub const DEFAULT_MAX_AU_NALS: usize = 1024;
+/// Default bound on the payload bytes of one access unit.
+pub const DEFAULT_MAX_AU_BYTES: usize = 16 * 1024 * 1024;
+
 /// Groups NAL units into access units.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct AccessUnitAssembler {
     current: AccessUnit,
     current_has_vcl: bool,
@@ -59,6 +74,17 @@ pub struct AccessUnitAssembler {
     /// so a warm stream builds access units without allocating.
     spare_nals: Vec<Vec<Bytes>>,
     stats: AssemblerStats,
+    max_nals: usize,
+    max_bytes: usize,
+    /// The access unit in progress outgrew the bounds: its remaining NAL
+    /// units are discarded until the next access unit begins.
+    discarding: bool,
+}
+
+impl Default for AccessUnitAssembler {
+    fn default() -> Self {
+        Self::with_limits(DEFAULT_MAX_AU_NALS, DEFAULT_MAX_AU_BYTES)
+    }
 }
 
 /// Emptied NAL lists kept for reuse: the frames in flight at once (reorder
@@ -68,6 +94,26 @@ const MAX_SPARE_NAL_LISTS: usize = 8;
 impl AccessUnitAssembler {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An assembler that drops access units of more than `max_nals` NAL
+    /// units or `max_bytes` payload bytes.
+    pub fn with_limits(max_nals: usize, max_bytes: usize) -> Self {
+        AccessUnitAssembler {
+            current: AccessUnit::default(),
+            current_has_vcl: false,
+            params: ParamSets::default(),
+            poc: PocState::default(),
+            active_sps: None,
+            last_sps_nal: None,
+            last_pps_nal: None,
+            pending_format_change: false,
+            spare_nals: Vec::new(),
+            stats: AssemblerStats::default(),
+            max_nals: max_nals.max(1),
+            max_bytes: max_bytes.max(1),
+            discarding: false,
+        }
     }
 
     pub fn stats(&self) -> AssemblerStats {
@@ -87,25 +133,63 @@ impl AccessUnitAssembler {
     /// Adds a NAL unit; returns the access unit it completed, if any.
     pub fn push(&mut self, nal: Bytes, capture_ms: Option<i64>) -> Option<AccessUnit> {
         let t = h264::nal_unit_type(&nal);
+        // While discarding, the dropped picture counts as "had slices": the
+        // next picture's first NAL unit ends the discard.
+        let had_vcl = self.current_has_vcl || self.discarding;
         let begins_new = if h264::is_vcl(t) {
-            self.current_has_vcl
+            had_vcl
                 && SliceHeader::first_mb(&nal)
                     .map(|mb| mb == 0)
                     .unwrap_or(false)
         } else {
-            self.current_has_vcl
+            had_vcl
                 && matches!(
                     t,
                     nal_type::AUD | nal_type::SPS | nal_type::PPS | nal_type::SEI | 14..=18
                 )
         };
+        if self.discarding {
+            if !begins_new {
+                self.stats.oversize_nals += 1;
+                return None;
+            }
+            self.discarding = false;
+        }
         let done = if begins_new { self.take() } else { None };
+        if self.current.nals.len() >= self.max_nals
+            || self.current.payload_bytes + nal.len() > self.max_bytes
+        {
+            self.drop_oversize();
+            return done;
+        }
         self.add(nal, t, capture_ms);
         done
     }
 
+    /// Throws the access unit in progress away (with the NAL unit that did
+    /// not fit) and discards until the next one begins.
+    fn drop_oversize(&mut self) {
+        self.stats.oversize_access_units += 1;
+        self.stats.oversize_nals += self.current.nals.len() as u64 + 1;
+        tracing::debug!(
+            nals = self.current.nals.len(),
+            bytes = self.current.payload_bytes,
+            "access unit over the bound dropped"
+        );
+        let next = AccessUnit {
+            nals: self.spare_nals.pop().unwrap_or_default(),
+            ..AccessUnit::default()
+        };
+        let dropped = std::mem::replace(&mut self.current, next);
+        self.recycle_nals(dropped.nals);
+        self.current_has_vcl = false;
+        self.discarding = true;
+    }
+
     /// Completes the access unit in progress (end of a frame or stream).
     pub fn flush(&mut self) -> Option<AccessUnit> {
+        // A frame boundary from the transport ends any discard too.
+        self.discarding = false;
         self.take()
     }
 
@@ -240,5 +324,42 @@ impl AccessUnitAssembler {
 fn cache_parameter_set(cache: &mut Option<Bytes>, nal: &Bytes) {
     if cache.as_deref() != Some(&nal[..]) {
         *cache = Some(Bytes::copy_from_slice(nal));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Slices that never begin a new picture (`first_mb_in_slice` != 0)
+    /// used to pile up in one access unit without bound.
+    #[test]
+    fn access_unit_is_bounded_and_the_assembler_resyncs() {
+        let mut a = AccessUnitAssembler::with_limits(16, 1 << 20);
+        // Non-IDR slice NAL (type 1); first byte of the header 0x80 is
+        // ue(0) = first_mb 0, 0x40 is ue(1) = first_mb 1.
+        let first = Bytes::from_static(&[0x41, 0x80, 0x00]);
+        let other = Bytes::from_static(&[0x41, 0x40, 0x00]);
+        assert!(a.push(first.clone(), None).is_none());
+        for _ in 0..10_000 {
+            assert!(a.push(other.clone(), None).is_none());
+            assert!(a.current.nals.len() <= 16);
+        }
+        assert_eq!(a.stats().oversize_access_units, 1);
+        assert_eq!(a.stats().oversize_nals, 10_001);
+        // The next picture starts a clean access unit.
+        assert!(a.push(first.clone(), None).is_none());
+        assert!(a.push(other.clone(), None).is_none());
+        let au = a.push(first, None).expect("picture completed");
+        assert_eq!(au.nals.len(), 2);
+        assert_eq!(a.stats().access_units, 1);
+        // The byte bound too: endless SEI before any slice.
+        let mut b = AccessUnitAssembler::with_limits(1 << 20, 1000);
+        let sei = Bytes::from(vec![0x06; 100]);
+        for _ in 0..100 {
+            assert!(b.push(sei.clone(), None).is_none());
+            assert!(b.current.payload_bytes <= 1000);
+        }
+        assert!(b.stats().oversize_access_units >= 1);
     }
 }

@@ -13,6 +13,11 @@
 //! pushes frames without allocating (a new buffer is made only when frames
 //! held for reordering pin more buffers than the pool has, or a push is
 //! larger than any buffer).
+//!
+//! A NAL unit still waiting for its end is bounded ([`DEFAULT_MAX_NAL`],
+//! configurable): one start code followed by endless bytes would otherwise
+//! grow the buffer without limit. An overlong NAL unit is dropped and
+//! counted, and the framer resynchronises at the next start code.
 
 use std::sync::OnceLock;
 
@@ -27,6 +32,10 @@ const MIN_BUFFER: usize = 32 * 1024;
 /// Spent buffers kept for reuse: enough for the frames a reorder depth of a
 /// few pictures keeps alive, few enough to bound memory per stream.
 const MAX_SPARE: usize = 4;
+/// Default bound on one NAL unit: above the largest slice a 4K intra
+/// picture at broadcast bitrates needs, far below what a hostile sender
+/// could make a stream hold.
+pub const DEFAULT_MAX_NAL: usize = 4 * 1024 * 1024;
 
 fn start_code_finder() -> &'static Finder<'static> {
     static FINDER: OnceLock<Finder<'static>> = OnceLock::new();
@@ -34,7 +43,7 @@ fn start_code_finder() -> &'static Finder<'static> {
 }
 
 /// Splits an Annex-B byte stream into NAL units.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct AnnexBFramer {
     buf: BytesMut,
     /// Earlier buffers, some of whose NAL units may still be alive
@@ -51,11 +60,73 @@ pub struct AnnexBFramer {
     /// Bytes discarded before the first start code.
     skipped: u64,
     finished: bool,
+    /// Longest NAL unit accepted, in bytes.
+    max_nal: usize,
+    /// An overlong NAL unit is being thrown away until the next start code.
+    discarding: bool,
+    /// NAL units dropped for exceeding `max_nal`, and their bytes.
+    oversize_nals: u64,
+    oversize_bytes: u64,
+}
+
+impl Default for AnnexBFramer {
+    fn default() -> Self {
+        Self::with_max_nal(DEFAULT_MAX_NAL)
+    }
 }
 
 impl AnnexBFramer {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A framer that drops NAL units longer than `max_nal` bytes.
+    pub fn with_max_nal(max_nal: usize) -> Self {
+        AnnexBFramer {
+            buf: BytesMut::new(),
+            spare: Vec::new(),
+            allocated: false,
+            nal_start: None,
+            scan_from: 0,
+            skipped: 0,
+            finished: false,
+            max_nal: max_nal.max(1),
+            discarding: false,
+            oversize_nals: 0,
+            oversize_bytes: 0,
+        }
+    }
+
+    /// NAL units dropped for exceeding the bound.
+    pub fn oversize_nals(&self) -> u64 {
+        self.oversize_nals
+    }
+
+    /// Bytes of the NAL units dropped for exceeding the bound.
+    pub fn oversize_bytes(&self) -> u64 {
+        self.oversize_bytes
+    }
+
+    /// Counts bytes thrown away while no NAL unit is open: garbage before
+    /// the first start code, or the rest of an overlong NAL unit.
+    fn count_unframed(&mut self, n: usize) {
+        if self.discarding {
+            self.oversize_bytes += n as u64;
+        } else {
+            self.skipped += n as u64;
+        }
+    }
+
+    /// Drops the first `len` bytes of `buf` (the open NAL unit) as overlong.
+    fn drop_oversize(&mut self, len: usize) {
+        self.oversize_nals += 1;
+        self.oversize_bytes += len as u64;
+        tracing::debug!(
+            bytes = len,
+            max = self.max_nal,
+            "NAL unit over the bound dropped"
+        );
+        let _ = self.buf.split_to(len);
     }
 
     /// Appends bytes of the stream.
@@ -72,6 +143,7 @@ impl AnnexBFramer {
         self.nal_start = None;
         self.scan_from = 0;
         self.finished = false;
+        self.discarding = false;
     }
 
     /// Ensures `additional` bytes fit after the pending ones without
@@ -88,7 +160,9 @@ impl AnnexBFramer {
         });
         let mut next = match reusable {
             Some(i) => self.spare.swap_remove(i),
-            None => BytesMut::with_capacity(need.max(MIN_BUFFER)),
+            // Doubling: a NAL unit growing over many pushes is copied a
+            // logarithmic number of times, not once per push.
+            None => BytesMut::with_capacity(need.max(MIN_BUFFER).max(2 * self.buf.len())),
         };
         next.extend_from_slice(&self.buf);
         let mut old = std::mem::replace(&mut self.buf, next);
@@ -121,7 +195,8 @@ impl AnnexBFramer {
                 .map(|i| i + self.scan_from);
             match (found, self.nal_start) {
                 (Some(at), None) => {
-                    self.skipped += at as u64;
+                    self.count_unframed(at);
+                    self.discarding = false;
                     let _ = self.buf.split_to(at + 3);
                     self.nal_start = Some(0);
                     self.scan_from = 0;
@@ -130,6 +205,13 @@ impl AnnexBFramer {
                     let mut end = at;
                     while end > start && self.buf[end - 1] == 0 {
                         end -= 1;
+                    }
+                    if end - start > self.max_nal {
+                        self.drop_oversize(at);
+                        let _ = self.buf.split_to(3);
+                        self.nal_start = Some(0);
+                        self.scan_from = 0;
+                        continue;
                     }
                     let nal = self.buf.split_to(end).freeze().slice(start..);
                     // Drop the zeros and the start code that follow the NAL.
@@ -146,25 +228,47 @@ impl AnnexBFramer {
                             // No start code in the whole stream: all of it
                             // was garbage, counted the same whatever the
                             // chunking (a pull before `finish` counts it).
-                            self.skipped += self.buf.len() as u64;
+                            self.count_unframed(self.buf.len());
                             self.buf.clear();
                             self.scan_from = 0;
+                            self.discarding = false;
                             return None;
                         };
                         let mut end = self.buf.len();
                         while end > start && self.buf[end - 1] == 0 {
                             end -= 1;
                         }
+                        if end - start > self.max_nal {
+                            let len = self.buf.len();
+                            self.drop_oversize(len);
+                            self.nal_start = None;
+                            self.scan_from = 0;
+                            return None;
+                        }
                         let nal = self.buf.split().freeze().slice(start..end);
                         self.nal_start = None;
                         self.scan_from = 0;
                         return (!nal.is_empty()).then_some(nal);
                     }
+                    let start = match start {
+                        // The open NAL unit outgrew the bound (its trailing
+                        // zeros, which a complete NAL would shed, count):
+                        // drop it and discard until the next start code.
+                        Some(start) if self.buf.len() - start > self.max_nal + 2 => {
+                            let len = self.buf.len() - 2;
+                            debug_assert_eq!(start, 0, "cuts leave the open NAL at 0");
+                            self.drop_oversize(len);
+                            self.nal_start = None;
+                            self.discarding = true;
+                            None
+                        }
+                        s => s,
+                    };
                     if start.is_none() {
                         // Keep two bytes: they may begin a start code.
                         let keep = self.buf.len().min(2);
                         let drop = self.buf.len() - keep;
-                        self.skipped += drop as u64;
+                        self.count_unframed(drop);
                         let _ = self.buf.split_to(drop);
                     }
                     self.scan_from = self.buf.len().saturating_sub(2).max(start.unwrap_or(0));
@@ -317,6 +421,44 @@ mod tests {
         assert!(chunked.pull().is_none());
         assert_eq!(one_shot.skipped_bytes(), 100);
         assert_eq!(chunked.skipped_bytes(), 100);
+    }
+
+    /// One start code, then endless bytes: the pending NAL unit is dropped
+    /// at the bound instead of growing, counted, and the framer resyncs at
+    /// the next start code, whatever the chunking.
+    #[test]
+    fn overlong_nal_is_dropped_and_the_framer_resyncs() {
+        let mut data = vec![0, 0, 1, 0x41];
+        data.extend(std::iter::repeat_n(0x55u8, 10_000));
+        data.extend_from_slice(&[0, 0, 1, 0x09, 0xf0, 0, 0, 1, 0x41, 7]);
+        for chunk in [1, 7, 100, 4096, data.len()] {
+            let mut f = AnnexBFramer::with_max_nal(1000);
+            let mut out = Vec::new();
+            let mut peak = 0;
+            for c in data.chunks(chunk) {
+                f.push(c);
+                while let Some(n) = f.pull() {
+                    out.push(n.to_vec());
+                }
+                peak = peak.max(f.buf.len());
+            }
+            f.finish();
+            while let Some(n) = f.pull() {
+                out.push(n.to_vec());
+            }
+            assert_eq!(out, vec![vec![0x09, 0xf0], vec![0x41, 7]], "chunk {chunk}");
+            assert_eq!(f.oversize_nals(), 1, "chunk {chunk}");
+            assert_eq!(f.oversize_bytes(), 10_001, "chunk {chunk}");
+            assert_eq!(f.skipped_bytes(), 0);
+            assert!(peak <= 1000 + 3 + chunk, "chunk {chunk}: held {peak}");
+        }
+        // At the bound exactly, a NAL unit passes.
+        let mut f = AnnexBFramer::with_max_nal(4);
+        f.push(&[0, 0, 1, 1, 2, 3, 4, 0, 0, 1, 1, 2, 3, 4, 5]);
+        f.finish();
+        assert_eq!(f.pull().unwrap().as_ref(), &[1, 2, 3, 4]);
+        assert!(f.pull().is_none());
+        assert_eq!(f.oversize_nals(), 1);
     }
 
     #[test]

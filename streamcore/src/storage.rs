@@ -126,12 +126,18 @@ impl Storage for FsStorage {
     fn replace_playlist(&self, name: &str, text: &[u8]) -> io::Result<()> {
         let target = self.path(name)?;
         let part = self.path(&format!("{name}{PART_SUFFIX}"))?;
-        let mut f = File::create(&part)?;
-        f.write_all(text)?;
-        if self.durable {
-            f.sync_all()?;
+        let written = File::create(&part).and_then(|mut f| {
+            f.write_all(text)?;
+            if self.durable {
+                f.sync_all()?;
+            }
+            fs::rename(&part, &target)
+        });
+        if written.is_err() {
+            // Disk full: do not leave a truncated `.part` taking space.
+            let _ = fs::remove_file(&part);
         }
-        fs::rename(&part, &target)
+        written
     }
 
     fn remove(&self, name: &str) -> io::Result<()> {

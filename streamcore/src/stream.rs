@@ -57,6 +57,10 @@ pub struct StreamConfig {
     pub timing: TimingConfig,
     /// fsync segments and playlists before renaming them into place.
     pub durable: bool,
+    /// Longest NAL unit accepted from a byte stream; longer ones are dropped
+    /// (counted in [`StreamStats::oversize_nals`]). Access units are bounded
+    /// at four times this.
+    pub max_nal_bytes: usize,
     pub clock: Clock,
 }
 
@@ -71,6 +75,7 @@ impl Default for StreamConfig {
             delete_grace: Dur90k::from_secs(30),
             timing: TimingConfig::default(),
             durable: false,
+            max_nal_bytes: crate::annexb::DEFAULT_MAX_NAL,
             clock: system_clock(),
         }
     }
@@ -151,6 +156,12 @@ pub struct StreamStats {
     pub repaired_timestamps: u64,
     pub discontinuities: u64,
     pub bad_nals: u64,
+    /// NAL units dropped for exceeding `max_nal_bytes` (framer) or for
+    /// belonging to an access unit over its bound (assembler).
+    pub oversize_nals: u64,
+    /// Playlist replacements that failed (storage full); the next
+    /// segment's replacement lists what was missed.
+    pub failed_playlist_writes: u64,
 }
 
 struct OpenSegment {
@@ -247,8 +258,11 @@ impl LiveStream {
         Ok(LiveStream {
             name: name.to_string(),
             storage,
-            framer: AnnexBFramer::new(),
-            assembler: AccessUnitAssembler::new(),
+            framer: AnnexBFramer::with_max_nal(cfg.max_nal_bytes),
+            assembler: AccessUnitAssembler::with_limits(
+                crate::access_unit::DEFAULT_MAX_AU_NALS,
+                cfg.max_nal_bytes.saturating_mul(4),
+            ),
             timeline: Timeline::new(cfg.timing),
             segmenter,
             muxer: TsMuxer::new(name)?,
@@ -277,6 +291,7 @@ impl LiveStream {
         let asm = self.assembler.stats();
         s.access_units = asm.access_units;
         s.bad_nals = asm.bad_parameter_sets + asm.bad_slice_headers;
+        s.oversize_nals = self.framer.oversize_nals() + asm.oversize_nals;
         s
     }
 
@@ -553,7 +568,15 @@ impl LiveStream {
             discontinuity,
             pdt_ms: Some(closed.pdt_ms),
         })?;
-        self.write_playlist()?;
+        // The segment is complete on storage and now in the playlist: a
+        // failed playlist write (disk full) only delays its listing to the
+        // next write that succeeds, which rewrites the whole playlist. An
+        // error here used to abort the frame loop with the muxer still
+        // between segments, so the next segment was lost uncounted.
+        if let Err(e) = self.write_playlist() {
+            self.stats.failed_playlist_writes += 1;
+            tracing::error!(stream = %self.name, error = %e, "playlist not updated (retried at the next segment)");
+        }
         self.stats.segments += 1;
         self.stats.segment_bytes += finished.bytes;
         let now = closed.first_pts + closed.duration;

@@ -365,6 +365,128 @@ fn replace_sps(au: &[u8], sps: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Storage over [`MemoryStorage`] whose segment and playlist writes fail
+/// with ENOSPC while the test says the disk is full.
+#[derive(Clone, Default)]
+struct FullDisk {
+    inner: MemoryStorage,
+    segments_fail: Arc<std::sync::atomic::AtomicBool>,
+    playlists_fail: Arc<std::sync::atomic::AtomicBool>,
+}
+
+fn enospc() -> std::io::Error {
+    std::io::Error::from_raw_os_error(28)
+}
+
+struct FailingWriter {
+    inner: Box<dyn streamcore::SegmentWriter>,
+    fail: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl std::io::Write for FailingWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.fail.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(enospc());
+        }
+        self.inner.write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl streamcore::SegmentWriter for FailingWriter {
+    fn commit(self: Box<Self>) -> std::io::Result<()> {
+        self.inner.commit()
+    }
+    fn abort(self: Box<Self>) {
+        self.inner.abort()
+    }
+}
+
+impl streamcore::Storage for FullDisk {
+    fn begin_segment(&self, name: &str) -> std::io::Result<Box<dyn streamcore::SegmentWriter>> {
+        Ok(Box::new(FailingWriter {
+            inner: self.inner.begin_segment(name)?,
+            fail: self.segments_fail.clone(),
+        }))
+    }
+    fn replace_playlist(&self, name: &str, text: &[u8]) -> std::io::Result<()> {
+        if self
+            .playlists_fail
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            return Err(enospc());
+        }
+        self.inner.replace_playlist(name, text)
+    }
+    fn remove(&self, name: &str) -> std::io::Result<()> {
+        self.inner.remove(name)
+    }
+    fn read(&self, name: &str) -> std::io::Result<Option<Vec<u8>>> {
+        self.inner.read(name)
+    }
+}
+
+/// Disk full: segments whose writes fail are lost and counted, a failed
+/// playlist write never fails the push (it used to abort the frame loop
+/// and lose the next segment uncounted), the playlist lists only complete
+/// segments, and publishing resumes with a DISCONTINUITY once space is back.
+#[test]
+fn disk_full_loses_segments_counted_and_resumes_with_a_discontinuity() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let disk = FullDisk::default();
+    let cfg = StreamConfig {
+        target_segment: Dur90k::from_secs(2),
+        max_segment_secs: 4,
+        // Nothing slides out: the playlist must list every published segment.
+        event_playlist: true,
+        clock: stepping_clock(),
+        ..Default::default()
+    };
+    let mut s = LiveStream::with_storage("t", Arc::new(disk.clone()), cfg).unwrap();
+    let aus = access_units(&std::fs::read(fixture("baseline.h264")).unwrap());
+    // 25 fps, a keyframe every 50 access units: one 2 s segment per GOP.
+    let mut published = Vec::new();
+    for (i, au) in aus.iter().chain(aus.iter()).enumerate() {
+        disk.playlists_fail.store((120..300).contains(&i), Relaxed);
+        disk.segments_fail.store((180..300).contains(&i), Relaxed);
+        let events = s.push_bytes(au).expect("storage errors never fail a push");
+        for StreamEvent::SegmentPublished(seg) in events {
+            published.push(seg.file_name);
+        }
+    }
+    for StreamEvent::SegmentPublished(seg) in s.finish(true).unwrap() {
+        published.push(seg.file_name);
+    }
+    let st = s.stats();
+    assert!(st.failed_segments >= 2, "{st:?}");
+    assert!(st.failed_playlist_writes >= 1, "{st:?}");
+    assert_eq!(st.segments, published.len() as u64, "{st:?}");
+    let text = String::from_utf8(disk.inner.get("index.m3u8").unwrap()).unwrap();
+    let (listed, _) = parse_playlist_with_discontinuities(&text);
+    let names: Vec<&str> = listed.iter().map(|(_, n, _)| n.as_str()).collect();
+    assert_eq!(names, published, "{text}");
+    for name in &names {
+        let bytes = disk.inner.get(name).unwrap_or_default();
+        assert!(
+            !bytes.is_empty() && bytes.len() % 188 == 0,
+            "{name}: {} bytes",
+            bytes.len()
+        );
+    }
+    // Exactly one discontinuity: before the first segment after the loss.
+    let disc: Vec<usize> = (0..listed.len()).filter(|&i| listed[i].2).collect();
+    assert_eq!(disc.len(), 1, "{text}");
+    assert!(disc[0] > 0, "{text}");
+    assert_eq!(
+        published.len() as u64 + st.failed_segments,
+        10,
+        "20 s of 2 s GOPs: every segment published or counted lost"
+    );
+    assert!(text.ends_with("#EXT-X-ENDLIST\n"), "{text}");
+}
+
 /// Index of the pushed access unit whose `push_frame` published each segment.
 fn publishing_pushes(file: &str) -> (Vec<usize>, Vec<usize>) {
     let aus = access_units(&std::fs::read(fixture(file)).unwrap());

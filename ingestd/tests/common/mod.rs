@@ -4,10 +4,18 @@
 
 #![allow(dead_code)]
 
-use std::time::Duration;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
 
 use ingestd::config::Config;
-use ingestd::jt1078::{DataType, Jt1078Event, Jt1078Parser, Reassembler};
+use ingestd::jt1078::{
+    packetize, DataType, Jt1078Event, Jt1078Parser, PacketizeParams, Reassembler, Sim,
+};
 use ingestd::server::{Hooks, Running};
 use ingestd::sessions::IngestEvent;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -222,4 +230,102 @@ pub fn capture_video_frames() -> Vec<CaptureFrame> {
         .unwrap();
     frames.drain(..first_i);
     frames
+}
+
+pub fn packets(sim: &str, frame: &CaptureFrame, ts: u64, seq: &mut u16, out: &mut BytesMut) {
+    let p = PacketizeParams {
+        sim: Sim::parse(sim).unwrap(),
+        channel: 1,
+        data_type: frame.data_type,
+        payload_type: 98,
+        timestamp_ms: ts,
+        last_i_interval_ms: 0,
+        last_frame_interval_ms: 40,
+        max_body: 950,
+    };
+    packetize(&p, seq, &frame.data, out);
+}
+
+/// The control device: the capture looped with its clock carried on, paced
+/// at `speed` times real time, until `stop`.
+pub async fn control_device(
+    addr: SocketAddr,
+    sim: &str,
+    speed: u64,
+    frames: Vec<CaptureFrame>,
+    stop: Arc<AtomicBool>,
+) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let span = frames.last().unwrap().ts - frames[0].ts + 40;
+    let t0 = Instant::now();
+    let mut seq = 0u16;
+    let mut lap = 0u64;
+    while !stop.load(Relaxed) {
+        for f in &frames {
+            let media_ms = lap * span + (f.ts - frames[0].ts);
+            let due = t0 + Duration::from_millis(media_ms / speed);
+            tokio::time::sleep_until(due.into()).await;
+            let mut out = BytesMut::new();
+            packets(sim, f, 1_700_000_000_000 + media_ms, &mut seq, &mut out);
+            s.write_all(&out).await.expect("control device write");
+            if stop.load(Relaxed) {
+                break;
+            }
+        }
+        lap += 1;
+    }
+}
+
+/// Last media sequence number listed by a stream's playlist (0 if none).
+pub fn last_listed(dir: &Path, stream: &str) -> u64 {
+    let Ok(text) = std::fs::read_to_string(dir.join("live").join(stream).join("index.m3u8")) else {
+        return 0;
+    };
+    let seq: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("#EXT-X-MEDIA-SEQUENCE:"))
+        .map_or(0, |v| v.parse().unwrap());
+    let n = text.lines().filter(|l| l.ends_with(".ts")).count() as u64;
+    seq + n
+}
+
+pub async fn wait_until(what: &str, secs: u64, cond: impl Fn() -> bool) {
+    let end = Instant::now() + Duration::from_secs(secs);
+    while !cond() {
+        assert!(Instant::now() < end, "not within {secs} s: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub fn rss_kib() -> u64 {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap();
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// xorshift64*: deterministic noise.
+pub fn noise(n: usize, mut x: u64) -> Vec<u8> {
+    (0..n)
+        .map(|_| {
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            (x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 56) as u8
+        })
+        .collect()
+}
+
+/// Waits (bounded) until the peer closes; true if it did.
+pub async fn closed_by_peer(s: &mut TcpStream, within: Duration) -> bool {
+    let mut b = [0u8; 256];
+    let end = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(end, s.read(&mut b)).await {
+            Err(_) => return false,
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => {}
+        }
+    }
 }
