@@ -6,7 +6,9 @@
 //! - `bytes`: `LiveStream::push_bytes` of the whole file, then `finish`
 //!   (the criterion `whole_stream` group).
 //! - `frames`: the file's access units one `push_frame` at a time with
-//!   capture times 40 ms apart, as JT/T 1078 ingest feeds them.
+//!   capture times 40 ms apart.
+//! - `shared`: the same through `push_frame_bytes` (NAL units sliced from
+//!   the frame's `Bytes`, no copy into the framer), as ingestd feeds them.
 //!
 //! Output goes to a discarding `MemoryStorage`. Compare two iteration
 //! counts to subtract start-up: (I(n2) - I(n1)) / (n2 - n1) per pass.
@@ -42,11 +44,12 @@ fn access_units(data: &[u8]) -> Vec<Vec<u8>> {
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let [_, mode, file, iterations] = &args[..] else {
-        anyhow::bail!("usage: remux_driver <bytes|frames> <file.h264> <iterations>");
+        anyhow::bail!("usage: remux_driver <bytes|frames|shared> <file.h264> <iterations>");
     };
     let data = std::fs::read(file)?;
     let iterations: usize = iterations.parse()?;
     let aus = access_units(&data);
+    let shared: Vec<bytes::Bytes> = aus.iter().map(|a| bytes::Bytes::from(a.clone())).collect();
     let mut segments = 0;
     let mut stream = LiveStream::with_storage(
         "driver",
@@ -68,6 +71,12 @@ fn main() -> anyhow::Result<()> {
             "frames" => {
                 for au in &aus {
                     segments += stream.push_frame(au, Some(t))?.len();
+                    t += 40;
+                }
+            }
+            "shared" => {
+                for au in &shared {
+                    segments += stream.push_frame_bytes(au.clone(), Some(t))?.len();
                     t += 40;
                 }
             }

@@ -95,12 +95,15 @@ async def main():
     srv = await asyncio.start_server(s.handle, host, int(port))
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    async with srv:
-        await stop.wait()
+    await stop.wait()
+    # Chunks still queued: the backlog this design built up. Report and
+    # leave at once (the running ffmpeg children finish on their own).
     pending = sum(max(0, q.qsize() - 1) for q in s.queues.values())
     s.log.flush()
     with open(os.path.join(a.out, "backlog.json"), "w") as f:
         json.dump({"pending": pending, "bytes": s.bytes}, f)
+    srv.close()
+    os._exit(0)
 
 
 if __name__ == "__main__":

@@ -531,7 +531,7 @@ def main():
     ap.add_argument("--ramp", type=float, default=4, help="seconds over which the devices start")
     ap.add_argument("--warmup", type=float, default=8, help="seconds after the ramp before measuring")
     ap.add_argument("--work", default="/dev/shm/streamload", help="scratch dir (a tmpfs by default)")
-    ap.add_argument("--keep-segments-s", type=float, default=16,
+    ap.add_argument("--keep-segments-s", type=float, default=10,
                     help="delete ingestd segments older than this (retention, compressed)")
     ap.add_argument("--latency-sample", type=int, default=500,
                     help="watch at most about this many playlists for the external latency")
