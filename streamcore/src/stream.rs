@@ -162,6 +162,9 @@ pub struct StreamStats {
     /// Playlist replacements that failed (storage full); the next
     /// segment's replacement lists what was missed.
     pub failed_playlist_writes: u64,
+    /// Keyframes dropped because no valid SPS was ever received for them
+    /// (counted in `dropped_before_keyframe` too).
+    pub undecodable_keyframes: u64,
 }
 
 struct OpenSegment {
@@ -285,7 +288,7 @@ impl LiveStream {
     pub fn stats(&self) -> StreamStats {
         let mut s = self.stats;
         let seg = self.segmenter.stats();
-        s.dropped_before_keyframe = seg.dropped_before_keyframe;
+        s.dropped_before_keyframe = seg.dropped_before_keyframe + self.stats.undecodable_keyframes;
         s.forced_cuts = seg.forced_cuts;
         s.repaired_timestamps = self.timeline.stats().repaired_timestamps;
         let asm = self.assembler.stats();
@@ -435,11 +438,15 @@ impl LiveStream {
         if au.keyframe && self.assembler.cached_parameter_sets().0.is_none() {
             // No SPS was ever accepted (refused, e.g. a hostile size, or
             // never sent): a segment opened here would start with an IDR
-            // that nothing can decode.
-            return Err(Error::bitstream(
-                "access unit",
-                "keyframe without any valid SPS: refused",
-            ));
+            // that nothing can decode. Dropped and counted like the frames
+            // that wait for a keyframe; an error here would also throw
+            // away the events of this push and the rest of its input.
+            if self.stats.undecodable_keyframes == 0 {
+                tracing::warn!(stream = %self.name, "keyframe without any valid SPS: dropped (further ones are counted)");
+            }
+            self.stats.undecodable_keyframes += 1;
+            self.assembler.recycle(au);
+            return Ok(());
         }
         let (nominal, reorder) = match self.assembler.active_sps() {
             Some(sps) => (

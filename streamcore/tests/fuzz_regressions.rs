@@ -46,3 +46,24 @@ fn fuzz_regression_stream_segment_over_target_duration() {
         assert!(storage.get(&seg.uri).is_some());
     }
 }
+
+/// Found by `live_stream_bytes` under AddressSanitizer (a 16-byte seed: a
+/// 4-byte start code, an IDR slice header, zeros): a keyframe with no SPS
+/// ever received made `finish` fail ("keyframe without any valid SPS"),
+/// so the playlist was never ended; inside a push the error also threw
+/// away that push's events and left the rest of its input unread. The
+/// keyframe is now dropped and counted.
+#[test]
+fn fuzz_regression_stream_keyframe_without_sps_fails_finish() {
+    let data = [
+        0x00, 0x00, 0x00, 0x01, 0x65, 0x88, 0x77, 0x84, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x00,
+    ];
+    let (mut s, storage) = fuzz_stream();
+    assert!(s.push_bytes(&data).unwrap().is_empty());
+    assert!(s.finish(true).unwrap().is_empty());
+    assert_eq!(s.stats().undecodable_keyframes, 1);
+    assert_eq!(s.stats().frames_muxed, 0);
+    let text = String::from_utf8(storage.get("index.m3u8").unwrap()).unwrap();
+    assert!(text.ends_with("#EXT-X-ENDLIST\n"), "{text}");
+}
