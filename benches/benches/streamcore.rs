@@ -122,12 +122,7 @@ fn pull_all(framer: &mut AnnexBFramer, mut each: impl FnMut(bytes::Bytes)) {
 /// Frame duration and reorder depth as `LiveStream` derives them.
 fn sps_timing(asm: &AccessUnitAssembler) -> (Option<Dur90k>, u32) {
     match asm.active_sps() {
-        Some(sps) => (
-            sps.frame_rate()
-                .filter(|&(n, d)| d > 0 && n / d <= 240 && n >= d)
-                .and_then(|(n, d)| Dur90k::from_frame_rate(n, d)),
-            sps.reorder_depth(),
-        ),
+        Some(sps) => (sps.nominal_frame_duration(), sps.reorder_depth()),
         None => (None, 0),
     }
 }

@@ -301,6 +301,14 @@ impl Sps {
         Some((scale, units.checked_mul(2)?))
     }
 
+    /// One frame's duration at the VUI frame rate, when that rate is
+    /// plausible (1 to 240 frames per second); the timeline's default step.
+    pub fn nominal_frame_duration(&self) -> Option<crate::time::Dur90k> {
+        self.frame_rate()
+            .filter(|&(n, d)| d > 0 && n / d <= 240 && n >= d)
+            .and_then(|(n, d)| crate::time::Dur90k::from_frame_rate(n, d))
+    }
+
     /// Frames by which display order may lag decode order. From the VUI when
     /// present; zero for profiles without B-slices; otherwise the DPB size
     /// bound from `max_num_ref_frames` (an upper bound: more delay, never a

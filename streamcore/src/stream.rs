@@ -449,12 +449,7 @@ impl LiveStream {
             return Ok(());
         }
         let (nominal, reorder) = match self.assembler.active_sps() {
-            Some(sps) => (
-                sps.frame_rate()
-                    .filter(|&(n, d)| d > 0 && n / d <= 240 && n >= d)
-                    .and_then(|(n, d)| Dur90k::from_frame_rate(n, d)),
-                sps.reorder_depth(),
-            ),
+            Some(sps) => (sps.nominal_frame_duration(), sps.reorder_depth()),
             None => (None, 0),
         };
         let now = (self.cfg.clock)();
