@@ -13,7 +13,6 @@
 //! found). A bad header never ends the stream: the parser skips to the next
 //! magic and counts the bytes it skipped.
 
-use std::collections::HashMap;
 use std::fmt;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -431,10 +430,13 @@ struct Partial {
 #[derive(Debug)]
 pub struct Reassembler {
     max_frame: usize,
-    partial: HashMap<(Sim, u8, bool), Partial>,
+    // foldhash rather than SipHash: these maps are hashed for every packet
+    // (about 14 per 720p frame) and hold at most MAX_STREAMS keys each, so
+    // SipHash's flooding resistance buys nothing here.
+    partial: foldhash::HashMap<(Sim, u8, bool), Partial>,
     /// Last packet sequence seen per SIM + channel, of any data type: some
     /// devices share one counter between audio and video, others keep two.
-    last_seq: HashMap<(Sim, u8), u16>,
+    last_seq: foldhash::HashMap<(Sim, u8), u16>,
     counters: ReassemblyCounters,
     /// Size of the last multi-packet I-frame and other frame: a new frame's
     /// buffer is made that large (plus a margin) at once, rather than grown
@@ -458,8 +460,8 @@ impl Reassembler {
     pub fn new(max_frame: usize) -> Self {
         Reassembler {
             max_frame,
-            partial: HashMap::new(),
-            last_seq: HashMap::new(),
+            partial: Default::default(),
+            last_seq: Default::default(),
             counters: ReassemblyCounters::default(),
             size_hint: [0; 2],
         }

@@ -13,7 +13,7 @@
 //! its socket and TCP flow control slows the device down.
 
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -166,13 +166,14 @@ enum WorkerMsg {
 #[derive(Clone)]
 pub struct MediaSender {
     queues: Arc<Vec<Sender<WorkerMsg>>>,
+    /// Picks a stream's worker; hashed once per message, so foldhash (seeded
+    /// once per process: every message of a stream goes to one worker).
+    route: foldhash::fast::RandomState,
 }
 
 impl MediaSender {
     fn worker_for(&self, stream: &str) -> usize {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        stream.hash(&mut h);
-        (h.finish() % self.queues.len() as u64) as usize
+        (self.route.hash_one(stream) % self.queues.len() as u64) as usize
     }
 
     /// Sends, waiting while the worker's queue is full. Errors only when the
@@ -263,6 +264,7 @@ impl MediaPool {
         MediaPool {
             sender: MediaSender {
                 queues: Arc::new(queues),
+                route: Default::default(),
             },
             threads,
         }

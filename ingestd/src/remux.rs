@@ -11,7 +11,6 @@
 //! DISCONTINUITY). A stream silent for [`RemuxConfig::idle_close`] is
 //! finished with `#EXT-X-ENDLIST` and dropped from memory.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -61,7 +60,9 @@ pub struct RemuxHandler {
     cfg: Arc<RemuxConfig>,
     metrics: Arc<Metrics>,
     catalog: Option<Arc<CatalogWriter>>,
-    streams: HashMap<String, Active>,
+    /// Looked up several times per frame; foldhash's per-process seed keeps
+    /// it cheap without making collisions predictable.
+    streams: foldhash::HashMap<String, Active>,
 }
 
 impl RemuxHandler {
@@ -74,7 +75,7 @@ impl RemuxHandler {
             cfg,
             metrics,
             catalog,
-            streams: HashMap::new(),
+            streams: Default::default(),
         }
     }
 

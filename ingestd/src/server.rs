@@ -10,7 +10,6 @@
 //! so the runner knows when all of them are gone; then the media pool drains
 //! its queues and calls [`crate::media::MediaHandler::shutdown`].
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
@@ -487,7 +486,9 @@ async fn jt1078_conn(
     let _g = Gauge::new(&ctx.metrics.connections_open_1078);
     let mut parser = Jt1078Parser::new();
     let mut reasm = Reassembler::new(ctx.config.max_frame_bytes);
-    let mut slots: HashMap<(Sim, u8), StreamSlot> = HashMap::new();
+    // Looked up for every packet; at most MAX_STREAMS keys (foldhash, as in
+    // the reassembler).
+    let mut slots: foldhash::HashMap<(Sim, u8), StreamSlot> = Default::default();
     // Counters are attributed to the connection's first stream.
     let mut primary: Option<String> = None;
     let mut primary_counters: Option<Arc<crate::metrics::StreamCounters>> = None;
