@@ -8,6 +8,9 @@ Approaches (the same input stream, the same sender, over loopback TCP):
   ffmpeg-chunks  the design we replace: chunkserver.py collects each
                  stream's bytes and runs one ffmpeg per ~150 kB chunk;
                  devsim sends to its raw-port-style listener.
+  floor          target/release/recvfloor: the JT/T 1078 bytes received
+                 and written unchanged to segment-sized files, nothing
+                 else. The least CPU any receive-and-store design needs.
 
 Measured over the steady window (after the ramp and a warm-up): CPU of
 the server processes (and of the sender and the whole machine, to show
@@ -44,6 +47,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 INGESTD_PORTS = {"jt808": 17808, "jt1078": 17809, "raw": 17810, "http": 17811}
 FFMPEG_BASE_PORT = 20000
 CHUNKSERVER_PORT = 17900
+FLOOR_PORT = 17950
 SIM_BASE = 13_800_000_000
 FPS = 25
 
@@ -394,6 +398,14 @@ def run(args):
         devsim += ["--raw", f"127.0.0.1:{CHUNKSERVER_PORT}"]
         children = True
         stream_dirs = []
+    elif args.approach == "floor":
+        servers.append(subprocess.Popen(
+            [os.path.join(ROOT, "target/release/recvfloor"),
+             "--listen", f"127.0.0.1:{FLOOR_PORT}", "--out", work],
+            stdout=subprocess.PIPE, stderr=open(os.path.join(work, "recvfloor.log"), "w"), text=True))
+        wait_listening([FLOOR_PORT], 30)
+        devsim += ["--jt1078", f"127.0.0.1:{FLOOR_PORT}"]
+        stream_dirs = [os.path.join(work, f"c{i}") for i in range(n)]
     else:
         raise SystemExit(f"unknown approach {args.approach}")
 
@@ -473,6 +485,23 @@ def run(args):
                        "server_pss_mid": pss})
         errs = [open(os.path.join(work, f"s{i}", "ffmpeg.log")).read().strip() for i in range(min(n, 3))]
         result["ffmpeg_errors_first"] = [e[:300] for e in errs if e]
+    elif args.approach == "floor":
+        # Drain: until the bytes read stop growing (a saturated run has a backlog).
+        prev = None
+        for _ in range(120):
+            io = proc_io(servers[0].pid)
+            if io.get("rchar") == prev:
+                break
+            prev = io.get("rchar")
+            time.sleep(1)
+        servers[0].send_signal(signal.SIGTERM)
+        out_floor, _ = servers[0].communicate(timeout=60)
+        m = re.search(r"total: connections (\d+) bytes (\d+) files (\d+)", out_floor)
+        if not m:
+            raise SystemExit("recvfloor printed no total line: " + out_floor[-500:])
+        result.update({"connections": int(m.group(1)), "bytes_received": int(m.group(2)),
+                       "segments": int(m.group(3)), "wchar": io.get("wchar")})
+        result["lost_bytes"] = sent["bytes_sent"] - result["bytes_received"]
     else:
         servers[0].send_signal(signal.SIGTERM)
         servers[0].wait(120)
@@ -524,7 +553,7 @@ def run(args):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--approach", required=True, choices=["ingestd", "ffmpeg-hls", "ffmpeg-chunks"])
+    ap.add_argument("--approach", required=True, choices=["ingestd", "ffmpeg-hls", "ffmpeg-chunks", "floor"])
     ap.add_argument("--streams", type=int, required=True)
     ap.add_argument("--input", required=True, help="Annex-B H.264 (the 720p25 2.7 Mbit/s stream)")
     ap.add_argument("--duration", type=float, default=40, help="seconds devsim sends")

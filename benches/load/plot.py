@@ -3,9 +3,10 @@
 
 usage: plot.py RESULTS.jsonl OUT.svg
 
-Three panels, one line per approach: server CPU (% of one core) against
-streams, p99 segment-publish latency against streams, and server memory
-per stream against streams. Runs the sender could not keep at real time
+Four panels, one line per approach: server CPU (% of one core) against
+streams, CPU per stream against streams (with the issue's 10x goal: the
+best ffmpeg-per-stream figure divided by ten), p99 segment-publish latency
+against streams, and server memory per stream against streams. Runs the sender could not keep at real time
 (late sends), or where the old design's chunk queue grew, are drawn
 hollow: beyond them the machine is saturated.
 """
@@ -22,6 +23,7 @@ STYLE = {
     "ingestd": ("ingestd (this project)", "tab:blue", "o"),
     "ffmpeg-hls": ("one ffmpeg -c copy -f hls per stream", "tab:orange", "s"),
     "ffmpeg-chunks": ("old design: ffmpeg per 150 kB chunk", "tab:red", "^"),
+    "floor": ("floor: receive + write the bytes, nothing else", "tab:grey", "x"),
 }
 
 
@@ -30,22 +32,26 @@ def latency(r):
         return r.get("publish_p99_ms")
     if r["approach"] == "ffmpeg-hls":
         return r.get("external_p99_ms")
+    if r["approach"] == "floor":
+        return None  # publishes nothing
     return r.get("chunk_wall_p99_ms")
 
 
 def main():
     src, out = sys.argv[1], sys.argv[2]
     rows = [json.loads(x) for x in open(src) if x.strip()]
-    fig, axes = plt.subplots(1, 3, figsize=(16, 5))
+    fig, axes = plt.subplots(1, 4, figsize=(21, 5))
     for approach, (label, color, marker) in STYLE.items():
         rs = sorted((r for r in rows if r["approach"] == approach), key=lambda r: r["streams"])
         if not rs:
             continue
         n = [r["streams"] for r in rs]
         ok = [r.get("late_sends", 0) == 0 and r.get("lost_frames", 0) == 0
+              and r.get("lost_bytes", 0) == 0
               and r.get("backlog_chunks_at_end", 0) <= r["streams"] for r in rs]
         panels = [
             [r["server_cpu_pct"] for r in rs],
+            [r["cpu_pct_per_stream"] for r in rs],
             [latency(r) for r in rs],
             # The old design's memory is mostly in short-lived ffmpeg
             # children, which the sampler does not see: left out.
@@ -62,6 +68,7 @@ def main():
                         markerfacecolor=color if k else "white")
     titles = [
         ("server CPU, % of one core (2-core machine: 200% max)", "% of one core"),
+        ("server CPU per stream", "% of one core per stream (log)"),
         ("p99 segment publish latency", "ms (log)"),
         ("server memory per stream (ffmpeg: PSS)", "MB per stream (log)"),
     ]
@@ -73,8 +80,14 @@ def main():
         ax.grid(True, which="both", alpha=0.3)
     axes[0].axhline(200, color="grey", lw=0.8, ls="--")
     axes[1].set_yscale("log")
-    axes[1].axhline(50, color="grey", lw=0.8, ls="--")
+    ffmpeg = [r["cpu_pct_per_stream"] for r in rows if r["approach"] == "ffmpeg-hls"]
+    if ffmpeg:
+        axes[1].axhline(min(ffmpeg) / 10, color="grey", lw=0.8, ls="--")
+        axes[1].annotate("10x goal: best ffmpeg per stream / 10", (0.02, min(ffmpeg) / 10),
+                         xycoords=("axes fraction", "data"), fontsize=8, va="bottom")
     axes[2].set_yscale("log")
+    axes[2].axhline(50, color="grey", lw=0.8, ls="--")
+    axes[3].set_yscale("log")
     axes[0].legend(fontsize=8, loc="upper left")
     fig.suptitle("hollow marker: the sender fell behind real time, frames were lost, or chunks "
                  "queued up (old design); the box runs the sender too", fontsize=9)

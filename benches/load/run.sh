@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Issue 6 load benchmark (not a test): N simulated devices at real-time pace over loopback TCP
 # into ingestd, into one `ffmpeg -c copy -f hls` per stream, and into the design we replace
-# (one ffmpeg per ~150 kB chunk), side by side in one run; then the plot.
+# (one ffmpeg per ~150 kB chunk), side by side in one run, with the floor under all of them
+# (recvfloor: the bytes received and written, nothing else); then the plot.
 #
 # Usage: benches/load/run.sh [OUT_DIR]        (default target/load)
-#   INGESTD_N="10 100 ..." FFMPEG_N="..." CHUNKS_N="..." DURATION=40 override the matrix.
+#   INGESTD_N="10 100 ..." FFMPEG_N="..." CHUNKS_N="..." FLOOR_N="..." DURATION=40 override
+#   the matrix.
 # Writes OUT_DIR/results.jsonl (one JSON object per run), OUT_DIR/load.svg and
 # OUT_DIR/bframes-ffmpeg.txt. Needs ~4 GB free in /dev/shm per 1000 ingestd streams.
 set -euo pipefail
@@ -13,10 +15,12 @@ OUT=${1:-target/load}
 INGESTD_N=${INGESTD_N:-"10 100 500 1000 2000 3000"}
 FFMPEG_N=${FFMPEG_N:-"10 100 200 400"}
 CHUNKS_N=${CHUNKS_N:-"5 10 20"}
+FLOOR_N=${FLOOR_N:-"100 500 1000 2000"}
 DURATION=${DURATION:-40}
 mkdir -p "$OUT"
 scripts/install-deps.sh
-cargo build --release -q -p ingestd --bin ingestd && cargo build --release -q -p benches --bin devsim
+cargo build --release -q -p ingestd --bin ingestd
+cargo build --release -q -p benches --bin devsim --bin recvfloor
 if [ ! -x target/loadenv/bin/python ]; then
   python3 -m venv target/loadenv
   target/loadenv/bin/pip install -q -r benches/load/requirements.txt
@@ -45,6 +49,7 @@ run() { "$PY" benches/load/loadtest.py --input "$IN/720p25_2700k_10s.h264" --dur
 for N in $CHUNKS_N; do run --approach ffmpeg-chunks --streams "$N"; done
 for N in $FFMPEG_N; do run --approach ffmpeg-hls --streams "$N"; done
 for N in $INGESTD_N; do run --approach ingestd --streams "$N"; done
+for N in $FLOOR_N; do run --approach floor --streams "$N"; done
 # FFmpeg 5.1's CLI cannot stream-copy raw H.264 with B-frames into HLS.
 ffmpeg -nostdin -hide_banner -f h264 -framerate 25 -i "$IN/720p25_2700k_bf2_10s.h264" -c copy -f hls \
   -hls_time 4 "$(mktemp -d)/index.m3u8" > "$OUT/bframes-ffmpeg.txt" 2>&1 && echo "exit 0" >> "$OUT/bframes-ffmpeg.txt" \

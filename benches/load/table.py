@@ -12,6 +12,7 @@ NAMES = {
     "ingestd": "ingestd",
     "ffmpeg-hls": "ffmpeg -c copy -f hls, one per stream",
     "ffmpeg-chunks": "old design: ffmpeg per 150 kB chunk",
+    "floor": "floor: receive + write only (recvfloor)",
 }
 
 
@@ -40,6 +41,9 @@ def main():
             frames = f"{fmt(r['frames_sent'])} / backlog {fmt(r['backlog_chunks_at_end'])} chunks"
             publish = (f"ffmpeg run {fmt(r['chunk_wall_p50_ms'])} / {fmt(r['chunk_wall_p99_ms'])}")
             external = "-"
+        elif a == "floor":
+            frames = f"bytes {fmt(r['bytes_sent'])} / {fmt(r['bytes_received'])}"
+            publish = external = "-"
         else:
             frames = f"{fmt(r['frames_sent'])} / {fmt(r.get('frames_muxed'))}"
             publish = (f"{fmt(r.get('publish_p50_ms'), 2)} / {fmt(r.get('publish_p99_ms'), 2)}"
