@@ -3,19 +3,25 @@
 //! Annex-B H.264 bytes (optionally with a device capture time per frame)
 //! in; MPEG-TS segments cut at keyframes and HLS playlists out, all
 //! in-process through libavformat. The stages are sans-IO and can be used
-//! alone: [`annexb`] (framing), [`access_unit`] (pictures), [`timing`]
-//! (DTS/PTS), [`segmenter`] (cuts), [`playlist`] (text); [`mux`] and [`clip`] are the
-//! FFI modules; [`storage`] is where bytes land; [`stream`] wires them up;
-//! `catalog` (feature `catalog`) keeps devices, sessions and segments in SQL;
-//! [`clip`] remuxes a range of segments into a downloadable MP4.
+//! alone: [`annexb`] (framing), [`codec`] (the codec seam: [`access_unit`]
+//! and [`h264`] for H.264), [`timing`] (DTS/PTS), [`segmenter`] (cuts),
+//! [`playlist`] (the one playlist model: live, event and recordings);
+//! [`mux`] is the FFI module (the MPEG-TS segment muxer and MP4 clip
+//! export, the only code allowed `unsafe`); [`storage`] is where bytes land;
+//! [`layout`] owns stream names and the data-dir layout; [`stream`] wires
+//! the stages up; `catalog` (feature `catalog`) keeps devices, sessions and
+//! segments in SQL.
+#![deny(unsafe_code)]
 
 pub mod access_unit;
 pub mod annexb;
 #[cfg(feature = "catalog")]
 pub mod catalog;
-pub mod clip;
+pub mod codec;
 pub mod error;
 pub mod h264;
+pub mod layout;
+#[allow(unsafe_code)]
 pub mod mux;
 pub mod playlist;
 pub mod segmenter;
@@ -25,6 +31,7 @@ pub mod time;
 pub mod timing;
 
 pub use error::{Error, Result};
-pub use storage::{FsStorage, MemoryStorage, SegmentWriter, Storage};
+pub use layout::{SessionKind, StreamName};
+pub use storage::{FsStorage, MemoryStorage, SegmentWriter, Storage, StoredObject};
 pub use stream::{LiveStream, SegmentInfo, StreamConfig, StreamEvent, StreamStats};
 pub use time::{Dur90k, Ts90k};

@@ -1,12 +1,18 @@
-//! HLS media playlists (RFC 8216 section 4.3 and 6.2.2), pure logic.
+//! HLS media playlists (RFC 8216 sections 4.3 and 6.2.2), pure logic: the
+//! one model of a playlist in the workspace.
 //!
-//! A [`MediaPlaylist`] takes closed segments, slides its live window, and
-//! renders text; it never touches storage. Rules it keeps (see NOTES.md):
-//! TARGETDURATION fixed for the playlist's life; EXTINF written from 90 kHz
-//! ticks with six decimals; MEDIA-SEQUENCE rises by one per removed segment;
-//! DISCONTINUITY-SEQUENCE is written from the start and rises when a
-//! segment carrying a discontinuity slides out; PROGRAM-DATE-TIME on the
-//! first segment and after every discontinuity; ENDLIST when finished.
+//! A [`MediaPlaylist`] is built either segment by segment (a live or event
+//! playlist: [`MediaPlaylist::push`] slides the window) or whole from a
+//! recording ([`MediaPlaylist::recording`]: what hlsd renders from catalog
+//! rows); it renders text and reads text back, and never touches storage.
+//! Rules it keeps (see `docs/hls.md`): TARGETDURATION fixed for the
+//! playlist's life and never below a rounded EXTINF; EXTINF written from
+//! 90 kHz ticks with six decimals; MEDIA-SEQUENCE rises by one per removed
+//! segment; DISCONTINUITY-SEQUENCE (for playlists that slide or resume) is
+//! written from the start and rises when a segment carrying a
+//! discontinuity slides out; PROGRAM-DATE-TIME on the first segment, after
+//! every discontinuity and, for recordings, wherever the catalog's time
+//! drifts from what a player extrapolates; ENDLIST when finished.
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
@@ -20,6 +26,7 @@ pub struct PlaylistSegment {
     pub sequence: u64,
     pub uri: String,
     pub duration: Dur90k,
+    /// An `#EXT-X-DISCONTINUITY` precedes this segment (ignored on the first).
     pub discontinuity: bool,
     /// Unix milliseconds of the segment's first presented frame.
     pub pdt_ms: Option<i64>,
@@ -36,6 +43,38 @@ pub enum PlaylistKind {
     Vod,
 }
 
+/// How a playlist is written beyond what its segments say: live playlists
+/// (written incrementally by ingestd, resumed after a restart) track the
+/// discontinuity sequence; recordings (rendered whole by hlsd from the
+/// catalog) declare their segments independent and restate the date where
+/// the catalog's time drifts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Style {
+    discontinuity_sequence_tag: bool,
+    independent_segments: bool,
+    /// Restate PROGRAM-DATE-TIME where a segment's date differs from the one
+    /// extrapolated from the previous tag by more than this (milliseconds).
+    pdt_drift_ms: Option<i64>,
+}
+
+impl Style {
+    const LIVE: Style = Style {
+        discontinuity_sequence_tag: true,
+        independent_segments: false,
+        pdt_drift_ms: None,
+    };
+    const RECORDING: Style = Style {
+        discontinuity_sequence_tag: false,
+        independent_segments: true,
+        pdt_drift_ms: Some(RECORDING_PDT_DRIFT_MS),
+    };
+}
+
+/// In a recording, players extrapolate PROGRAM-DATE-TIME from the last tag;
+/// a segment whose catalog time is further off than this gets its own tag,
+/// so the picture-time to GPS mapping stays exact.
+pub const RECORDING_PDT_DRIFT_MS: i64 = 500;
+
 /// A media playlist.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MediaPlaylist {
@@ -45,9 +84,17 @@ pub struct MediaPlaylist {
     discontinuity_sequence: u64,
     segments: VecDeque<PlaylistSegment>,
     ended: bool,
+    style: Style,
+}
+
+/// `round(duration)` in whole seconds, halves up, exactly on ticks: what
+/// RFC 8216 compares with TARGETDURATION.
+fn rounded_seconds(d: Dur90k) -> i64 {
+    (d.0 + TICKS_PER_SECOND / 2) / TICKS_PER_SECOND
 }
 
 impl MediaPlaylist {
+    /// An empty playlist that grows with [`push`](Self::push).
     pub fn new(kind: PlaylistKind, target_duration_secs: u32) -> Self {
         MediaPlaylist {
             kind,
@@ -56,10 +103,42 @@ impl MediaPlaylist {
             discontinuity_sequence: 0,
             segments: VecDeque::new(),
             ended: kind == PlaylistKind::Vod,
+            style: Style::LIVE,
         }
     }
 
-    pub fn segments(&self) -> impl Iterator<Item = &PlaylistSegment> {
+    /// A whole recording: VOD with ENDLIST when `finished`, else EVENT (the
+    /// recording still grows, players keep reloading). Segments are listed
+    /// in the order given; their `sequence` is only positional (the first
+    /// one's becomes MEDIA-SEQUENCE). TARGETDURATION is the longest EXTINF
+    /// rounded, at least 1.
+    pub fn recording(finished: bool, segments: Vec<PlaylistSegment>) -> Self {
+        let target = segments
+            .iter()
+            .map(|s| rounded_seconds(s.duration))
+            .max()
+            .unwrap_or(1)
+            .clamp(1, u32::MAX as i64) as u32;
+        MediaPlaylist {
+            kind: if finished {
+                PlaylistKind::Vod
+            } else {
+                PlaylistKind::Event
+            },
+            target_duration: target,
+            media_sequence: segments.first().map_or(0, |s| s.sequence),
+            discontinuity_sequence: 0,
+            segments: segments.into(),
+            ended: finished,
+            style: Style::RECORDING,
+        }
+    }
+
+    pub fn kind(&self) -> PlaylistKind {
+        self.kind
+    }
+
+    pub fn segments(&self) -> impl ExactSizeIterator<Item = &PlaylistSegment> {
         self.segments.iter()
     }
 
@@ -77,6 +156,13 @@ impl MediaPlaylist {
 
     pub fn is_ended(&self) -> bool {
         self.ended
+    }
+
+    /// Total duration of the segments listed.
+    pub fn duration(&self) -> Dur90k {
+        self.segments
+            .iter()
+            .fold(Dur90k::ZERO, |a, s| a + s.duration)
     }
 
     /// Sequence number the next appended segment must carry.
@@ -101,8 +187,7 @@ impl MediaPlaylist {
                 segment.sequence, segment.duration
             )));
         }
-        let rounded = (segment.duration.0 + TICKS_PER_SECOND / 2) / TICKS_PER_SECOND;
-        if rounded > self.target_duration as i64 {
+        if rounded_seconds(segment.duration) > self.target_duration as i64 {
             return Err(Error::Config(format!(
                 "segment {} of {:?} rounds above TARGETDURATION {}",
                 segment.sequence, segment.duration, self.target_duration
@@ -112,11 +197,7 @@ impl MediaPlaylist {
         self.segments.push_back(segment);
         let mut removed = Vec::new();
         if let PlaylistKind::Live { window } = self.kind {
-            let mut total: Dur90k = self
-                .segments
-                .iter()
-                .map(|s| s.duration)
-                .fold(Dur90k::ZERO, |a, b| a + b);
+            let mut total = self.duration();
             while let Some(front) = self.segments.front() {
                 if total - front.duration < window {
                     break;
@@ -138,31 +219,47 @@ impl MediaPlaylist {
         self.ended = true;
     }
 
-    /// Renders the playlist text.
+    /// Renders the playlist text. Tag order: version, playlist type,
+    /// independence, target duration, media sequence, discontinuity
+    /// sequence, then the segments.
     pub fn render(&self) -> String {
-        let mut out = String::with_capacity(128 + self.segments.len() * 80);
+        let mut out = String::with_capacity(160 + self.segments.len() * 80);
         out.push_str("#EXTM3U\n#EXT-X-VERSION:3\n");
-        let _ = writeln!(out, "#EXT-X-TARGETDURATION:{}", self.target_duration);
-        let _ = writeln!(out, "#EXT-X-MEDIA-SEQUENCE:{}", self.media_sequence);
-        let _ = writeln!(
-            out,
-            "#EXT-X-DISCONTINUITY-SEQUENCE:{}",
-            self.discontinuity_sequence
-        );
         match self.kind {
             PlaylistKind::Event => out.push_str("#EXT-X-PLAYLIST-TYPE:EVENT\n"),
             PlaylistKind::Vod => out.push_str("#EXT-X-PLAYLIST-TYPE:VOD\n"),
             PlaylistKind::Live { .. } => {}
         }
+        if self.style.independent_segments {
+            out.push_str("#EXT-X-INDEPENDENT-SEGMENTS\n");
+        }
+        let _ = writeln!(out, "#EXT-X-TARGETDURATION:{}", self.target_duration);
+        let _ = writeln!(out, "#EXT-X-MEDIA-SEQUENCE:{}", self.media_sequence);
+        if self.style.discontinuity_sequence_tag {
+            let _ = writeln!(
+                out,
+                "#EXT-X-DISCONTINUITY-SEQUENCE:{}",
+                self.discontinuity_sequence
+            );
+        }
+        // The date a player extrapolates from the last PROGRAM-DATE-TIME.
+        let mut player_clock_ms: Option<i64> = None;
         for (i, s) in self.segments.iter().enumerate() {
-            if s.discontinuity && i > 0 {
+            let discontinuity = s.discontinuity && i > 0;
+            if discontinuity {
                 out.push_str("#EXT-X-DISCONTINUITY\n");
             }
-            if i == 0 || s.discontinuity {
-                if let Some(ms) = s.pdt_ms {
+            if let Some(ms) = s.pdt_ms {
+                let drifted = match (self.style.pdt_drift_ms, player_clock_ms) {
+                    (Some(limit), Some(clock)) => (ms - clock).abs() > limit,
+                    _ => false,
+                };
+                if i == 0 || discontinuity || drifted {
                     let _ = writeln!(out, "#EXT-X-PROGRAM-DATE-TIME:{}", format_pdt(ms));
+                    player_clock_ms = Some(ms);
                 }
             }
+            player_clock_ms = player_clock_ms.map(|c| c + (s.duration.0 + 45) / 90);
             let _ = writeln!(out, "#EXTINF:{},\n{}", format_extinf(s.duration), s.uri);
         }
         if self.ended {
@@ -171,27 +268,55 @@ impl MediaPlaylist {
         out
     }
 
-    /// Reads back a playlist this module rendered (to resume after a
-    /// restart). Unknown tags are ignored; a malformed one is an error.
+    /// Reads back a playlist of `kind` (to resume after a restart). Unknown
+    /// tags are ignored, as RFC 8216 asks of clients; a malformed one is an
+    /// error.
     pub fn parse(text: &str, kind: PlaylistKind) -> Result<Self> {
+        Self::read(text, Some(kind))
+    }
+
+    /// Reads any media playlist; its kind comes from
+    /// `#EXT-X-PLAYLIST-TYPE` (without one: a live window as long as what
+    /// it lists).
+    pub fn parse_any(text: &str) -> Result<Self> {
+        Self::read(text, None)
+    }
+
+    fn read(text: &str, kind: Option<PlaylistKind>) -> Result<Self> {
         let bad = |line: &str| Error::Config(format!("unreadable playlist line {line:?}"));
-        let mut p = MediaPlaylist::new(kind, 0);
+        let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+        if lines.next() != Some("#EXTM3U") {
+            return Err(Error::Config(
+                "not a playlist: it does not start with #EXTM3U".into(),
+            ));
+        }
+        let mut p = MediaPlaylist::new(kind.unwrap_or(PlaylistKind::Event), 0);
         p.ended = false;
+        let mut declared_kind = None;
+        let mut saw_discontinuity_sequence = false;
         let mut disc = false;
         let mut pdt = None;
         let mut dur = None;
-        for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        for line in lines {
             if let Some(v) = line.strip_prefix("#EXT-X-TARGETDURATION:") {
                 p.target_duration = v.parse().map_err(|_| bad(line))?;
             } else if let Some(v) = line.strip_prefix("#EXT-X-MEDIA-SEQUENCE:") {
                 p.media_sequence = v.parse().map_err(|_| bad(line))?;
             } else if let Some(v) = line.strip_prefix("#EXT-X-DISCONTINUITY-SEQUENCE:") {
                 p.discontinuity_sequence = v.parse().map_err(|_| bad(line))?;
+                saw_discontinuity_sequence = true;
+            } else if let Some(v) = line.strip_prefix("#EXT-X-PLAYLIST-TYPE:") {
+                declared_kind = Some(match v {
+                    "VOD" => PlaylistKind::Vod,
+                    "EVENT" => PlaylistKind::Event,
+                    _ => return Err(bad(line)),
+                });
+            } else if line == "#EXT-X-INDEPENDENT-SEGMENTS" {
+                p.style.independent_segments = true;
             } else if line == "#EXT-X-DISCONTINUITY" {
                 disc = true;
             } else if let Some(v) = line.strip_prefix("#EXT-X-PROGRAM-DATE-TIME:") {
-                let t = chrono::DateTime::parse_from_rfc3339(v).map_err(|_| bad(line))?;
-                pdt = Some(t.timestamp_millis());
+                pdt = Some(parse_pdt(v).ok_or_else(|| bad(line))?);
             } else if let Some(v) = line.strip_prefix("#EXTINF:") {
                 let secs = v.split(',').next().unwrap_or_default();
                 dur = Some(parse_extinf(secs).ok_or_else(|| bad(line))?);
@@ -220,6 +345,23 @@ impl MediaPlaylist {
                 "playlist without #EXT-X-TARGETDURATION".into(),
             ));
         }
+        // Written the way it was read: a recording (independent segments,
+        // no discontinuity sequence) or a live playlist.
+        p.style = if p.style.independent_segments && !saw_discontinuity_sequence {
+            Style::RECORDING
+        } else {
+            Style {
+                discontinuity_sequence_tag: saw_discontinuity_sequence,
+                ..p.style
+            }
+        };
+        p.kind = match (kind, declared_kind) {
+            (Some(k), _) => k,
+            (None, Some(k)) => k,
+            (None, None) => PlaylistKind::Live {
+                window: p.duration(),
+            },
+        };
         Ok(p)
     }
 }
@@ -235,6 +377,15 @@ fn parse_extinf(s: &str) -> Option<Dur90k> {
     let secs: f64 = s.trim().parse().ok()?;
     (secs.is_finite() && secs >= 0.0)
         .then(|| Dur90k((secs * TICKS_PER_SECOND as f64).round() as i64))
+}
+
+/// Reads a PROGRAM-DATE-TIME: RFC 3339, or the ISO 8601 basic offset
+/// (`+0000`) that ffmpeg's HLS muxer writes.
+fn parse_pdt(v: &str) -> Option<i64> {
+    chrono::DateTime::parse_from_rfc3339(v)
+        .or_else(|_| chrono::DateTime::parse_from_str(v, "%Y-%m-%dT%H:%M:%S%.f%z"))
+        .ok()
+        .map(|t| t.timestamp_millis())
 }
 
 /// ISO 8601 with milliseconds and a zone, as `#EXT-X-PROGRAM-DATE-TIME` wants.
@@ -314,8 +465,8 @@ mod tests {
         p.end();
         assert_eq!(
             p.render(),
-            "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:4\n#EXT-X-MEDIA-SEQUENCE:0\n\
-             #EXT-X-DISCONTINUITY-SEQUENCE:0\n#EXT-X-PLAYLIST-TYPE:EVENT\n\
+            "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-PLAYLIST-TYPE:EVENT\n#EXT-X-TARGETDURATION:4\n\
+             #EXT-X-MEDIA-SEQUENCE:0\n#EXT-X-DISCONTINUITY-SEQUENCE:0\n\
              #EXT-X-PROGRAM-DATE-TIME:2023-11-14T22:13:20.000Z\n#EXTINF:4.400000,\n0.ts\n\
              #EXTINF:2.002000,\n1.ts\n#EXT-X-ENDLIST\n"
         );
@@ -385,5 +536,112 @@ mod tests {
     fn extinf_is_exact_for_ntsc() {
         assert_eq!(format_extinf(Dur90k(540_540)), "6.006000");
         assert_eq!(format_extinf(Dur90k(3003)), "0.033367");
+    }
+
+    fn recorded(sequence: u64, ticks: i64, pdt_ms: i64, discontinuity: bool) -> PlaylistSegment {
+        PlaylistSegment {
+            sequence,
+            uri: format!("/live/s/{sequence}.ts"),
+            duration: Dur90k(ticks),
+            discontinuity,
+            pdt_ms: Some(pdt_ms),
+        }
+    }
+
+    /// The text hlsd serves for a finished recording (exact, as before the
+    /// playlist models were merged).
+    #[test]
+    fn recording_exact_text() {
+        let p = MediaPlaylist::recording(
+            true,
+            vec![
+                recorded(7, 180_000, 1_700_000_000_000, false),
+                recorded(8, 449_999, 1_700_000_002_000, false),
+                recorded(9, 90_000, 1_700_000_100_000, true),
+            ],
+        );
+        let text = p.render();
+        assert_eq!(
+            text,
+            "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-PLAYLIST-TYPE:VOD\n#EXT-X-INDEPENDENT-SEGMENTS\n#EXT-X-TARGETDURATION:5\n#EXT-X-MEDIA-SEQUENCE:7\n\
+             #EXT-X-PROGRAM-DATE-TIME:2023-11-14T22:13:20.000Z\n#EXTINF:2.000000,\n/live/s/7.ts\n\
+             #EXTINF:4.999989,\n/live/s/8.ts\n\
+             #EXT-X-DISCONTINUITY\n#EXT-X-PROGRAM-DATE-TIME:2023-11-14T22:15:00.000Z\n#EXTINF:1.000000,\n/live/s/9.ts\n#EXT-X-ENDLIST\n"
+        );
+        let back = MediaPlaylist::parse_any(&text).unwrap();
+        assert_eq!(back.kind(), PlaylistKind::Vod);
+        assert!(back.is_ended());
+        let segs: Vec<_> = back.segments().collect();
+        assert_eq!(segs.len(), 3);
+        assert!(segs[2].discontinuity);
+        assert_eq!(segs[2].pdt_ms, Some(1_700_000_100_000));
+        assert_eq!(back.render(), text);
+        // Still growing: an EVENT playlist without ENDLIST.
+        let open = MediaPlaylist::recording(false, vec![recorded(0, 90_000, 0, false)]);
+        let text = open.render();
+        assert!(text.contains("#EXT-X-PLAYLIST-TYPE:EVENT\n") && !text.contains("ENDLIST"));
+    }
+
+    #[test]
+    fn recording_target_duration_rounds_half_up() {
+        assert_eq!(rounded_seconds(Dur90k(10 * 90_000 + 44_999)), 10);
+        assert_eq!(rounded_seconds(Dur90k(10 * 90_000 + 45_000)), 11);
+        let p = MediaPlaylist::recording(true, vec![recorded(1, 10 * 90_000 + 45_000, 0, false)]);
+        assert!(p.render().contains("#EXT-X-TARGETDURATION:11\n"));
+        assert_eq!(
+            MediaPlaylist::recording(true, Vec::new()).target_duration(),
+            1
+        );
+    }
+
+    #[test]
+    fn recording_restates_the_date_only_where_it_drifted() {
+        let p = MediaPlaylist::recording(
+            true,
+            vec![
+                recorded(1, 180_000, 10_000, false),
+                recorded(2, 180_000, 12_400, false),
+                recorded(3, 180_000, 15_400, false),
+            ],
+        );
+        let text = p.render();
+        assert_eq!(
+            text.matches("#EXT-X-PROGRAM-DATE-TIME:").count(),
+            2,
+            "{text}"
+        );
+        assert!(text.contains(
+            "#EXT-X-PROGRAM-DATE-TIME:1970-01-01T00:00:15.400Z\n#EXTINF:2.000000,\n/live/s/3.ts"
+        ));
+        // Live playlists never restate: the device clock is their truth.
+        let mut live = MediaPlaylist::new(PlaylistKind::Event, 4);
+        for s in p.segments() {
+            live.push(PlaylistSegment {
+                sequence: live.next_sequence(),
+                ..s.clone()
+            })
+            .unwrap();
+        }
+        assert_eq!(
+            live.render().matches("#EXT-X-PROGRAM-DATE-TIME:").count(),
+            1
+        );
+    }
+
+    #[test]
+    fn reads_ffmpeg_dates_and_refuses_garbage() {
+        let p = MediaPlaylist::parse_any(
+            "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2.000000,\n#EXT-X-PROGRAM-DATE-TIME:2026-11-25T09:35:23.836+0000\n0.ts\n",
+        )
+        .unwrap();
+        let seg = p.segments().next().unwrap();
+        assert_eq!(seg.pdt_ms, Some(1_795_599_323_836));
+        assert!(matches!(p.kind(), PlaylistKind::Live { .. }) && !p.is_ended());
+        assert!(MediaPlaylist::parse_any("hello").is_err());
+        assert!(
+            MediaPlaylist::parse_any("#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:x,\n1.ts\n")
+                .is_err()
+        );
+        assert!(MediaPlaylist::parse_any("#EXTM3U\n#EXTINF:1,\n1.ts\n").is_err());
     }
 }

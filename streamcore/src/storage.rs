@@ -1,81 +1,176 @@
-//! Where segments and playlists go: a small trait and its filesystem and
-//! in-memory implementations.
+//! Where segments and playlists go: the [`Storage`] trait and its
+//! filesystem and in-memory implementations. An object store is the next
+//! implementation; nothing above this module knows which one it talks to.
 //!
-//! The contract that keeps players safe across crashes: a segment is written
-//! under a temporary name and renamed into place only once complete, and
-//! only then may a playlist name it; a playlist is replaced atomically by
-//! rename, so a reader sees the old or the new text, never a mix.
+//! Keys are `/`-separated relative paths made of `[A-Za-z0-9._-]` parts
+//! (the [`crate::layout`] keys, or plain file names for a store scoped to
+//! one stream's directory). The contract that keeps players safe across
+//! crashes: a segment is written under a temporary name and published under
+//! its key only once complete ([`SegmentWriter::commit`]), and only then may
+//! a playlist name it; a playlist is replaced atomically, so a reader sees
+//! the old or the new text, never a mix. Retention lists keys and deletes
+//! them through the same trait.
 
 use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 /// Receives one segment's bytes as the muxer produces them.
 pub trait SegmentWriter: Write + Send {
-    /// Makes the segment visible under its final name.
+    /// Makes the segment visible under its final key.
     fn commit(self: Box<Self>) -> io::Result<()>;
     /// Throws the partial segment away.
     fn abort(self: Box<Self>);
 }
 
-/// One stream's storage: segments and playlists by file name.
-pub trait Storage: Send + Sync {
-    fn begin_segment(&self, name: &str) -> io::Result<Box<dyn SegmentWriter>>;
-    /// Replaces a playlist atomically.
-    fn replace_playlist(&self, name: &str, text: &[u8]) -> io::Result<()>;
-    fn remove(&self, name: &str) -> io::Result<()>;
-    /// Reads a file back (a playlist when resuming); `None` if absent.
-    fn read(&self, name: &str) -> io::Result<Option<Vec<u8>>>;
+/// A stored object as [`Storage::list`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredObject {
+    pub key: String,
+    pub bytes: u64,
+    pub modified: SystemTime,
 }
 
-/// Files in one directory per stream.
+/// Segments and playlists by key.
+pub trait Storage: Send + Sync {
+    /// Starts writing a segment; nothing is visible under `key` until the
+    /// writer commits.
+    fn begin_segment(&self, key: &str) -> io::Result<Box<dyn SegmentWriter>>;
+    /// Replaces a playlist atomically.
+    fn replace_playlist(&self, key: &str, text: &[u8]) -> io::Result<()>;
+    /// Deletes an object; `Ok(false)` when there was none.
+    fn remove(&self, key: &str) -> io::Result<bool>;
+    /// Reads an object back (a playlist when resuming); `None` if absent.
+    fn read(&self, key: &str) -> io::Result<Option<Vec<u8>>>;
+    /// Every published object whose key starts with `prefix/` (everything
+    /// for an empty prefix), in no particular order; partial segments are
+    /// not listed.
+    fn list(&self, prefix: &str) -> io::Result<Vec<StoredObject>>;
+}
+
+/// Checks a key and splits it into its parts.
+fn key_parts(key: &str) -> io::Result<Vec<&str>> {
+    let parts: Vec<&str> = key.split('/').collect();
+    let valid = parts.iter().all(|p| {
+        !p.is_empty()
+            && *p != "."
+            && *p != ".."
+            && p.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+    });
+    if valid {
+        Ok(parts)
+    } else {
+        Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("bad storage key {key:?}"),
+        ))
+    }
+}
+
+/// Files under one directory: a stream's (keys are file names) or the whole
+/// data dir (keys are [`crate::layout`] paths).
 #[derive(Debug, Clone)]
 pub struct FsStorage {
-    dir: PathBuf,
+    /// Canonical, so symlinks pointing out of it can be recognised.
+    root: PathBuf,
     durable: bool,
 }
 
 const PART_SUFFIX: &str = ".part";
 
 impl FsStorage {
-    /// Uses `dir` (created if missing) and removes partial segments a
-    /// crash may have left there. With `durable`, every segment and
+    /// Uses `dir` (created if missing) and removes partial files a crash
+    /// may have left directly in it. With `durable`, every segment and
     /// playlist is fsynced before it is renamed into place, which survives
     /// power loss at the cost of a sync per segment; without it, a process
     /// crash still never exposes a partial file.
     pub fn open(dir: impl Into<PathBuf>, durable: bool) -> io::Result<Self> {
         let dir = dir.into();
         fs::create_dir_all(&dir)?;
-        for entry in fs::read_dir(&dir)? {
+        let root = dir.canonicalize()?;
+        for entry in fs::read_dir(&root)? {
             let path = entry?.path();
             if path.extension().is_some_and(|e| e == &PART_SUFFIX[1..]) {
                 tracing::info!(path = %path.display(), "removing partial file left by a crash");
                 let _ = fs::remove_file(&path);
             }
         }
-        Ok(FsStorage { dir, durable })
+        Ok(FsStorage { root, durable })
     }
 
     pub fn dir(&self) -> &Path {
-        &self.dir
+        &self.root
     }
 
-    fn path(&self, name: &str) -> io::Result<PathBuf> {
-        let valid = !name.is_empty()
-            && name != "."
-            && name != ".."
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
-        if !valid {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("bad file name {name:?}"),
-            ));
+    /// The file of `key`, refusing keys that name nothing we own: bad
+    /// characters, `..`, or a directory that resolves (through a symlink)
+    /// outside the root.
+    fn path(&self, key: &str) -> io::Result<PathBuf> {
+        let parts = key_parts(key)?;
+        let mut path = self.root.clone();
+        path.extend(&parts);
+        if parts.len() > 1 {
+            // The deepest directory that exists decides where the key leads.
+            let existing = path
+                .ancestors()
+                .skip(1)
+                .find_map(|dir| dir.canonicalize().ok());
+            if !existing.is_some_and(|real| real.starts_with(&self.root)) {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("storage key {key:?} leads outside {}", self.root.display()),
+                ));
+            }
         }
-        Ok(self.dir.join(name))
+        Ok(path)
+    }
+
+    /// The path of `key` with its directory created.
+    fn writable_path(&self, key: &str) -> io::Result<PathBuf> {
+        let path = self.path(key)?;
+        if key.contains('/') {
+            fs::create_dir_all(path.parent().expect("a nested key has a parent"))?;
+        }
+        Ok(path)
+    }
+
+    fn list_into(&self, dir: &Path, key: &str, out: &mut Vec<StoredObject>) -> io::Result<()> {
+        let entries = match fs::read_dir(dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        for entry in entries {
+            let entry = entry?;
+            let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
+            let child = if key.is_empty() {
+                name.clone()
+            } else {
+                format!("{key}/{name}")
+            };
+            if key_parts(&child).is_err() || name.ends_with(PART_SUFFIX) {
+                continue;
+            }
+            // Symlinks are not followed: what they point to is not ours.
+            let file_type = entry.file_type()?;
+            if file_type.is_dir() {
+                self.list_into(&entry.path(), &child, out)?;
+            } else if file_type.is_file() {
+                let meta = entry.metadata()?;
+                out.push(StoredObject {
+                    key: child,
+                    bytes: meta.len(),
+                    modified: meta.modified()?,
+                });
+            }
+        }
+        Ok(())
     }
 }
 
@@ -110,10 +205,16 @@ impl SegmentWriter for FsSegment {
     }
 }
 
+fn part_path(target: &Path) -> PathBuf {
+    let mut name = target.as_os_str().to_owned();
+    name.push(PART_SUFFIX);
+    PathBuf::from(name)
+}
+
 impl Storage for FsStorage {
-    fn begin_segment(&self, name: &str) -> io::Result<Box<dyn SegmentWriter>> {
-        let target = self.path(name)?;
-        let part = self.path(&format!("{name}{PART_SUFFIX}"))?;
+    fn begin_segment(&self, key: &str) -> io::Result<Box<dyn SegmentWriter>> {
+        let target = self.writable_path(key)?;
+        let part = part_path(&target);
         let file = File::create(&part)?;
         Ok(Box::new(FsSegment {
             file,
@@ -123,9 +224,9 @@ impl Storage for FsStorage {
         }))
     }
 
-    fn replace_playlist(&self, name: &str, text: &[u8]) -> io::Result<()> {
-        let target = self.path(name)?;
-        let part = self.path(&format!("{name}{PART_SUFFIX}"))?;
+    fn replace_playlist(&self, key: &str, text: &[u8]) -> io::Result<()> {
+        let target = self.writable_path(key)?;
+        let part = part_path(&target);
         let written = File::create(&part).and_then(|mut f| {
             f.write_all(text)?;
             if self.durable {
@@ -140,27 +241,48 @@ impl Storage for FsStorage {
         written
     }
 
-    fn remove(&self, name: &str) -> io::Result<()> {
-        match fs::remove_file(self.path(name)?) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            r => r,
+    fn remove(&self, key: &str) -> io::Result<bool> {
+        match fs::remove_file(self.path(key)?) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
         }
     }
 
-    fn read(&self, name: &str) -> io::Result<Option<Vec<u8>>> {
-        match fs::read(self.path(name)?) {
+    fn read(&self, key: &str) -> io::Result<Option<Vec<u8>>> {
+        match fs::read(self.path(key)?) {
             Ok(b) => Ok(Some(b)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
         }
     }
+
+    fn list(&self, prefix: &str) -> io::Result<Vec<StoredObject>> {
+        let mut out = Vec::new();
+        if prefix.is_empty() {
+            self.list_into(&self.root, "", &mut out)?;
+        } else {
+            let dir = self.path(prefix)?;
+            // A symlinked prefix directory is not ours either.
+            if fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir()) {
+                self.list_into(&dir, prefix, &mut out)?;
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct MemObject {
+    bytes: Vec<u8>,
+    modified: SystemTime,
 }
 
 /// Keeps everything in memory: for tests, benchmarks and embedders that
 /// ship segments elsewhere themselves. Cloning shares the contents.
 #[derive(Debug, Clone, Default)]
 pub struct MemoryStorage {
-    files: Arc<Mutex<HashMap<String, Vec<u8>>>>,
+    files: Arc<Mutex<HashMap<String, MemObject>>>,
     /// When set, segment bytes are counted but not kept (benchmarks).
     discard_segments: bool,
 }
@@ -170,7 +292,8 @@ impl MemoryStorage {
         Self::default()
     }
 
-    /// Counts segment bytes without keeping them.
+    /// Counts segment bytes without keeping them: a segment reads back as
+    /// its length in decimal.
     pub fn discarding() -> Self {
         MemoryStorage {
             discard_segments: true,
@@ -178,8 +301,12 @@ impl MemoryStorage {
         }
     }
 
-    pub fn get(&self, name: &str) -> Option<Vec<u8>> {
-        self.files.lock().expect("poisoned").get(name).cloned()
+    pub fn get(&self, key: &str) -> Option<Vec<u8>> {
+        self.files
+            .lock()
+            .expect("poisoned")
+            .get(key)
+            .map(|o| o.bytes.clone())
     }
 
     pub fn names(&self) -> Vec<String> {
@@ -193,20 +320,27 @@ impl MemoryStorage {
         v.sort();
         v
     }
+
+    fn put(&self, key: String, bytes: Vec<u8>) {
+        let modified = SystemTime::now();
+        self.files
+            .lock()
+            .expect("poisoned")
+            .insert(key, MemObject { bytes, modified });
+    }
 }
 
 struct MemSegment {
-    name: String,
+    key: String,
     buf: Vec<u8>,
     len: u64,
-    discard: bool,
-    files: Arc<Mutex<HashMap<String, Vec<u8>>>>,
+    storage: MemoryStorage,
 }
 
 impl Write for MemSegment {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.len += buf.len() as u64;
-        if !self.discard {
+        if !self.storage.discard_segments {
             self.buf.extend_from_slice(buf);
         }
         Ok(buf.len())
@@ -218,42 +352,130 @@ impl Write for MemSegment {
 
 impl SegmentWriter for MemSegment {
     fn commit(self: Box<Self>) -> io::Result<()> {
-        let data = if self.discard {
+        let data = if self.storage.discard_segments {
             self.len.to_string().into_bytes()
         } else {
             self.buf
         };
-        self.files.lock().expect("poisoned").insert(self.name, data);
+        self.storage.put(self.key, data);
         Ok(())
     }
     fn abort(self: Box<Self>) {}
 }
 
 impl Storage for MemoryStorage {
-    fn begin_segment(&self, name: &str) -> io::Result<Box<dyn SegmentWriter>> {
+    fn begin_segment(&self, key: &str) -> io::Result<Box<dyn SegmentWriter>> {
+        key_parts(key)?;
         Ok(Box::new(MemSegment {
-            name: name.to_string(),
+            key: key.to_string(),
             buf: Vec::new(),
             len: 0,
-            discard: self.discard_segments,
-            files: self.files.clone(),
+            storage: self.clone(),
         }))
     }
 
-    fn replace_playlist(&self, name: &str, text: &[u8]) -> io::Result<()> {
-        self.files
-            .lock()
-            .expect("poisoned")
-            .insert(name.to_string(), text.to_vec());
+    fn replace_playlist(&self, key: &str, text: &[u8]) -> io::Result<()> {
+        key_parts(key)?;
+        self.put(key.to_string(), text.to_vec());
         Ok(())
     }
 
-    fn remove(&self, name: &str) -> io::Result<()> {
-        self.files.lock().expect("poisoned").remove(name);
-        Ok(())
+    fn remove(&self, key: &str) -> io::Result<bool> {
+        Ok(self.files.lock().expect("poisoned").remove(key).is_some())
     }
 
-    fn read(&self, name: &str) -> io::Result<Option<Vec<u8>>> {
-        Ok(self.get(name))
+    fn read(&self, key: &str) -> io::Result<Option<Vec<u8>>> {
+        Ok(self.get(key))
+    }
+
+    fn list(&self, prefix: &str) -> io::Result<Vec<StoredObject>> {
+        let files = self.files.lock().expect("poisoned");
+        Ok(files
+            .iter()
+            .filter(|(k, _)| {
+                prefix.is_empty()
+                    || k.strip_prefix(prefix)
+                        .is_some_and(|rest| rest.starts_with('/'))
+            })
+            .map(|(k, o)| StoredObject {
+                key: k.clone(),
+                bytes: o.bytes.len() as u64,
+                modified: o.modified,
+            })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(mut objects: Vec<StoredObject>) -> Vec<String> {
+        objects.sort_by(|a, b| a.key.cmp(&b.key));
+        objects.into_iter().map(|o| o.key).collect()
+    }
+
+    /// Both implementations keep the same contract: nothing is listed or
+    /// readable before commit, aborted segments leave nothing, nested keys
+    /// work, removal reports whether something was there.
+    #[test]
+    fn publish_list_and_remove_behave_alike() {
+        let dir = tempfile::tempdir().unwrap();
+        let fs = FsStorage::open(dir.path(), false).unwrap();
+        let stores: [&dyn Storage; 2] = [&fs, &MemoryStorage::new()];
+        for store in stores {
+            let mut w = store.begin_segment("live/a/1.ts").unwrap();
+            w.write_all(b"segment").unwrap();
+            assert!(store.list("live").unwrap().is_empty());
+            assert_eq!(store.read("live/a/1.ts").unwrap(), None);
+            w.commit().unwrap();
+            let mut w = store.begin_segment("live/a/2.ts").unwrap();
+            w.write_all(b"partial").unwrap();
+            w.abort();
+            store.replace_playlist("live/a/index.m3u8", b"v1").unwrap();
+            store.replace_playlist("live/a/index.m3u8", b"v2").unwrap();
+            store.replace_playlist("live/b/index.m3u8", b"b").unwrap();
+            assert_eq!(
+                keys(store.list("live/a").unwrap()),
+                ["live/a/1.ts", "live/a/index.m3u8"]
+            );
+            assert_eq!(keys(store.list("").unwrap()).len(), 3);
+            assert!(store.list("live/ab").unwrap().is_empty());
+            assert_eq!(store.read("live/a/index.m3u8").unwrap().unwrap(), b"v2");
+            assert!(store.remove("live/a/1.ts").unwrap());
+            assert!(!store.remove("live/a/1.ts").unwrap());
+            for bad in ["../x", "/etc/passwd", "live//x", "a/./b", "a b", ""] {
+                assert!(store.begin_segment(bad).is_err(), "{bad:?}");
+            }
+        }
+        // Nothing partial was left on disk.
+        assert!(!dir.path().join("live/a/2.ts.part").exists());
+    }
+
+    #[test]
+    fn keys_never_leave_the_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsStorage::open(dir.path(), false).unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("1.ts"), b"not ours").unwrap();
+        std::fs::create_dir_all(dir.path().join("live")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), dir.path().join("live/evil")).unwrap();
+        assert!(store.remove("live/evil/1.ts").is_err());
+        assert!(store.read("live/evil/1.ts").is_err());
+        assert!(
+            store.list("live").unwrap().is_empty(),
+            "symlinks not followed"
+        );
+        assert!(store.list("live/evil").unwrap().is_empty());
+        assert!(outside.path().join("1.ts").exists());
+    }
+
+    #[test]
+    fn partial_files_of_a_crash_are_removed_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("3.ts.part"), b"half").unwrap();
+        let store = FsStorage::open(dir.path(), false).unwrap();
+        assert!(!dir.path().join("3.ts.part").exists());
+        assert!(store.list("").unwrap().is_empty());
     }
 }

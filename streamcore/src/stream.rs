@@ -16,11 +16,12 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::access_unit::{AccessUnit, AccessUnitAssembler};
+use crate::access_unit::AccessUnit;
 use crate::annexb::{AnnexBFramer, FrameNals};
+use crate::codec::{self, VideoCodec, VideoParser};
 use crate::error::{Error, Result};
-use crate::h264::{self, nal_type};
-use crate::mux::TsMuxer;
+use crate::layout::{self, PLAYLIST_FILE};
+use crate::mux::{MuxPacket, SegmentMuxer, Track, TsMuxer};
 use crate::playlist::{MediaPlaylist, PlaylistKind, PlaylistSegment};
 use crate::segmenter::{ClosedSegment, Segmenter, SegmenterConfig};
 use crate::storage::{FsStorage, Storage};
@@ -28,7 +29,7 @@ use crate::time::{Dur90k, Ts90k};
 use crate::timing::{TimedFrame, Timeline, TimingConfig};
 
 /// Name of the playlist file in a stream's storage.
-pub const PLAYLIST_NAME: &str = "index.m3u8";
+pub const PLAYLIST_NAME: &str = PLAYLIST_FILE;
 
 /// A source of wall-clock time in Unix milliseconds (replaceable in tests).
 pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
@@ -61,6 +62,8 @@ pub struct StreamConfig {
     /// (counted in [`StreamStats::oversize_nals`]). Access units are bounded
     /// at four times this.
     pub max_nal_bytes: usize,
+    /// The video codec of the input.
+    pub codec: VideoCodec,
     pub clock: Clock,
 }
 
@@ -76,6 +79,7 @@ impl Default for StreamConfig {
             timing: TimingConfig::default(),
             durable: false,
             max_nal_bytes: crate::annexb::DEFAULT_MAX_NAL,
+            codec: VideoCodec::default(),
             clock: system_clock(),
         }
     }
@@ -142,29 +146,82 @@ pub enum StreamEvent {
     SegmentPublished(SegmentInfo),
 }
 
-/// Counters of one stream, for metrics.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct StreamStats {
-    pub bytes_in: u64,
-    pub access_units: u64,
-    pub frames_muxed: u64,
-    pub segments: u64,
-    pub segment_bytes: u64,
-    pub dropped_before_keyframe: u64,
-    pub forced_cuts: u64,
-    pub failed_segments: u64,
-    pub repaired_timestamps: u64,
-    pub discontinuities: u64,
-    pub bad_nals: u64,
-    /// NAL units dropped for exceeding `max_nal_bytes` (framer) or for
-    /// belonging to an access unit over its bound (assembler).
-    pub oversize_nals: u64,
+/// Declares [`StreamStats`] once with each counter's name and meaning, so
+/// exporters (ingestd's `/metrics`) list every counter without spelling
+/// them again.
+macro_rules! stream_stats {
+    ($($(#[doc = $doc:literal])+ $field:ident,)*) => {
+        /// Counters of one stream, for metrics.
+        #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+        pub struct StreamStats {
+            $($(#[doc = $doc])+ pub $field: u64,)*
+        }
+
+        impl StreamStats {
+            /// Number of counters.
+            pub const COUNT: usize = [$(stringify!($field)),*].len();
+            /// Each counter's field name and the first line of its doc.
+            pub const FIELDS: [(&'static str, &'static str); Self::COUNT] =
+                [$((stringify!($field), first_doc_line(&[$($doc),+]))),*];
+
+            /// The counters in [`FIELDS`](Self::FIELDS) order.
+            pub fn values(&self) -> [u64; Self::COUNT] {
+                [$(self.$field),*]
+            }
+
+            /// What was counted since `earlier` (a snapshot of the same stream).
+            pub fn since(&self, earlier: &StreamStats) -> StreamStats {
+                StreamStats {
+                    $($field: self.$field.saturating_sub(earlier.$field),)*
+                }
+            }
+        }
+    };
+}
+
+/// The first line of a doc comment without the space that follows `///`.
+const fn first_doc_line(lines: &[&'static str]) -> &'static str {
+    match lines[0].as_bytes() {
+        [b' ', rest @ ..] => match std::str::from_utf8(rest) {
+            Ok(line) => line,
+            Err(_) => lines[0],
+        },
+        _ => lines[0],
+    }
+}
+
+stream_stats! {
+    /// Annex-B bytes pushed into the stream.
+    annexb_bytes,
+    /// Access units assembled from the input.
+    access_units,
+    /// Access units written into segments.
+    frames_muxed,
+    /// Segments published (complete on storage and listed).
+    segments,
+    /// Bytes of published segments.
+    segment_bytes,
+    /// Frames dropped waiting for a keyframe (mid-GOP start, after a gap).
+    dropped_before_keyframe,
+    /// Segments closed at the limit because no keyframe came in time.
+    forced_cuts,
+    /// Segments lost to storage or muxer errors.
+    failed_segments,
+    /// Capture times replaced (zero, frozen, jittery clocks).
+    repaired_timestamps,
+    /// Discontinuities started (backward jumps, gaps, format changes, breaks).
+    discontinuities,
+    /// Parameter sets and slice headers that could not be parsed, dropped.
+    bad_nals,
+    /// NAL units dropped over the size bound (the framer's NAL bound, or
+    /// an access unit over its bound).
+    oversize_nals,
     /// Playlist replacements that failed (storage full); the next
     /// segment's replacement lists what was missed.
-    pub failed_playlist_writes: u64,
-    /// Keyframes dropped because no valid SPS was ever received for them
-    /// (counted in `dropped_before_keyframe` too).
-    pub undecodable_keyframes: u64,
+    failed_playlist_writes,
+    /// Keyframes dropped because no valid parameter set was ever received
+    /// for them (counted in `dropped_before_keyframe` too).
+    undecodable_keyframes,
 }
 
 struct OpenSegment {
@@ -193,10 +250,10 @@ pub struct LiveStream {
     cfg: StreamConfig,
     storage: Arc<dyn Storage>,
     framer: AnnexBFramer,
-    assembler: AccessUnitAssembler,
+    parser: Box<dyn VideoParser>,
     timeline: Timeline,
     segmenter: Segmenter,
-    muxer: TsMuxer,
+    muxer: Box<dyn SegmentMuxer>,
     playlist: MediaPlaylist,
     open: Option<OpenSegment>,
     /// Frames released by the timeline, reused between pushes.
@@ -210,9 +267,6 @@ pub struct LiveStream {
     force_discontinuity: bool,
     stats: StreamStats,
 }
-
-const AUD: [u8; 6] = [0, 0, 0, 1, nal_type::AUD, 0xf0];
-const START_CODE: [u8; 4] = [0, 0, 0, 1];
 
 impl LiveStream {
     /// Opens a stream writing to `dir` (created if needed), resuming the
@@ -262,13 +316,14 @@ impl LiveStream {
             name: name.to_string(),
             storage,
             framer: AnnexBFramer::with_max_nal(cfg.max_nal_bytes),
-            assembler: AccessUnitAssembler::with_limits(
+            parser: codec::parser(
+                cfg.codec,
                 crate::access_unit::DEFAULT_MAX_AU_NALS,
                 cfg.max_nal_bytes.saturating_mul(4),
             ),
             timeline: Timeline::new(cfg.timing),
             segmenter,
-            muxer: TsMuxer::new(name)?,
+            muxer: Box::new(TsMuxer::new(name, &[Track::Video(cfg.codec)])?),
             playlist,
             open: None,
             frames: Vec::new(),
@@ -291,7 +346,7 @@ impl LiveStream {
         s.dropped_before_keyframe = seg.dropped_before_keyframe + self.stats.undecodable_keyframes;
         s.forced_cuts = seg.forced_cuts;
         s.repaired_timestamps = self.timeline.stats().repaired_timestamps;
-        let asm = self.assembler.stats();
+        let asm = self.parser.stats();
         s.access_units = asm.access_units;
         s.bad_nals = asm.bad_parameter_sets + asm.bad_slice_headers;
         s.oversize_nals = self.framer.oversize_nals() + asm.oversize_nals;
@@ -306,11 +361,11 @@ impl LiveStream {
     /// Feeds chunks of an Annex-B byte stream; access units are found by
     /// parsing, so the last one waits for the next one to begin.
     pub fn push_bytes(&mut self, annexb: &[u8]) -> Result<Vec<StreamEvent>> {
-        self.stats.bytes_in += annexb.len() as u64;
+        self.stats.annexb_bytes += annexb.len() as u64;
         self.framer.push(annexb);
         let mut events = Vec::new();
         while let Some(nal) = self.framer.pull() {
-            if let Some(au) = self.assembler.push(nal, None) {
+            if let Some(au) = self.parser.push(nal, None) {
                 self.process(au, &mut events)?;
             }
         }
@@ -324,16 +379,16 @@ impl LiveStream {
         annexb: &[u8],
         capture_ms: Option<i64>,
     ) -> Result<Vec<StreamEvent>> {
-        self.stats.bytes_in += annexb.len() as u64;
+        self.stats.annexb_bytes += annexb.len() as u64;
         self.framer.push(annexb);
         self.framer.finish();
         let mut events = Vec::new();
         while let Some(nal) = self.framer.pull() {
-            if let Some(au) = self.assembler.push(nal, capture_ms) {
+            if let Some(au) = self.parser.push(nal, capture_ms) {
                 self.process(au, &mut events)?;
             }
         }
-        if let Some(au) = self.assembler.flush() {
+        if let Some(au) = self.parser.flush() {
             self.process(au, &mut events)?;
         }
         Ok(events)
@@ -351,14 +406,14 @@ impl LiveStream {
             // Bytes from push_bytes wait in the framer: keep their order.
             return self.push_frame(&annexb, capture_ms);
         }
-        self.stats.bytes_in += annexb.len() as u64;
+        self.stats.annexb_bytes += annexb.len() as u64;
         let mut events = Vec::new();
         for nal in FrameNals::new(annexb) {
-            if let Some(au) = self.assembler.push(nal, capture_ms) {
+            if let Some(au) = self.parser.push(nal, capture_ms) {
                 self.process(au, &mut events)?;
             }
         }
-        if let Some(au) = self.assembler.flush() {
+        if let Some(au) = self.parser.flush() {
             self.process(au, &mut events)?;
         }
         Ok(events)
@@ -372,12 +427,12 @@ impl LiveStream {
     ) -> Result<Vec<StreamEvent>> {
         let mut events = Vec::new();
         for nal in nals {
-            self.stats.bytes_in += nal.len() as u64 + 4;
-            if let Some(au) = self.assembler.push(nal, capture_ms) {
+            self.stats.annexb_bytes += nal.len() as u64 + 4;
+            if let Some(au) = self.parser.push(nal, capture_ms) {
                 self.process(au, &mut events)?;
             }
         }
-        if let Some(au) = self.assembler.flush() {
+        if let Some(au) = self.parser.flush() {
             self.process(au, &mut events)?;
         }
         Ok(events)
@@ -391,8 +446,8 @@ impl LiveStream {
         let mut events = Vec::new();
         // Bytes of a frame cut off by the disconnect cannot be completed.
         self.framer.reset();
-        if let Some(au) = self.assembler.flush() {
-            self.assembler.recycle(au);
+        if let Some(au) = self.parser.flush() {
+            self.parser.recycle(au);
         }
         self.drain_timeline(true, &mut events)?;
         self.timeline.mark_source_break();
@@ -405,11 +460,11 @@ impl LiveStream {
         let mut events = Vec::new();
         self.framer.finish();
         while let Some(nal) = self.framer.pull() {
-            if let Some(au) = self.assembler.push(nal, None) {
+            if let Some(au) = self.parser.push(nal, None) {
                 self.process(au, &mut events)?;
             }
         }
-        if let Some(au) = self.assembler.flush() {
+        if let Some(au) = self.parser.flush() {
             self.process(au, &mut events)?;
         }
         self.drain_timeline(true, &mut events)?;
@@ -435,7 +490,7 @@ impl LiveStream {
     }
 
     fn process(&mut self, au: AccessUnit, events: &mut Vec<StreamEvent>) -> Result<()> {
-        if au.keyframe && self.assembler.cached_parameter_sets().0.is_none() {
+        if au.keyframe && !self.parser.has_parameter_sets() {
             // No SPS was ever accepted (refused, e.g. a hostile size, or
             // never sent): a segment opened here would start with an IDR
             // that nothing can decode. Dropped and counted like the frames
@@ -445,16 +500,19 @@ impl LiveStream {
                 tracing::warn!(stream = %self.name, "keyframe without any valid SPS: dropped (further ones are counted)");
             }
             self.stats.undecodable_keyframes += 1;
-            self.assembler.recycle(au);
+            self.parser.recycle(au);
             return Ok(());
         }
-        let (nominal, reorder) = match self.assembler.active_sps() {
-            Some(sps) => (sps.nominal_frame_duration(), sps.reorder_depth()),
-            None => (None, 0),
-        };
+        let hints = self.parser.timing_hints();
         let now = (self.cfg.clock)();
         let mut frames = std::mem::take(&mut self.frames);
-        self.timeline.push(au, nominal, reorder, now, &mut frames);
+        self.timeline.push(
+            au,
+            hints.nominal_frame,
+            hints.reorder_depth,
+            now,
+            &mut frames,
+        );
         let r = self.handle_frames(&mut frames, events);
         self.frames = frames;
         r?;
@@ -489,20 +547,26 @@ impl LiveStream {
                 self.begin_segment();
             }
             if d.write {
-                self.build_packet(&f.au);
-                self.muxer
-                    .write(&self.packet, f.pts, f.dts, f.duration, f.au.keyframe)?;
+                self.parser.write_packet(&f.au, &mut self.packet);
+                self.muxer.write(&MuxPacket {
+                    track: 0,
+                    data: &self.packet,
+                    pts: f.pts,
+                    dts: f.dts,
+                    duration: f.duration,
+                    keyframe: f.au.keyframe,
+                })?;
                 self.stats.frames_muxed += 1;
                 self.last_pts = self.last_pts.max(f.pts);
             }
-            self.assembler.recycle(f.au);
+            self.parser.recycle(f.au);
         }
         Ok(())
     }
 
     fn begin_segment(&mut self) {
         let sequence = self.playlist.next_sequence();
-        let file_name = format!("{sequence}.ts");
+        let file_name = layout::segment_file(sequence);
         match self.storage.begin_segment(&file_name) {
             Ok(w) => self.muxer.begin_segment(Some(w)),
             Err(e) => {
@@ -514,31 +578,6 @@ impl LiveStream {
             sequence,
             file_name,
         });
-    }
-
-    /// Access unit as one packet: our AUD, cached SPS/PPS before a keyframe
-    /// that lacks them, then the NAL units (their own AUD dropped).
-    fn build_packet(&mut self, au: &AccessUnit) {
-        let p = &mut self.packet;
-        p.clear();
-        p.extend_from_slice(&AUD);
-        let insert_params = au.keyframe && !(au.has_sps && au.has_pps);
-        if insert_params {
-            if let (Some(sps), Some(pps)) = self.assembler.cached_parameter_sets() {
-                for nal in [sps, pps] {
-                    p.extend_from_slice(&START_CODE);
-                    p.extend_from_slice(nal);
-                }
-            }
-        }
-        for nal in &au.nals {
-            let t = h264::nal_unit_type(nal);
-            if t == nal_type::AUD || (insert_params && (t == nal_type::SPS || t == nal_type::PPS)) {
-                continue;
-            }
-            p.extend_from_slice(&START_CODE);
-            p.extend_from_slice(nal);
-        }
     }
 
     fn publish(&mut self, closed: ClosedSegment, events: &mut Vec<StreamEvent>) -> Result<()> {

@@ -61,6 +61,7 @@
 pub mod conn;
 mod query;
 pub mod record;
+mod recording;
 pub mod retention;
 pub mod schema;
 mod write;
@@ -72,8 +73,9 @@ use std::sync::{Arc, Mutex};
 pub use conn::{Backend, DbUrl};
 pub use record::{
     new_session_id, now_ms, Device, Incident, Position, Record, Segment, Session, SessionKind,
-    Stream,
+    Stream, TimeRange, INCIDENT_KIND_PLAYBACK, ONLINE_WINDOW_MS,
 };
+pub use recording::recording_playlist;
 pub use retention::{RetentionPolicy, RetentionReport};
 pub use writer::{CatalogWriter, WriterConfig, WriterStats};
 
@@ -87,7 +89,8 @@ pub fn default_database_url(data_dir: &std::path::Path) -> String {
     data_dir.join(DEFAULT_SQLITE_FILE).display().to_string()
 }
 
-/// Errors of the catalog.
+/// Errors of the catalog. [`Error::is_unavailable`] tells a server that is
+/// down (worth a retry) from everything else.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The database URL names no backend we support.
@@ -117,6 +120,14 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+}
+
+impl Error {
+    /// The database could not be reached or refused the login: a client may
+    /// retry (HTTP 503) rather than treat it as a fault of its request.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Error::Connect { .. })
+    }
 }
 
 /// A handle to the catalog: a small pool of connections for blocking

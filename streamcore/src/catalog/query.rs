@@ -1,12 +1,15 @@
 //! The read side: the blocking queries hlsd (from `spawn_blocking`) and
 //! ingestd need. Each runs on a pooled connection; ranges are half-open and
-//! match rows overlapping them.
+//! match rows overlapping them (a row ending exactly where a range starts
+//! does not).
 
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Double, Float, Integer, Nullable, Text};
 
 use super::conn::{dispatch, write_tx};
-use super::record::{Device, Incident, Position, Segment, Session, Stream};
+use super::record::{
+    now_ms, Device, Incident, Position, Segment, Session, Stream, ONLINE_WINDOW_MS,
+};
 use super::schema::{incidents, positions, segments, sessions, streams};
 use super::{Catalog, Error};
 
@@ -52,15 +55,27 @@ const DEVICES_SQL: &str = "SELECT d.sim, d.plate, d.auth_code, d.registered_ms, 
      ORDER BY d.sim";
 
 impl Catalog {
-    /// All devices, by SIM, each with its latest position (by device time).
+    /// All devices, by SIM, each with its latest position (by device time),
+    /// its channels and whether it is online now.
     pub fn devices(&self) -> Result<Vec<Device>, Error> {
         let rows = self.with_conn(|c| {
             Ok(dispatch!(c, |c| diesel::sql_query(DEVICES_SQL)
                 .load::<DeviceWithLast>(c))?)
         })?;
+        let streams = self.streams()?;
+        let live = self.live_sessions()?;
+        let now = now_ms();
         Ok(rows
             .into_iter()
             .map(|r| {
+                let mut channels: Vec<u8> = streams
+                    .iter()
+                    .filter(|s| s.sim.as_deref() == Some(r.sim.as_str()))
+                    .filter_map(|s| s.channel.and_then(|c| u8::try_from(c).ok()))
+                    .collect();
+                channels.sort_unstable();
+                channels.dedup();
+                let streaming = live.iter().any(|s| s.sim.as_deref() == Some(&r.sim));
                 let last_position = match (r.device_time_ms, r.lat, r.lon) {
                     (Some(t), Some(lat), Some(lon)) => Some(Position {
                         sim: r.sim.clone(),
@@ -76,6 +91,7 @@ impl Catalog {
                     _ => None,
                 };
                 Device {
+                    online: streaming || now - r.last_seen_ms <= ONLINE_WINDOW_MS,
                     sim: r.sim,
                     plate: r.plate,
                     auth_code: r.auth_code,
@@ -83,6 +99,7 @@ impl Catalog {
                     first_seen_ms: r.first_seen_ms,
                     last_seen_ms: r.last_seen_ms,
                     last_position,
+                    channels,
                 }
             })
             .collect())
@@ -105,6 +122,24 @@ impl Catalog {
                 .filter(sessions::ended_ms.is_null())
                 .select(Session::as_select())
                 .order((sessions::stream.asc(), sessions::started_ms.asc()))
+                .load(c))?)
+        })
+    }
+
+    /// The latest session (by start) of every stream that has one, open or
+    /// ended, by stream.
+    pub fn latest_sessions(&self) -> Result<Vec<Session>, Error> {
+        let s2 = diesel::alias!(sessions as s2);
+        self.with_conn(|c| {
+            Ok(dispatch!(c, |c| sessions::table
+                .filter(
+                    sessions::started_ms.nullable().eq(s2
+                        .filter(s2.field(sessions::stream).eq(sessions::stream))
+                        .select(diesel::dsl::max(s2.field(sessions::started_ms)))
+                        .single_value())
+                )
+                .select(Session::as_select())
+                .order((sessions::stream.asc(), sessions::id.asc()))
                 .load(c))?)
         })
     }
@@ -134,7 +169,7 @@ impl Catalog {
                 .filter(
                     sessions::ended_ms
                         .is_null()
-                        .or(sessions::ended_ms.ge(from_ms))
+                        .or(sessions::ended_ms.gt(from_ms))
                 )
                 .select(Session::as_select())
                 .order((sessions::started_ms.asc(), sessions::id.asc()))
@@ -156,7 +191,7 @@ impl Catalog {
                 .filter(
                     sessions::ended_ms
                         .is_null()
-                        .or(sessions::ended_ms.ge(from_ms))
+                        .or(sessions::ended_ms.gt(from_ms))
                 )
                 .select(Session::as_select())
                 .order((sessions::started_ms.asc(), sessions::id.asc()))
@@ -222,7 +257,7 @@ impl Catalog {
             Ok(dispatch!(c, |c| incidents::table
                 .filter(incidents::sim.eq(sim))
                 .filter(incidents::from_ms.lt(to_ms))
-                .filter(incidents::to_ms.ge(from_ms))
+                .filter(incidents::to_ms.gt(from_ms))
                 .select(Incident::as_select())
                 .order((incidents::from_ms.asc(), incidents::id.asc()))
                 .load(c))?)

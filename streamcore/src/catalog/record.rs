@@ -10,33 +10,23 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use diesel::prelude::*;
 
-/// Whether a session is live video or a device's upload of a recording.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum SessionKind {
-    /// Live video (JT/T 1078 after 0x9101, or the raw port).
-    Live,
-    /// A recording the device plays back to us (after 0x9201).
-    Playback,
-}
+use crate::layout::StreamName;
 
-impl SessionKind {
-    /// The value stored in `sessions.kind`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SessionKind::Live => "live",
-            SessionKind::Playback => "playback",
-        }
-    }
+pub use crate::layout::SessionKind;
 
-    /// Parses a stored `sessions.kind`.
-    pub fn parse(s: &str) -> Option<SessionKind> {
-        match s {
-            "live" => Some(SessionKind::Live),
-            "playback" => Some(SessionKind::Playback),
-            _ => None,
-        }
+/// The value stored in `sessions.kind` for a session of `kind`: the schema
+/// knows live video and playback uploads; a raw-port stream is live video
+/// without a device (its rows have no SIM, which is how [`Session::kind`]
+/// tells it apart again).
+pub(crate) fn stored_kind(kind: SessionKind) -> &'static str {
+    match kind {
+        SessionKind::Playback => "playback",
+        SessionKind::Live | SessionKind::Raw => "live",
     }
 }
+
+/// The `incidents.kind` of a device's playback upload (the span it covers).
+pub const INCIDENT_KIND_PLAYBACK: &str = "playback";
 
 /// One fact for the catalog writer. Every variant is idempotent: writing the
 /// same record twice (a retry after an outage, two processes reporting the
@@ -114,6 +104,9 @@ pub enum Record {
         to_ms: i64,
         kind: String,
         source: String,
+        /// The session whose video the incident is, when it is one (a
+        /// playback upload): its playlist is that session's segments.
+        session_id: Option<String>,
     },
 }
 
@@ -162,57 +155,121 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// A device with what the catalog knows about it.
-#[derive(Debug, Clone, PartialEq)]
+/// A half-open time range `[from_ms, to_ms)` in Unix milliseconds; `None`
+/// is unbounded on that side. Queries select the rows that overlap it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TimeRange {
+    pub from_ms: Option<i64>,
+    pub to_ms: Option<i64>,
+}
+
+impl TimeRange {
+    pub fn new(from_ms: Option<i64>, to_ms: Option<i64>) -> Self {
+        TimeRange { from_ms, to_ms }
+    }
+
+    /// The bounds with the open sides at the ends of time.
+    pub fn bounds(&self) -> (i64, i64) {
+        (
+            self.from_ms.unwrap_or(i64::MIN),
+            self.to_ms.unwrap_or(i64::MAX),
+        )
+    }
+
+    /// True when `[start, end)` (end `None` = still open) overlaps the range.
+    pub fn overlaps(&self, start_ms: i64, end_ms: Option<i64>) -> bool {
+        let (from, to) = self.bounds();
+        start_ms < to && end_ms.is_none_or(|end| end > from)
+    }
+
+    /// True when the instant lies in the range.
+    pub fn contains(&self, t_ms: i64) -> bool {
+        let (from, to) = self.bounds();
+        (from..to).contains(&t_ms)
+    }
+}
+
+/// A device counts as online while one of its streams has an open session,
+/// or while it was heard from (any JT/T 808 message; terminals send a
+/// heartbeat at least every minute by default) within this long.
+pub const ONLINE_WINDOW_MS: i64 = 120_000;
+
+/// A device with what the catalog knows about it (what hlsd's
+/// `/api/devices` lists).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Device {
     pub sim: String,
     pub plate: Option<String>,
+    /// The secret the device authenticates with: never serialised.
+    #[serde(skip)]
     pub auth_code: Option<String>,
     pub registered_ms: Option<i64>,
     pub first_seen_ms: i64,
     pub last_seen_ms: i64,
+    /// Streaming now, or heard from within [`ONLINE_WINDOW_MS`].
+    pub online: bool,
     /// The fix with the latest device time, if any.
     pub last_position: Option<Position>,
+    /// Channels that have (or had) a stream, ascending.
+    pub channels: Vec<u8>,
 }
 
 /// One stored location fix.
-#[derive(Debug, Clone, PartialEq, Queryable, Selectable)]
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable, serde::Serialize)]
 #[diesel(table_name = super::schema::positions)]
 pub struct Position {
+    #[serde(skip)]
     pub sim: String,
+    /// Device clock time of the fix.
+    #[serde(rename = "time_ms")]
     pub device_time_ms: i64,
+    /// Degrees, WGS-84, south negative.
     pub lat: f64,
+    /// Degrees, WGS-84, west negative.
     pub lon: f64,
     #[diesel(column_name = speed_kmh)]
+    #[serde(rename = "speed_kmh")]
     pub speed: f32,
+    /// Degrees clockwise from north.
     pub heading: i32,
     #[diesel(column_name = altitude_m)]
+    #[serde(rename = "altitude_m")]
     pub altitude: i32,
+    /// JT/T 808 alarm bits (a u32 widened for portability).
     pub alarm: i64,
+    /// JT/T 808 status bits (a u32 widened for portability).
     pub status: i64,
 }
 
 /// One stored session (a recording when it has segments).
-#[derive(Debug, Clone, PartialEq, Queryable, Selectable)]
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable, serde::Serialize)]
 #[diesel(table_name = super::schema::sessions)]
 pub struct Session {
     pub id: String,
     pub stream: String,
     pub sim: Option<String>,
     pub channel: Option<i32>,
-    /// `live` or `playback`; see [`Session::kind`].
+    /// As stored; see [`Session::kind`].
     #[diesel(column_name = kind)]
+    #[serde(rename = "kind")]
     pub kind_str: String,
     pub started_ms: i64,
     /// `None` while live.
     pub ended_ms: Option<i64>,
+    /// Ingest instance that owns it (internal).
+    #[serde(skip)]
     pub host: String,
 }
 
 impl Session {
-    /// The session kind (the schema's CHECK keeps it to the two values).
+    /// The session kind: the stored value, with live sessions without a
+    /// device read back as raw-port sessions.
     pub fn kind(&self) -> SessionKind {
-        SessionKind::parse(&self.kind_str).unwrap_or(SessionKind::Live)
+        match (self.kind_str.as_str(), &self.sim) {
+            ("playback", _) => SessionKind::Playback,
+            (_, None) => SessionKind::Raw,
+            _ => SessionKind::Live,
+        }
     }
 }
 
@@ -236,27 +293,51 @@ pub struct Segment {
 }
 
 /// One stored incident.
-#[derive(Debug, Clone, PartialEq, Queryable, Selectable)]
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable, serde::Serialize)]
 #[diesel(table_name = super::schema::incidents)]
 pub struct Incident {
     /// Database-generated.
     pub id: i64,
     pub sim: String,
-    /// 0 = whole device.
+    /// 0 = whole device (serialised as `null`).
+    #[serde(serialize_with = "channel_or_null")]
     pub channel: i32,
+    #[serde(rename = "started_ms")]
     pub from_ms: i64,
+    #[serde(rename = "ended_ms")]
     pub to_ms: i64,
     pub kind: String,
     pub source: String,
+    #[serde(skip)]
     pub created_ms: i64,
+    /// The session whose video this is (a playback upload), if any.
+    pub session_id: Option<String>,
+}
+
+fn channel_or_null<S: serde::Serializer>(channel: &i32, s: S) -> Result<S::Ok, S::Error> {
+    match u8::try_from(*channel).ok().filter(|&c| c > 0) {
+        Some(c) => s.serialize_some(&c),
+        None => s.serialize_none(),
+    }
 }
 
 impl Incident {
-    /// The device stream the incident's video is on (`<SIM>_<channel>`, the
-    /// naming contract for device streams), or `None` for a whole-device
-    /// incident (channel 0).
+    /// The device channel the incident concerns; `None` for the whole device.
+    pub fn channel(&self) -> Option<u8> {
+        u8::try_from(self.channel).ok().filter(|&c| c > 0)
+    }
+
+    /// The stream the incident's video is on: the channel's playback stream
+    /// for a playback upload, its live stream otherwise; `None` for a
+    /// whole-device incident (channel 0).
     pub fn stream_name(&self) -> Option<String> {
-        (self.channel > 0).then(|| format!("{}_{}", self.sim, self.channel))
+        let channel = self.channel()?;
+        let name = if self.kind == INCIDENT_KIND_PLAYBACK {
+            StreamName::playback(&self.sim, channel)
+        } else {
+            StreamName::live(&self.sim, channel)
+        };
+        Some(name.to_string())
     }
 }
 
@@ -268,4 +349,26 @@ pub struct Stream {
     pub sim: Option<String>,
     pub channel: Option<i32>,
     pub created_ms: i64,
+}
+
+impl Segment {
+    /// The media sequence, once the row is known to name the file the
+    /// layout puts there (`live/<stream>/<sequence>.ts`): a playlist may
+    /// only list URLs that resolve to the file clip export reads.
+    pub fn checked_sequence(&self) -> Result<u64, String> {
+        let sequence = u64::try_from(self.sequence).map_err(|_| {
+            format!(
+                "segment {}/{}: negative sequence",
+                self.stream, self.sequence
+            )
+        })?;
+        let expected = crate::layout::segment_key(&self.stream, sequence);
+        if self.path != expected || !crate::layout::valid_stream_name(&self.stream) {
+            return Err(format!(
+                "segment {}/{sequence} is stored at {:?}, not at {expected:?} where it is served from",
+                self.stream, self.path
+            ));
+        }
+        Ok(sequence)
+    }
 }

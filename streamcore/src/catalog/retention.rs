@@ -13,21 +13,21 @@
 //! Files that never got a row (the writer dropped their record during an
 //! outage, or a process died between writing the file and the row) are
 //! removed by the orphan sweep once older than a grace period, so no file
-//! is left forever. Only `live/<stream>/<n>.ts` files are swept, and
-//! nothing outside the data dir is ever touched: paths from rows must be
-//! plain relative paths and must resolve (after symlinks) under the root.
+//! is left forever. Only `live/<stream>/<n>.ts` objects are swept, and
+//! files are listed and deleted through the [`Storage`] the segments live
+//! in, which refuses any key that would leave it (`..`, symlinks out).
 //!
 //! Several processes may run retention at once: every step is idempotent.
 
-use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use diesel::prelude::*;
 
 use super::conn::{dispatch, write_tx};
 use super::schema::{pending_deletions, positions, segments, sessions};
-use super::write::is_safe_relative;
 use super::{Catalog, Error};
+use crate::layout;
+use crate::storage::Storage;
 
 /// What to keep.
 #[derive(Debug, Clone)]
@@ -37,7 +37,7 @@ pub struct RetentionPolicy {
     pub segment_max_age: Option<Duration>,
     /// Delete positions whose device time is older than this. `None` keeps them.
     pub position_max_age: Option<Duration>,
-    /// Sweep `.ts` files under `live/` with no row once their mtime is older
+    /// Sweep segments under `live/` with no row once their mtime is older
     /// than this; long enough for the writer to ride out an outage.
     /// `None` disables the sweep.
     pub orphan_grace: Option<Duration>,
@@ -71,29 +71,26 @@ pub struct RetentionReport {
     pub sessions_deleted: u64,
     /// Orphan files (no row) removed by the sweep.
     pub orphans_deleted: u64,
-    /// Paths refused because they would leave the data dir.
+    /// Paths the storage refused (they would leave it).
     pub unsafe_paths: u64,
 }
 
 impl Catalog {
-    /// Applies `policy` with `data_dir` as the root that segment paths are
-    /// relative to. `now_ms` is the host clock (a parameter so tests and
-    /// tools can age things deterministically).
+    /// Applies `policy` to the segments in `storage` (whose keys are the
+    /// rows' paths, e.g. an [`crate::FsStorage`] on the data dir). `now_ms`
+    /// is the host clock (a parameter so tests and tools can age things
+    /// deterministically).
     pub fn run_retention(
         &self,
-        data_dir: &Path,
+        storage: &dyn Storage,
         policy: &RetentionPolicy,
         now_ms: i64,
     ) -> Result<RetentionReport, Error> {
-        let root = data_dir.canonicalize().map_err(|source| Error::Io {
-            path: data_dir.to_owned(),
-            source,
-        })?;
         let chunk = i64::try_from(policy.chunk.max(1)).unwrap_or(500);
         let mut report = RetentionReport::default();
 
         // Finish whatever an earlier run left half done before adding more.
-        self.drain_pending(&root, chunk, now_ms, &mut report)?;
+        self.drain_pending(storage, chunk, &mut report)?;
 
         if let Some(age) = policy.segment_max_age {
             let cutoff = now_ms - age.as_millis() as i64;
@@ -125,7 +122,7 @@ impl Catalog {
                     })?)
                 })?;
                 report.segments_deleted += moved as u64;
-                self.drain_pending(&root, chunk, now_ms, &mut report)?;
+                self.drain_pending(storage, chunk, &mut report)?;
                 if (moved as i64) < chunk {
                     break;
                 }
@@ -160,7 +157,7 @@ impl Catalog {
         }
 
         if let Some(grace) = policy.orphan_grace {
-            self.sweep_orphans(&root, grace, now_ms, &mut report)?;
+            self.sweep_orphans(storage, grace, now_ms, &mut report)?;
         }
         if report != RetentionReport::default() {
             tracing::info!(?report, "catalog retention run");
@@ -168,12 +165,11 @@ impl Catalog {
         Ok(report)
     }
 
-    /// Unlinks the files named in `pending_deletions`, then forgets them.
+    /// Deletes the objects named in `pending_deletions`, then forgets them.
     fn drain_pending(
         &self,
-        root: &Path,
+        storage: &dyn Storage,
         chunk: i64,
-        _now_ms: i64,
         report: &mut RetentionReport,
     ) -> Result<(), Error> {
         loop {
@@ -197,17 +193,18 @@ impl Catalog {
                         .get_result(c))?)
                 })?;
                 if in_use == 0 {
-                    match resolve_inside(root, path) {
-                        Some(full) => match std::fs::remove_file(&full) {
-                            Ok(()) => report.files_deleted += 1,
-                            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                                report.files_missing += 1
-                            }
-                            Err(source) => return Err(Error::Io { path: full, source }),
-                        },
-                        None => {
+                    match storage.remove(path) {
+                        Ok(true) => report.files_deleted += 1,
+                        Ok(false) => report.files_missing += 1,
+                        Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
                             report.unsafe_paths += 1;
-                            tracing::warn!(path, "retention refused a path outside the data dir");
+                            tracing::warn!(path, error = %e, "retention refused a path outside the storage");
+                        }
+                        Err(source) => {
+                            return Err(Error::Io {
+                                path: path.into(),
+                                source,
+                            })
                         }
                     }
                 }
@@ -224,103 +221,47 @@ impl Catalog {
         }
     }
 
-    /// Removes `live/<stream>/*.ts` files older than `grace` that no
+    /// Removes `live/<stream>/<n>.ts` objects older than `grace` that no
     /// segment row names.
     fn sweep_orphans(
         &self,
-        root: &Path,
+        storage: &dyn Storage,
         grace: Duration,
         now_ms: i64,
         report: &mut RetentionReport,
     ) -> Result<(), Error> {
-        let live = root.join("live");
-        let Ok(streams) = std::fs::read_dir(&live) else {
-            return Ok(());
-        };
         let threshold = SystemTime::UNIX_EPOCH
             + Duration::from_millis(u64::try_from(now_ms).unwrap_or(0)).saturating_sub(grace);
-        for stream_dir in streams.flatten() {
-            let Ok(ft) = stream_dir.file_type() else {
+        let objects = storage.list(layout::LIVE_DIR).map_err(|source| Error::Io {
+            path: layout::LIVE_DIR.into(),
+            source,
+        })?;
+        for object in objects {
+            if layout::parse_segment_key(&object.key).is_none() || object.modified >= threshold {
                 continue;
-            };
-            if !ft.is_dir() {
-                continue; // symlinked stream dirs are not ours to sweep
             }
-            let Ok(files) = std::fs::read_dir(stream_dir.path()) else {
-                continue;
-            };
-            for f in files.flatten() {
-                let p = f.path();
-                if p.extension().and_then(|e| e.to_str()) != Some("ts") {
-                    continue;
-                }
-                let Ok(meta) = f.metadata() else { continue };
-                if !meta.is_file() || meta.modified().map(|m| m >= threshold).unwrap_or(true) {
-                    continue;
-                }
-                let Ok(rel) = p.strip_prefix(root) else {
-                    continue;
-                };
-                let Some(rel) = rel.to_str() else { continue };
-                let rel = rel.replace(std::path::MAIN_SEPARATOR, "/");
-                let rows: i64 = self.with_conn(|c| {
-                    Ok(dispatch!(c, |c| segments::table
-                        .filter(segments::path.eq(&rel))
-                        .count()
-                        .get_result(c))?)
-                })?;
-                if rows == 0 {
-                    match std::fs::remove_file(&p) {
-                        Ok(()) => {
-                            report.orphans_deleted += 1;
-                            tracing::info!(path = %rel, "retention removed an orphan segment file");
-                        }
-                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                        Err(source) => return Err(Error::Io { path: p, source }),
+            let rows: i64 = self.with_conn(|c| {
+                Ok(dispatch!(c, |c| segments::table
+                    .filter(segments::path.eq(&object.key))
+                    .count()
+                    .get_result(c))?)
+            })?;
+            if rows == 0 {
+                match storage.remove(&object.key) {
+                    Ok(true) => {
+                        report.orphans_deleted += 1;
+                        tracing::info!(path = %object.key, "retention removed an orphan segment file");
+                    }
+                    Ok(false) => {}
+                    Err(source) => {
+                        return Err(Error::Io {
+                            path: object.key.into(),
+                            source,
+                        })
                     }
                 }
             }
         }
         Ok(())
-    }
-}
-
-/// `root.join(rel)` if `rel` is a plain relative path and its parent,
-/// with symlinks resolved, is still under `root` (already canonical).
-fn resolve_inside(root: &Path, rel: &str) -> Option<PathBuf> {
-    let rel = Path::new(rel);
-    if !is_safe_relative(rel) {
-        return None;
-    }
-    let full = root.join(rel);
-    let parent = full.parent()?.canonicalize().ok();
-    match parent {
-        Some(parent) if parent.starts_with(root) => Some(parent.join(full.file_name()?)),
-        // A missing parent directory means a missing file: nothing to unlink,
-        // but return the lexical path so the caller counts it as missing.
-        None => Some(full),
-        Some(_) => None,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn paths_outside_the_root_are_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().canonicalize().unwrap();
-        std::fs::create_dir_all(root.join("live/a")).unwrap();
-        assert_eq!(
-            resolve_inside(&root, "live/a/1.ts"),
-            Some(root.join("live/a/1.ts"))
-        );
-        assert_eq!(resolve_inside(&root, "../etc/passwd"), None);
-        assert_eq!(resolve_inside(&root, "/etc/passwd"), None);
-        assert_eq!(resolve_inside(&root, "live/../../x.ts"), None);
-        let outside = tempfile::tempdir().unwrap();
-        std::os::unix::fs::symlink(outside.path(), root.join("live/evil")).unwrap();
-        assert_eq!(resolve_inside(&root, "live/evil/1.ts"), None);
     }
 }

@@ -1,7 +1,8 @@
 //! Diesel table definitions for the catalog. They mirror the migrations in
 //! `streamcore/migrations/{sqlite,postgres,mysql}` (see those files for what
-//! every column means); one definition serves all three backends because the
-//! migrations use types that map to the same diesel SQL types everywhere.
+//! every column means; later steps alter what the first one created); one
+//! definition serves all three backends because the migrations use types
+//! that map to the same diesel SQL types everywhere.
 
 diesel::table! {
     devices (sim) {
@@ -76,6 +77,7 @@ diesel::table! {
         kind -> Text,
         source -> Text,
         created_ms -> BigInt,
+        session_id -> Nullable<Text>,
     }
 }
 

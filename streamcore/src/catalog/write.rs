@@ -13,7 +13,7 @@ use diesel::result::QueryResult;
 use diesel::sqlite::SqliteConnection;
 
 use super::conn::{write_tx, AnyConn};
-use super::record::{Record, SessionKind};
+use super::record::{stored_kind, Record, SessionKind};
 use super::schema::{devices, incidents, positions, segments, sessions, streams};
 
 /// Rows per multi-row position INSERT: 9 parameters each keeps us well under
@@ -105,6 +105,7 @@ pub(crate) struct NewIncident<'a> {
     kind: &'a str,
     source: &'a str,
     created_ms: i64,
+    session_id: Option<&'a str>,
 }
 
 /// The statements whose SQL differs per backend: upserts (PostgreSQL and
@@ -137,7 +138,7 @@ macro_rules! conflict_target_writes {
                     .values(row)
                     .on_conflict((i::sim, i::channel, i::from_ms, i::kind, i::source))
                     .do_update()
-                    .set(i::to_ms.eq(row.to_ms))
+                    .set((i::to_ms.eq(row.to_ms), i::session_id.eq(row.session_id)))
                     .execute(self)
             }
         }
@@ -200,7 +201,7 @@ impl BackendWrites for MysqlConnection {
             .values(row)
             .on_conflict(diesel::dsl::DuplicatedKeys)
             .do_update()
-            .set(i::to_ms.eq(row.to_ms))
+            .set((i::to_ms.eq(row.to_ms), i::session_id.eq(row.session_id)))
             .execute(self)
     }
 }
@@ -316,11 +317,16 @@ pub(crate) fn validate(r: &Record) -> Result<(), String> {
             Ok(())
         }
         Record::Incident {
-            sim, kind, source, ..
+            sim,
+            kind,
+            source,
+            session_id,
+            ..
         } => {
             len("sim", sim, 20)?;
             len("kind", kind, 32)?;
-            len("source", source, 32)
+            len("source", source, 32)?;
+            opt_len("session_id", session_id, 128)
         }
     }
 }
@@ -472,7 +478,7 @@ pub(crate) fn apply_batch(
                         stream,
                         sim: sim.as_deref(),
                         channel,
-                        kind: kind.as_str(),
+                        kind: stored_kind(*kind),
                         started_ms: *started_ms,
                         ended_ms: None,
                         host,
@@ -490,7 +496,7 @@ pub(crate) fn apply_batch(
                     .set((
                         sessions::sim.eq(sim.as_deref()),
                         sessions::channel.eq(channel),
-                        sessions::kind.eq(kind.as_str()),
+                        sessions::kind.eq(stored_kind(*kind)),
                         sessions::started_ms.eq(*started_ms),
                         sessions::host.eq(host),
                     ))
@@ -548,7 +554,7 @@ pub(crate) fn apply_batch(
                                 stream,
                                 sim: st_sim.as_deref(),
                                 channel: st_channel,
-                                kind: SessionKind::Live.as_str(),
+                                kind: stored_kind(SessionKind::Live),
                                 started_ms: *program_date_time_ms,
                                 ended_ms: None,
                                 host: PLACEHOLDER_HOST,
@@ -581,6 +587,7 @@ pub(crate) fn apply_batch(
                     to_ms,
                     kind,
                     source,
+                    session_id,
                 } => {
                     if !known.sims.contains(sim) && !added.sims.contains(sim) {
                         ensure_device!(c, sim, now_ms)?;
@@ -596,6 +603,7 @@ pub(crate) fn apply_batch(
                             kind,
                             source,
                             created_ms: now_ms,
+                            session_id: session_id.as_deref(),
                         },
                     )?;
                 }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use streamcore::{LiveStream, MemoryStorage, StreamConfig, StreamEvent};
 
-mod common;
+use crate::common;
 
 struct Counting;
 

@@ -20,8 +20,9 @@ use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Text};
 use streamcore::catalog::{
     new_session_id, now_ms, Backend, Catalog, CatalogWriter, Record, RetentionPolicy, SessionKind,
-    WriterConfig,
+    WriterConfig, INCIDENT_KIND_PLAYBACK,
 };
+use streamcore::FsStorage;
 
 const DEFAULT_PG: &str = "postgres://root@127.0.0.1:5432/test";
 const DEFAULT_MYSQL: &str = "mysql://root@127.0.0.1:3306/test";
@@ -219,6 +220,8 @@ suite!(
     retention_deletes_rows_then_files_and_sweeps_orphans,
     invalid_records_are_rejected_not_fatal,
     flush_under_load_waits_only_for_earlier_records,
+    playback_stream_beside_the_live_stream_of_its_channel,
+    upgrade_from_the_first_schema_keeps_rows_and_admits_playback_streams,
 );
 
 // ------------------------------------------------------------ helpers
@@ -248,6 +251,18 @@ fn session_started(id: &str, stream: &str, sim: Option<&str>, ch: Option<u8>, at
         sim: sim.map(Into::into),
         channel: ch,
         kind: SessionKind::Live,
+        started_ms: at,
+        host: "ingest-1".into(),
+    }
+}
+
+fn playback_started(id: &str, sim: &str, ch: u8, at: i64) -> Record {
+    Record::SessionStarted {
+        session_id: id.into(),
+        stream: format!("{sim}_{ch}_pb"),
+        sim: Some(sim.into()),
+        channel: Some(ch),
+        kind: SessionKind::Playback,
         started_ms: at,
         host: "ingest-1".into(),
     }
@@ -341,7 +356,7 @@ fn migrations_apply_once_with_a_comment_on_every_column(db: TestDb) {
         ("streams", 4),
         ("sessions", 8),
         ("segments", 11),
-        ("incidents", 8),
+        ("incidents", 9),
         ("pending_deletions", 2),
     ];
     for (t, _) in expected {
@@ -371,7 +386,14 @@ fn concurrent_opens_migrate_once(db: TestDb) {
     for h in handles {
         h.join().unwrap().expect("concurrent open must succeed");
     }
-    assert_eq!(db.count("__diesel_schema_migrations"), 1);
+    let steps = std::fs::read_dir(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("migrations")
+            .join(db.backend.to_string()),
+    )
+    .unwrap()
+    .count();
+    assert_eq!(db.count("__diesel_schema_migrations"), steps as i64);
 }
 
 fn devices_and_positions(db: TestDb) {
@@ -676,6 +698,7 @@ fn incidents_in_a_time_range(db: TestDb) {
         to_ms: to,
         kind: kind.into(),
         source: "808-alarm".into(),
+        session_id: None,
     };
     cat.write(&[
         inc(T0, T0 + 1000, "emergency", None),
@@ -742,6 +765,7 @@ fn racing_writers_do_not_duplicate(db: TestDb) {
         to_ms: T0 + 5000,
         kind: "overspeed".into(),
         source: "808-alarm".into(),
+        session_id: None,
     });
     let cfg = WriterConfig {
         batch_max: 37, // many small interleaved transactions
@@ -861,6 +885,7 @@ fn flush_under_load_waits_only_for_earlier_records(db: TestDb) {
     let cat = db.open();
     let writer = CatalogWriter::spawn(&db.url, WriterConfig::default()).unwrap();
     let stop = AtomicBool::new(false);
+    let sent = AtomicU64::new(0);
     std::thread::scope(|scope| {
         let _guard = StopOnDrop(&stop);
         // A steady load (about 20 records/ms, within what every backend
@@ -872,10 +897,18 @@ fn flush_under_load_waits_only_for_earlier_records(db: TestDb) {
                     writer.send(position(SIM_B, T0 + i));
                     i += 1;
                 }
+                sent.store(i as u64, Ordering::Relaxed);
                 std::thread::sleep(Duration::from_millis(1));
             }
             i
         });
+        // The load is on before the first flush (on a busy machine the
+        // producer may start late).
+        wait_until(
+            "the producer's first records",
+            Duration::from_secs(30),
+            || sent.load(Ordering::Relaxed) > 0,
+        );
         for k in 0..5 {
             assert!(writer.send(position(SIM_A, T0 + k)));
             // Records keep arriving behind ours; flush returns once the
@@ -992,7 +1025,10 @@ fn retention_deletes_rows_then_files_and_sweeps_orphans(db: TestDb) {
         chunk: 2, // several transactions
     };
     // "now" is one hour after the cut: exactly the old recording is expired.
-    let report = cat.run_retention(&root, &policy, cut + 3_600_000).unwrap();
+    let storage = FsStorage::open(&root, false).unwrap();
+    let report = cat
+        .run_retention(&storage, &policy, cut + 3_600_000)
+        .unwrap();
     assert_eq!(report.segments_deleted, 5, "{report:?}");
     assert_eq!(
         report.files_deleted, 6,
@@ -1027,7 +1063,9 @@ fn retention_deletes_rows_then_files_and_sweeps_orphans(db: TestDb) {
     assert_eq!(cat.positions(SIM_A, 0, i64::MAX, 100).unwrap().len(), 10);
 
     // A second run finds nothing more to do.
-    let again = cat.run_retention(&root, &policy, cut + 3_600_000).unwrap();
+    let again = cat
+        .run_retention(&storage, &policy, cut + 3_600_000)
+        .unwrap();
     assert_eq!(again, Default::default());
 }
 
@@ -1051,12 +1089,28 @@ fn invalid_records_are_rejected_not_fatal(db: TestDb) {
     let writer = CatalogWriter::spawn(&db.url, WriterConfig::default()).unwrap();
     assert!(!writer.send(bad_path));
     assert!(!writer.send(position(&"9".repeat(21), T0)));
-    // A record the database itself refuses (a stream name that another
-    // device's (sim, channel) already owns) only costs that record.
+    // A record the database itself refuses (here a stream name the test
+    // forbids with a constraint of its own) only costs that record.
+    let refuse = match db.backend {
+        Backend::Sqlite => {
+            "CREATE TRIGGER test_refuse BEFORE INSERT ON streams WHEN NEW.name = 'refused_by_db' \
+             BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
+        }
+        Backend::Postgres | Backend::Mysql => {
+            "ALTER TABLE streams ADD CONSTRAINT test_refuse CHECK (name <> 'refused_by_db')"
+        }
+    };
+    cat.execute_sql(refuse).unwrap();
     assert!(writer.send(session_started("a", "dev_1", Some(SIM_A), Some(1), T0)));
     assert!(writer.flush(Duration::from_secs(30)));
     assert!(writer.send(position(SIM_A, T0)));
-    assert!(writer.send(session_started("b", "other_name", Some(SIM_A), Some(1), T0)));
+    assert!(writer.send(session_started(
+        "b",
+        "refused_by_db",
+        Some(SIM_A),
+        Some(2),
+        T0
+    )));
     assert!(writer.send(segment("b", "other_name", 0, T0)));
     assert!(writer.send(position(SIM_A, T0 + 1)));
     assert!(writer.flush(Duration::from_secs(30)));
@@ -1402,4 +1456,143 @@ fn sqlite_url_forms_and_wal() {
             .contains("cannot connect to the postgres catalog"),
         "{err}"
     );
+}
+
+/// A device channel has two streams: its live video and the recordings it
+/// plays back to us (`_pb`). With `UNIQUE (sim, channel)` on streams, the
+/// playback stream's insert-or-ignore dropped its row and the batch then
+/// failed the sessions foreign key, losing the upload's catalog rows.
+fn playback_stream_beside_the_live_stream_of_its_channel(db: TestDb) {
+    let cat = db.open();
+    let live = new_session_id("132570034500_1", T0);
+    let upload = new_session_id("132570034500_1_pb", T0 + 10_000);
+    cat.write(&[
+        session_started(&live, "132570034500_1", Some(SIM_A), Some(1), T0),
+        segment(&live, "132570034500_1", 0, T0),
+    ])
+    .unwrap();
+    // The upload arrives while the live stream runs, in its own batch.
+    cat.write(&[
+        playback_started(&upload, SIM_A, 1, T0 + 10_000),
+        segment(&upload, "132570034500_1_pb", 0, T0 - 3_600_000),
+        segment(&upload, "132570034500_1_pb", 1, T0 - 3_596_000),
+        Record::SessionEnded {
+            session_id: upload.clone(),
+            ended_ms: T0 + 20_000,
+        },
+        Record::Incident {
+            sim: SIM_A.into(),
+            channel: Some(1),
+            from_ms: T0 - 3_600_000,
+            to_ms: T0 - 3_592_000,
+            kind: INCIDENT_KIND_PLAYBACK.into(),
+            source: "jt1078".into(),
+            session_id: Some(upload.clone()),
+        },
+    ])
+    .unwrap();
+    let streams = cat.streams().unwrap();
+    let pb = streams
+        .iter()
+        .find(|s| s.name == "132570034500_1_pb")
+        .expect("the playback stream has its own row");
+    assert_eq!((pb.sim.as_deref(), pb.channel), (Some(SIM_A), Some(1)));
+    let live_row = streams.iter().find(|s| s.name == "132570034500_1").unwrap();
+    assert_eq!(
+        (live_row.sim.as_deref(), live_row.channel),
+        (Some(SIM_A), Some(1))
+    );
+    let session = cat.session(&upload).unwrap().expect("the upload's session");
+    assert_eq!(session.kind(), SessionKind::Playback);
+    assert_eq!(session.stream, "132570034500_1_pb");
+    assert_eq!(session.ended_ms, Some(T0 + 20_000));
+    assert_eq!(cat.segments_of_session(&upload).unwrap().len(), 2);
+    assert_eq!(cat.segments_of_session(&live).unwrap().len(), 1);
+    // One device, one channel, two sessions of two kinds.
+    let sessions = cat.sessions_of_device(SIM_A, 0, i64::MAX).unwrap();
+    assert_eq!(sessions.len(), 2);
+    let devices = cat.devices().unwrap();
+    assert_eq!(devices[0].channels, vec![1]);
+    // The newest session of each stream, ended or not.
+    let latest = cat.latest_sessions().unwrap();
+    let latest: Vec<_> = latest
+        .iter()
+        .map(|s| (s.stream.as_str(), s.id.as_str()))
+        .collect();
+    assert_eq!(
+        latest,
+        [
+            ("132570034500_1", live.as_str()),
+            ("132570034500_1_pb", upload.as_str())
+        ]
+    );
+    // The incident points at the upload's stream and session.
+    let inc = &cat.incidents(SIM_A, 0, i64::MAX).unwrap()[0];
+    assert_eq!(inc.stream_name().as_deref(), Some("132570034500_1_pb"));
+    assert_eq!(inc.session_id.as_deref(), Some(upload.as_str()));
+}
+
+/// A catalog created by the first schema, holding rows, is upgraded in
+/// place: nothing is lost, and a playback stream fits beside a live one.
+fn upgrade_from_the_first_schema_keeps_rows_and_admits_playback_streams(db: TestDb) {
+    let cat = db.open();
+    let live = new_session_id("132570034500_1", T0);
+    cat.write(&[
+        session_started(&live, "132570034500_1", Some(SIM_A), Some(1), T0),
+        segment(&live, "132570034500_1", 0, T0),
+        Record::Incident {
+            sim: SIM_A.into(),
+            channel: Some(1),
+            from_ms: T0,
+            to_ms: T0 + 1000,
+            kind: "overspeed".into(),
+            source: "808-alarm".into(),
+            session_id: None,
+        },
+    ])
+    .unwrap();
+    // Back to the first schema: the second step's own down.sql, and its
+    // version forgotten.
+    let step2 = std::fs::read_dir(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("migrations")
+            .join(db.backend.to_string()),
+    )
+    .unwrap()
+    .map(|e| e.unwrap().path())
+    .filter(|p| p.is_dir())
+    .max()
+    .unwrap();
+    let version: String = step2
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .split('_')
+        .next()
+        .unwrap()
+        .replace('-', "");
+    assert_eq!(version, "20261204000001", "the step this test is about");
+    cat.execute_sql(&std::fs::read_to_string(step2.join("down.sql")).unwrap())
+        .unwrap();
+    cat.execute_sql(&format!(
+        "DELETE FROM __diesel_schema_migrations WHERE version = '{version}'"
+    ))
+    .unwrap();
+    drop(cat);
+    // Opening migrates again.
+    let cat = db.open();
+    let upload = new_session_id("132570034500_1_pb", T0 + 10_000);
+    cat.write(&[
+        playback_started(&upload, SIM_A, 1, T0 + 10_000),
+        segment(&upload, "132570034500_1_pb", 0, T0),
+    ])
+    .unwrap();
+    assert_eq!(db.count("streams"), 2);
+    assert_eq!(cat.segments_of_session(&live).unwrap().len(), 1);
+    assert_eq!(cat.segments_of_session(&upload).unwrap().len(), 1);
+    let incidents = cat.incidents(SIM_A, 0, i64::MAX).unwrap();
+    assert_eq!(incidents.len(), 1);
+    assert_eq!(incidents[0].kind, "overspeed");
+    assert_eq!(incidents[0].session_id, None);
 }

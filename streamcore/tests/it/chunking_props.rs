@@ -3,7 +3,7 @@
 //! arrives with. The fuzz targets `annexb_framer` and `live_stream_bytes`
 //! check the same on arbitrary bytes; these run in every `cargo test`.
 
-mod common;
+use crate::common;
 
 use std::sync::{Arc, OnceLock};
 

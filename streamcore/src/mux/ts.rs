@@ -1,5 +1,5 @@
-//! MPEG-TS muxing through libavformat (ffmpeg-next), in memory. This is the
-//! only module that touches FFmpeg; every `unsafe` block says why it holds.
+//! The MPEG-TS [`SegmentMuxer`]: libavformat's `mpegts` muxer writing into
+//! memory.
 //!
 //! One muxer lives as long as its stream, so continuity counters and PCR
 //! run on across segments (FFmpeg's own HLS client reports "Packet corrupt"
@@ -7,18 +7,19 @@
 //! whichever [`SegmentWriter`] is current, so a segment streams to storage
 //! as it is produced instead of being held whole in memory. `max_delay`
 //! stays at its API default (no PCR/PTS shift); packets carry exact
-//! durations; every packet starts with an AUD so the muxer never has to
-//! copy one in; PAT/PMT are re-emitted by the muxer before each keyframe.
+//! durations; every video packet starts with an AUD so the muxer never has
+//! to copy one in; PAT/PMT are re-emitted by the muxer before each keyframe.
 
 use std::io::{self, Write};
-use std::sync::{Arc, Mutex, Once};
+use std::sync::{Arc, Mutex};
 
 use ffmpeg::ffi;
 use ffmpeg_next as ffmpeg;
 
+use super::{init_ffmpeg, FinishedSegment, MuxPacket, SegmentMuxer, Track};
+use crate::codec::VideoCodec;
 use crate::error::{Error, Result};
 use crate::storage::SegmentWriter;
-use crate::time::{Dur90k, Ts90k};
 
 /// AVIO buffer: output reaches the segment writer (one `write` system call
 /// for a file) in chunks of this size, a few frames at a time.
@@ -62,31 +63,18 @@ impl Write for SinkHandle {
     }
 }
 
-/// How a segment ended at the muxer.
-pub struct FinishedSegment {
-    pub bytes: u64,
-    pub writer: Option<Box<dyn SegmentWriter>>,
-    pub error: Option<io::Error>,
-}
-
-/// A libavformat MPEG-TS muxer with one H.264 stream.
+/// A libavformat MPEG-TS muxer.
 pub struct TsMuxer {
     octx: ffmpeg::format::context::Output,
     sink: SinkHandle,
     stream: String,
-}
-
-pub(crate) fn init_ffmpeg() {
-    static INIT: Once = Once::new();
-    INIT.call_once(|| {
-        let _ = ffmpeg::init();
-        // libavformat logs to stderr by default; our tracing owns logging.
-        ffmpeg::util::log::set_level(ffmpeg::util::log::Level::Error);
-    });
+    tracks: usize,
 }
 
 impl TsMuxer {
-    pub fn new(stream: &str) -> Result<Self> {
+    /// A muxer for `tracks` (one PID each, in this order); `stream` names
+    /// it in errors.
+    pub fn new(stream: &str, tracks: &[Track]) -> Result<Self> {
         init_ffmpeg();
         let err = |e: ffmpeg::Error| Error::Mux {
             stream: stream.to_string(),
@@ -97,7 +85,13 @@ impl TsMuxer {
             ffmpeg::format::context::StreamIo::from_write_with_capacity(sink.clone(), AVIO_BUFFER)
                 .map_err(err)?;
         let mut octx = ffmpeg::format::output_to_stream(io, None, Some("mpegts")).map_err(err)?;
-        {
+        for track in tracks {
+            let (codec_type, codec_id) = match track {
+                Track::Video(VideoCodec::H264) => (
+                    ffi::AVMediaType::AVMEDIA_TYPE_VIDEO,
+                    ffi::AVCodecID::AV_CODEC_ID_H264,
+                ),
+            };
             let mut st = octx.add_stream(None::<ffmpeg::Codec>).map_err(err)?;
             st.set_time_base((1, 90_000));
             // SAFETY: `st` wraps a stream that avformat_new_stream just
@@ -106,8 +100,8 @@ impl TsMuxer {
             // Plain field stores, no aliasing: nothing else holds it yet.
             unsafe {
                 let par = (*st.as_mut_ptr()).codecpar;
-                (*par).codec_type = ffi::AVMediaType::AVMEDIA_TYPE_VIDEO;
-                (*par).codec_id = ffi::AVCodecID::AV_CODEC_ID_H264;
+                (*par).codec_type = codec_type;
+                (*par).codec_id = codec_id;
             }
         }
         // SAFETY: `octx` is a live output context whose header is not written
@@ -123,55 +117,67 @@ impl TsMuxer {
             octx,
             sink,
             stream: stream.to_string(),
+            tracks: tracks.len(),
         })
     }
+}
 
-    /// Routes output to `writer` from now on.
-    pub fn begin_segment(&mut self, writer: Option<Box<dyn SegmentWriter>>) {
+impl SegmentMuxer for TsMuxer {
+    fn begin_segment(&mut self, writer: Option<Box<dyn SegmentWriter>>) {
         let mut sink = self.sink.0.lock().expect("sink poisoned");
         sink.writer = writer;
         sink.bytes = 0;
         sink.error = None;
     }
 
-    /// Writes one access unit (Annex-B, starting with an AUD).
-    pub fn write(
-        &mut self,
-        data: &[u8],
-        pts: Ts90k,
-        dts: Ts90k,
-        duration: Dur90k,
-        key: bool,
-    ) -> Result<()> {
+    fn write(&mut self, packet: &MuxPacket<'_>) -> Result<()> {
+        if packet.track >= self.tracks {
+            return Err(Error::Mux {
+                stream: self.stream.clone(),
+                detail: format!(
+                    "packet for track {} of a muxer with {}",
+                    packet.track, self.tracks
+                ),
+            });
+        }
+        let data = packet.data;
         // SAFETY: an all-zero AVPacket is a valid blank packet (no buffer,
         // no side data). `data` points into a slice that outlives the call;
         // with `buf` null, av_write_frame neither frees nor keeps the data
         // (it references `buf` only when set, and the MPEG-TS muxer writes
         // video PES packets out before returning). `octx` is a live output
-        // context whose header has been written.
+        // context whose header has been written, and `stream_index` names
+        // one of its streams (checked above).
         let ret = unsafe {
             let mut pkt: ffi::AVPacket = std::mem::zeroed();
             pkt.data = data.as_ptr() as *mut u8;
             pkt.size = data.len() as i32;
-            pkt.pts = pts.0;
-            pkt.dts = dts.0;
-            pkt.duration = duration.0;
+            pkt.pts = packet.pts.0;
+            pkt.dts = packet.dts.0;
+            pkt.duration = packet.duration.0;
             pkt.pos = -1;
-            pkt.stream_index = 0;
-            pkt.flags = if key { ffi::AV_PKT_FLAG_KEY } else { 0 };
+            pkt.stream_index = packet.track as i32;
+            pkt.flags = if packet.keyframe {
+                ffi::AV_PKT_FLAG_KEY
+            } else {
+                0
+            };
             ffi::av_write_frame(self.octx.as_mut_ptr(), &mut pkt)
         };
         if ret < 0 {
             return Err(Error::Mux {
                 stream: self.stream.clone(),
-                detail: format!("writing the frame at {pts:?}: {}", ffmpeg::Error::from(ret)),
+                detail: format!(
+                    "writing the frame at {:?}: {}",
+                    packet.pts,
+                    ffmpeg::Error::from(ret)
+                ),
             });
         }
         Ok(())
     }
 
-    /// Pushes everything written so far to the current writer and detaches it.
-    pub fn end_segment(&mut self) -> FinishedSegment {
+    fn end_segment(&mut self) -> FinishedSegment {
         // SAFETY: `octx` is live and its `pb` is the custom AVIO context
         // installed by output_to_stream, kept alive by `octx`. avio_flush
         // only calls our write callback, which does not re-enter libav.
@@ -193,6 +199,7 @@ impl TsMuxer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::time::{Dur90k, Ts90k};
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     struct CountingWriter {
@@ -222,7 +229,7 @@ mod tests {
     /// system call for a file) per frame, and all of it by `end_segment`.
     #[test]
     fn segment_output_is_written_in_large_chunks() {
-        let mut mux = TsMuxer::new("t").unwrap();
+        let mut mux = TsMuxer::new("t", &[Track::Video(VideoCodec::H264)]).unwrap();
         let writes = Arc::new(AtomicUsize::new(0));
         let bytes = Arc::new(AtomicUsize::new(0));
         mux.begin_segment(Some(Box::new(CountingWriter {
@@ -234,8 +241,28 @@ mod tests {
         frame.resize(13_500, 0x55);
         for i in 0..100i64 {
             let t = Ts90k(i * 3600);
-            mux.write(&frame, t, t, Dur90k(3600), i == 0).unwrap();
+            mux.write(&MuxPacket {
+                track: 0,
+                data: &frame,
+                pts: t,
+                dts: t,
+                duration: Dur90k(3600),
+                keyframe: i == 0,
+            })
+            .unwrap();
         }
+        assert!(
+            mux.write(&MuxPacket {
+                track: 1,
+                data: &frame,
+                pts: Ts90k(0),
+                dts: Ts90k(0),
+                duration: Dur90k(3600),
+                keyframe: false,
+            })
+            .is_err(),
+            "no second track"
+        );
         let done = mux.end_segment();
         assert!(done.error.is_none());
         let (n, total) = (

@@ -66,7 +66,7 @@ fn clip_err(detail: impl Into<String>) -> Error {
 /// `out` (created or truncated). Blocking: file I/O and libavformat; call
 /// it from a blocking thread. Other streams in the inputs are ignored.
 pub fn remux_to_mp4(segments: &[ClipSegment], out: &Path) -> Result<ClipStats> {
-    crate::mux::init_ffmpeg();
+    super::init_ffmpeg();
     if segments.is_empty() {
         return Err(clip_err("no segments to remux"));
     }

@@ -17,10 +17,13 @@ pub fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
-pub fn shared(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/data")
-        .join(name)
+#[path = "../../../../fixtures/captures.rs"]
+mod captures;
+
+/// A third-party capture (see `fixtures/captures.rs`), or `None` after
+/// reporting that `test` skipped it.
+pub fn capture(name: &str, test: &str) -> Option<PathBuf> {
+    captures::capture(name, test)
 }
 
 /// A clock starting at 2023-11-14T22:13:20Z that advances 40 ms per reading.

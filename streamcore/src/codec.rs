@@ -1,0 +1,124 @@
+//! The codec seam: what the stream pipeline needs to know about a video
+//! bitstream, behind one small trait, so a codec is added beside H.264
+//! without touching the timeline, the segmenter or the playlist.
+//!
+//! A [`VideoParser`] turns NAL units into [`AccessUnit`]s (picture
+//! boundaries, keyframes, picture order count, format changes), remembers
+//! the parameter sets, tells the timeline what they say about timing
+//! ([`TimingHints`]), and writes an access unit as the packet the muxer
+//! wants. H.264 ([`crate::access_unit::AccessUnitAssembler`], ITU-T H.264
+//! 7.4.1.2.3) is the implementation today.
+
+use bytes::Bytes;
+
+use crate::access_unit::{AccessUnit, AccessUnitAssembler, AssemblerStats};
+use crate::h264::{self, nal_type};
+use crate::time::Dur90k;
+
+/// A video codec the pipeline handles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum VideoCodec {
+    #[default]
+    H264,
+}
+
+/// What the active parameter sets say about timing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TimingHints {
+    /// Frame duration from the stream's own timing information, if any.
+    pub nominal_frame: Option<Dur90k>,
+    /// Frames a decoder may hold back to restore display order.
+    pub reorder_depth: u32,
+}
+
+/// Codec-specific parsing, sans-IO: NAL units in, access units out.
+pub trait VideoParser: Send {
+    fn codec(&self) -> VideoCodec;
+    /// Adds one NAL unit (without its start code); returns the access unit
+    /// it completed, if any.
+    fn push(&mut self, nal: Bytes, capture_ms: Option<i64>) -> Option<AccessUnit>;
+    /// Completes the access unit in progress (the transport marked the end
+    /// of a frame, or the stream ended).
+    fn flush(&mut self) -> Option<AccessUnit>;
+    /// Hands back an access unit that has been used up, for reuse.
+    fn recycle(&mut self, au: AccessUnit);
+    /// Parameter sets have been received: a keyframe can be decoded.
+    fn has_parameter_sets(&self) -> bool;
+    fn timing_hints(&self) -> TimingHints;
+    /// Writes `au` into `out` (cleared first) as one packet for the muxer:
+    /// Annex-B, starting with an access-unit delimiter, with the cached
+    /// parameter sets before a keyframe that lacks them (devices often send
+    /// them once), so every segment can start decoding on its own.
+    fn write_packet(&self, au: &AccessUnit, out: &mut Vec<u8>);
+    fn stats(&self) -> AssemblerStats;
+}
+
+/// A parser for `codec`, bounding access units at `max_au_nals` NAL units
+/// and `max_au_bytes` bytes.
+pub fn parser(codec: VideoCodec, max_au_nals: usize, max_au_bytes: usize) -> Box<dyn VideoParser> {
+    match codec {
+        VideoCodec::H264 => Box::new(AccessUnitAssembler::with_limits(max_au_nals, max_au_bytes)),
+    }
+}
+
+const START_CODE: [u8; 4] = [0, 0, 0, 1];
+const H264_AUD: [u8; 6] = [0, 0, 0, 1, nal_type::AUD, 0xf0];
+
+impl VideoParser for AccessUnitAssembler {
+    fn codec(&self) -> VideoCodec {
+        VideoCodec::H264
+    }
+
+    fn push(&mut self, nal: Bytes, capture_ms: Option<i64>) -> Option<AccessUnit> {
+        AccessUnitAssembler::push(self, nal, capture_ms)
+    }
+
+    fn flush(&mut self) -> Option<AccessUnit> {
+        AccessUnitAssembler::flush(self)
+    }
+
+    fn recycle(&mut self, au: AccessUnit) {
+        AccessUnitAssembler::recycle(self, au)
+    }
+
+    fn has_parameter_sets(&self) -> bool {
+        self.cached_parameter_sets().0.is_some()
+    }
+
+    fn timing_hints(&self) -> TimingHints {
+        self.active_sps()
+            .map(|sps| TimingHints {
+                nominal_frame: sps.nominal_frame_duration(),
+                reorder_depth: sps.reorder_depth(),
+            })
+            .unwrap_or_default()
+    }
+
+    fn write_packet(&self, au: &AccessUnit, out: &mut Vec<u8>) {
+        out.clear();
+        // Our own AUD: libavformat would otherwise copy the packet to
+        // insert one.
+        out.extend_from_slice(&H264_AUD);
+        let insert_params = au.keyframe && !(au.has_sps && au.has_pps);
+        if insert_params {
+            if let (Some(sps), Some(pps)) = self.cached_parameter_sets() {
+                for nal in [sps, pps] {
+                    out.extend_from_slice(&START_CODE);
+                    out.extend_from_slice(nal);
+                }
+            }
+        }
+        for nal in &au.nals {
+            let t = h264::nal_unit_type(nal);
+            if t == nal_type::AUD || (insert_params && (t == nal_type::SPS || t == nal_type::PPS)) {
+                continue;
+            }
+            out.extend_from_slice(&START_CODE);
+            out.extend_from_slice(nal);
+        }
+    }
+
+    fn stats(&self) -> AssemblerStats {
+        AccessUnitAssembler::stats(self)
+    }
+}

@@ -1,0 +1,13 @@
+//! streamcore's integration tests, one binary (each test binary links
+//! libavformat and diesel: one link instead of six). Each module is one
+//! suite; `cargo test -p streamcore --test it <module>::` runs one.
+
+mod common;
+
+#[cfg(feature = "catalog")]
+mod catalog;
+mod chunking_props;
+mod fuzz_regressions;
+mod remux_ffprobe;
+mod steady_state_alloc;
+mod stream_behaviour;
