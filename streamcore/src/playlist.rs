@@ -245,7 +245,13 @@ impl MediaPlaylist {
         // The date a player extrapolates from the last PROGRAM-DATE-TIME.
         let mut player_clock_ms: Option<i64> = None;
         for (i, s) in self.segments.iter().enumerate() {
-            let discontinuity = s.discontinuity && i > 0;
+            // RFC 8216 6.2.2: a segment's discontinuity sequence number is
+            // DISCONTINUITY-SEQUENCE plus the tags before it, and must not
+            // change between reloads. The tag of a segment that reached the
+            // head of a sliding window therefore stays until it slides out
+            // (which raises DISCONTINUITY-SEQUENCE). A recording has nothing
+            // before its first segment to be discontinuous with.
+            let discontinuity = s.discontinuity && (i > 0 || self.style.discontinuity_sequence_tag);
             if discontinuity {
                 out.push_str("#EXT-X-DISCONTINUITY\n");
             }
@@ -643,5 +649,40 @@ mod tests {
                 .is_err()
         );
         assert!(MediaPlaylist::parse_any("#EXTM3U\n#EXTINF:1,\n1.ts\n").is_err());
+    }
+
+    /// The discontinuity sequence number of every segment (RFC 8216 6.2.2:
+    /// DISCONTINUITY-SEQUENCE plus the tags before it) never changes while
+    /// the window slides, including while a discontinuity is at its head.
+    #[test]
+    fn discontinuity_numbers_are_stable_across_reloads() {
+        let mut p = MediaPlaylist::new(
+            PlaylistKind::Live {
+                window: Dur90k::from_secs(12),
+            },
+            8,
+        );
+        let mut numbers: std::collections::HashMap<String, u64> = Default::default();
+        for i in 0..12 {
+            p.push(seg(i, 40, i % 4 == 3)).unwrap();
+            let text = p.render();
+            let mut n: u64 = text
+                .lines()
+                .find_map(|l| l.strip_prefix("#EXT-X-DISCONTINUITY-SEQUENCE:"))
+                .unwrap()
+                .parse()
+                .unwrap();
+            for line in text.lines() {
+                if line == "#EXT-X-DISCONTINUITY" {
+                    n += 1;
+                } else if !line.starts_with('#') {
+                    let first = *numbers.entry(line.to_string()).or_insert(n);
+                    assert_eq!(first, n, "{line} renumbered:\n{text}");
+                }
+            }
+            let back = MediaPlaylist::parse(&text, p.kind()).unwrap();
+            assert_eq!(back.render(), text);
+        }
+        assert_eq!(numbers["11.ts"], 3);
     }
 }

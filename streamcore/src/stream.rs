@@ -53,7 +53,9 @@ pub struct StreamConfig {
     pub event_playlist: bool,
     /// Keep segments that leave the live window (they belong to a recording).
     pub keep_segments: bool,
-    /// How long a segment stays on disk after leaving the window, in media time.
+    /// How long a segment stays on storage after leaving the window, in
+    /// media time; never less than RFC 8216 6.2.2 asks (the window plus two
+    /// target durations: the segment and the longest playlist that listed it).
     pub delete_grace: Dur90k,
     pub timing: TimingConfig,
     /// fsync segments and playlists before renaming them into place.
@@ -261,6 +263,8 @@ pub struct LiveStream {
     /// The packet being built for the muxer, reused between frames.
     packet: Vec<u8>,
     pending_deletes: VecDeque<(String, Ts90k)>,
+    /// How long a segment that left the window stays on storage.
+    delete_after: Dur90k,
     last_pts: Ts90k,
     /// The next published segment must carry a discontinuity (the muxer
     /// restarted after a resume, or a segment was lost).
@@ -312,6 +316,9 @@ impl LiveStream {
             target: cfg.target_segment,
             max_secs,
         });
+        let delete_after = cfg
+            .delete_grace
+            .max(window + Dur90k::from_secs(2 * max_secs as i64));
         Ok(LiveStream {
             name: name.to_string(),
             storage,
@@ -329,6 +336,7 @@ impl LiveStream {
             frames: Vec::new(),
             packet: Vec::with_capacity(64 * 1024),
             pending_deletes: VecDeque::new(),
+            delete_after,
             last_pts: Ts90k(0),
             force_discontinuity,
             stats: StreamStats::default(),
@@ -624,7 +632,7 @@ impl LiveStream {
         if !self.cfg.keep_segments {
             for gone in removed {
                 self.pending_deletes
-                    .push_back((gone.uri, now + self.cfg.delete_grace));
+                    .push_back((gone.uri, now + self.delete_after));
             }
             while let Some((name, due)) = self.pending_deletes.front() {
                 if *due > now {

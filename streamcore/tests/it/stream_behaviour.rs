@@ -205,8 +205,8 @@ fn live_window_slides_and_old_segments_are_deleted_after_grace() {
         delete_grace: Dur90k::from_secs(8),
         ..Default::default()
     });
-    // 60 s of video: the baseline fixture looped six times.
-    for round in 0..6 {
+    // 120 s of video: the baseline fixture looped twelve times.
+    for round in 0..12 {
         for (i, au) in aus.iter().enumerate() {
             s.push_frame(au, Some(40 * (round * 250 + i) as i64))
                 .unwrap();
@@ -228,13 +228,19 @@ fn live_window_slides_and_old_segments_are_deleted_after_grace() {
     for (_, uri) in &segs {
         assert!(files.contains(uri), "listed segment {uri} exists");
     }
-    // Segments more than the grace period out of the window are gone.
+    // Segments more than the grace period out of the window are gone. The
+    // 8 s asked for is below what RFC 8216 6.2.2 requires (the segment plus
+    // the longest playlist that listed it: here 24 + 2 x 8 = 40 s), so the
+    // last ~40 s of removed 4 s segments are still there.
     assert!(!files.contains(&"0.ts".to_string()), "{files:?}");
     let kept_outside = files
         .iter()
         .filter(|f| f.ends_with(".ts") && !segs.iter().any(|s| &s.1 == *f))
         .count();
-    assert!(kept_outside <= 2, "{files:?}");
+    assert!(
+        (9..=11).contains(&kept_outside),
+        "{kept_outside}: {files:?}"
+    );
 }
 
 #[test]
