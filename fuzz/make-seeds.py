@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""Writes the seed corpora under fuzz/corpus/<target>/ from the shared test
-inputs (../shared/data, read-only, never copied whole) and the project's
-own fixtures. Seeds are small cuts: the first packets or kilobytes, plus
+"""Writes the seed corpora under fuzz/corpus/<target>/ from the third-party
+captures (the folder named by FLEET_CAPTURES_DIR, see docs/captures.md;
+read-only, never copied whole) and the project's own fixtures. Seeds are small cuts: the first packets or kilobytes, plus
 the parameter sets and first slices of each stream. Re-run after changing
 an input convention (see fuzz_targets/common.rs)."""
 
@@ -11,7 +11,9 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-DATA = os.path.join(ROOT, "..", "shared", "data")
+DATA = os.environ.get("FLEET_CAPTURES_DIR")
+if not DATA:
+    sys.exit("set FLEET_CAPTURES_DIR to the captures folder (see docs/captures.md)")
 FIX = os.path.join(ROOT, "fixtures")
 OUT = os.path.join(HERE, "corpus")
 
@@ -79,7 +81,7 @@ for key in ("fx_baseline", "fx_high_b2", "cf_MR1_BT_A"):
 
 # JT/T 1078: packets from the MIT-licensed CSV captures (one hex packet a
 # line). The 24 s capture has no licence; run the targets on it locally
-# with `cargo fuzz run jt1078 ../../shared/data/jt1078_capture_24s.bin`.
+# with `cargo fuzz run jt1078 "$FLEET_CAPTURES_DIR/jt1078_capture_24s.bin"`.
 for csv in ("jt1078_1.txt", "JT1078_2.txt"):
     pkts = []
     for line in open(os.path.join(DATA, csv), encoding="utf-8-sig"):
