@@ -17,6 +17,7 @@ pub mod config;
 pub mod http;
 pub mod m3u8;
 pub mod names;
+mod routes;
 pub mod server;
 pub mod stall;
 pub mod token;

@@ -1,0 +1,270 @@
+//! The JSON API: `/api/streams[?all=1]` (what can be played now), `/api/devices` and
+//! `/api/devices/<sim>/{sessions,incidents,positions}?from&to[&limit]` (catalog queries), and
+//! POST `/api/devices/<sim>/channels/<ch>/{watch,stop}`, forwarded to ingestd's control API;
+//! a watch answers once the stream's live playlist is being written.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use serde_json::json;
+use warp::http::StatusCode;
+use warp::reply::Response;
+use warp::{Filter, Rejection};
+
+use super::live::open_live_file;
+use super::{blocking, catalog_failed, get_or_head, not_found, parse_range, request, with_state};
+use crate::catalog::CatalogError;
+use crate::http::{self, Req};
+use crate::server::AppState;
+use crate::{m3u8, names};
+
+const DEFAULT_POSITION_LIMIT: usize = 10_000;
+const MAX_POSITION_LIMIT: usize = 200_000;
+
+pub(super) fn routes(
+    state: Arc<AppState>,
+) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+    let st = with_state(state);
+    let get = get_or_head();
+
+    let streams = warp::path!("api" / "streams")
+        .and(get)
+        .and(st.clone())
+        .and(request())
+        .then(|st: Arc<AppState>, req: Req| async move { api_streams(st, req).await });
+    let devices = warp::path!("api" / "devices")
+        .and(get)
+        .and(st.clone())
+        .then(|st: Arc<AppState>| async move { api_devices(st).await });
+    let device_q = warp::path!("api" / "devices" / String / String)
+        .and(get)
+        .and(st.clone())
+        .and(request())
+        .then(
+            |sim: String, what: String, st: Arc<AppState>, req: Req| async move {
+                api_device_query(st, sim, what, req).await
+            },
+        );
+    let control = warp::path!("api" / "devices" / String / "channels" / String / String)
+        .and(warp::post())
+        .and(st.clone())
+        .then(
+            |sim: String, ch: String, action: String, st: Arc<AppState>| async move {
+                control(st, sim, ch, action).await
+            },
+        );
+
+    streams
+        .or(devices)
+        .unify()
+        .or(device_q)
+        .unify()
+        .or(control)
+        .unify()
+}
+
+/// Streams with a playlist on disk (what can be served), marked live from the files and joined
+/// with the catalog's open sessions so a client can also open the recording.
+async fn api_streams(st: Arc<AppState>, req: Req) -> Response {
+    let all = matches!(req.query.get("all").map(String::as_str), Some("1" | "true"));
+    let (dir, timeout, cat) = (st.data_dir.clone(), st.live_timeout, st.catalog.clone());
+    let scanned = blocking(move || -> Result<_, CatalogError> {
+        Ok((
+            crate::catalog::scan_streams(&dir, timeout)?,
+            cat.live_streams()?,
+        ))
+    })
+    .await;
+    let (streams, open) = match scanned {
+        Ok(v) => v,
+        Err(e) => return catalog_failed(e),
+    };
+    let now = SystemTime::now();
+    let list: Vec<_> = streams
+        .into_iter()
+        .filter(|s| all || s.live)
+        .map(|s| {
+            let updated_ms = s
+                .modified
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_millis() as i64)
+                .unwrap_or(0);
+            let device = names::split_device_stream(&s.name);
+            let session = open.iter().find(|o| o.stream == s.name);
+            json!({
+                "name": s.name,
+                "live": s.live,
+                "ended": s.playlist.end_list,
+                "url": format!("/live/{}/index.m3u8", s.name),
+                "updated": m3u8::format_pdt(updated_ms),
+                "updated_ms": updated_ms,
+                "age_ms": now.duration_since(s.modified).map(|d| d.as_millis() as u64).unwrap_or(0),
+                "target_duration": s.playlist.target_duration,
+                "media_sequence": s.playlist.media_sequence,
+                "segments": s.playlist.segments.len(),
+                "window_seconds": s.playlist.segments.iter().map(|x| x.duration).sum::<f64>(),
+                "sim": device.map(|d| d.0),
+                "channel": device.map(|d| d.1),
+                "session_id": session.map(|o| o.session_id.as_str()),
+                "session_started_ms": session.map(|o| o.started_ms),
+            })
+        })
+        .collect();
+    http::json(StatusCode::OK, &list)
+}
+
+async fn api_devices(st: Arc<AppState>) -> Response {
+    let cat = st.catalog.clone();
+    match blocking(move || cat.devices()).await {
+        Ok(d) => http::json(StatusCode::OK, &d),
+        Err(e) => catalog_failed(e),
+    }
+}
+
+async fn api_device_query(st: Arc<AppState>, sim: String, what: String, req: Req) -> Response {
+    if !names::valid_sim(&sim) {
+        return http::error(StatusCode::NOT_FOUND, "invalid SIM");
+    }
+    let range = match parse_range(&req) {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    let cat = st.catalog.clone();
+    let result = match what.as_str() {
+        "sessions" => {
+            blocking(move || {
+                cat.sessions(&sim, range)
+                    .map(|v| serde_json::to_value(v).unwrap_or_default())
+            })
+            .await
+        }
+        "incidents" => {
+            blocking(move || {
+                cat.incidents(&sim, range)
+                    .map(|v| serde_json::to_value(v).unwrap_or_default())
+            })
+            .await
+        }
+        "positions" => {
+            let limit = match req.query.get("limit").map(|l| l.parse::<usize>()) {
+                None => DEFAULT_POSITION_LIMIT,
+                Some(Ok(l)) if l > 0 => l.min(MAX_POSITION_LIMIT),
+                Some(_) => {
+                    return http::error(
+                        StatusCode::BAD_REQUEST,
+                        "limit: expected a positive integer",
+                    )
+                }
+            };
+            blocking(move || {
+                cat.positions(&sim, range, limit)
+                    .map(|v| serde_json::to_value(v).unwrap_or_default())
+            })
+            .await
+        }
+        _ => return not_found(format!("device resource {what}")),
+    };
+    match result {
+        Ok(v) => http::json(StatusCode::OK, &v),
+        Err(e) => catalog_failed(e),
+    }
+}
+
+/// True when the stream's playlist is live: has a segment, no ENDLIST, and was written at or
+/// after `since` (so a stale playlist from an earlier session doesn't count).
+fn playlist_fresh(data_dir: &Path, stream: &str, since: SystemTime) -> bool {
+    let Ok((mut f, meta)) = open_live_file(data_dir, stream, "index.m3u8") else {
+        return false;
+    };
+    let Ok(modified) = meta.modified() else {
+        return false;
+    };
+    let mut text = String::new();
+    if std::io::Read::read_to_string(&mut f, &mut text).is_err() {
+        return false;
+    }
+    match m3u8::parse_media(&text) {
+        Ok(p) => !p.end_list && !p.segments.is_empty() && modified >= since,
+        Err(_) => false,
+    }
+}
+
+async fn control(st: Arc<AppState>, sim: String, ch: String, action: String) -> Response {
+    if !names::valid_sim(&sim) {
+        return http::error(StatusCode::NOT_FOUND, "invalid SIM");
+    }
+    let Some(channel) = names::parse_channel(&ch) else {
+        return http::error(StatusCode::NOT_FOUND, "invalid channel");
+    };
+    let ingest_action = match action.as_str() {
+        "watch" => "live",
+        "stop" => "stop",
+        _ => return not_found(format!("action {action}")),
+    };
+    let stream = names::device_stream(&sim, channel);
+    // A playlist already being updated is as good as a new one: a second viewer needn't wait.
+    let started = Instant::now();
+    let already_live = {
+        let (dir, s, since) = (
+            st.data_dir.clone(),
+            stream.clone(),
+            SystemTime::now() - st.live_timeout.min(Duration::from_secs(10)),
+        );
+        action == "watch" && blocking(move || playlist_fresh(&dir, &s, since)).await
+    };
+    let since = SystemTime::now();
+    let url = format!(
+        "{}/api/devices/{sim}/channels/{channel}/{ingest_action}",
+        st.ingestd_url
+    );
+    match st.client.post(&url).send().await {
+        Err(e) => {
+            return http::error(
+                StatusCode::BAD_GATEWAY,
+                format!("ingestd unreachable at {}: {e}", st.ingestd_url),
+            );
+        }
+        Ok(r) if !r.status().is_success() => {
+            let status = r.status();
+            let body = r.text().await.unwrap_or_default();
+            let ours = if status.is_client_error() {
+                status
+            } else {
+                StatusCode::BAD_GATEWAY
+            };
+            return http::json(
+                ours,
+                &json!({"error": format!("ingestd answered {status} to {ingest_action}"), "status": ours.as_u16(), "ingestd_status": status.as_u16(), "ingestd_body": body, "stream": stream}),
+            );
+        }
+        Ok(_) => {}
+    }
+    let playlist = format!("/live/{stream}/index.m3u8");
+    if action == "stop" {
+        return http::json(StatusCode::OK, &json!({"stream": stream, "stopped": true}));
+    }
+    if !already_live {
+        let deadline = started + st.watch_timeout;
+        loop {
+            let (dir, s) = (st.data_dir.clone(), stream.clone());
+            if blocking(move || playlist_fresh(&dir, &s, since)).await {
+                break;
+            }
+            if Instant::now() >= deadline {
+                return http::json(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    &json!({
+                        "error": format!("no segment of {stream} within {} s of asking ingestd", st.watch_timeout.as_secs_f64()),
+                        "status": 504, "stream": stream, "playlist": playlist,
+                    }),
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    http::json(
+        StatusCode::OK,
+        &json!({"stream": stream, "playlist": playlist, "waited_ms": started.elapsed().as_millis() as u64, "already_live": already_live}),
+    )
+}

@@ -1,0 +1,155 @@
+//! Live HLS, served from the files ingestd writes under `DATA/live/`: `/live/<stream>/index.m3u8`
+//! and `/live/<stream>/<n>.ts`, and the token-in-path forms `/live/<stream>/t/<token>/index.m3u8`
+//! and `/live/<stream>/t/<token>/<n>.ts`. Also owns `open_live_file`, which keeps reads inside
+//! the data dir; the API's watch uses it too, to see a playlist come alive.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use warp::http::StatusCode;
+use warp::reply::Response;
+use warp::{Filter, Rejection};
+
+use super::{blocking, check_token, get_or_head, not_found, request, with_state, MPEGURL};
+use crate::http::{self, Representation, Req, Source};
+use crate::server::AppState;
+use crate::{m3u8, names};
+
+const MP2T: &str = "video/mp2t";
+const LIVE_PLAYLIST_CACHE: &str = "public, max-age=1";
+const SEGMENT_CACHE: &str = "public, max-age=31536000, immutable";
+
+pub(super) fn routes(
+    state: Arc<AppState>,
+) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+    let st = with_state(state);
+    let get = get_or_head();
+
+    let live = warp::path!("live" / String / String)
+        .and(get)
+        .and(st.clone())
+        .and(request())
+        .then(
+            |stream: String, file: String, st: Arc<AppState>, req: Req| async move {
+                serve_live(st, stream, None, file, req).await
+            },
+        );
+    let live_t = warp::path!("live" / String / "t" / String / String)
+        .and(get)
+        .and(st.clone())
+        .and(request())
+        .then(
+            |stream: String, tok: String, file: String, st: Arc<AppState>, req: Req| async move {
+                serve_live(st, stream, Some(tok), file, req).await
+            },
+        );
+
+    live.or(live_t).unify()
+}
+
+/// Opens `DATA/live/<stream>/<file>` for reading after validating both names, and refuses
+/// anything whose canonical path leaves the data dir (e.g. a symlink planted in a stream dir).
+pub(super) fn open_live_file(
+    data_dir: &Path,
+    stream: &str,
+    file: &str,
+) -> std::io::Result<(std::fs::File, std::fs::Metadata)> {
+    let path = data_dir.join("live").join(stream).join(file);
+    let canon = std::fs::canonicalize(&path)?;
+    if !canon.starts_with(data_dir) {
+        tracing::warn!(path = %path.display(), "refusing a file outside the data dir");
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "outside data dir",
+        ));
+    }
+    let f = std::fs::File::open(&canon)?;
+    let meta = f.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "not a file",
+        ));
+    }
+    Ok((f, meta))
+}
+
+async fn serve_live(
+    st: Arc<AppState>,
+    stream: String,
+    path_token: Option<String>,
+    file: String,
+    req: Req,
+) -> Response {
+    if !names::valid_stream(&stream) {
+        return http::error(StatusCode::NOT_FOUND, "invalid stream name");
+    }
+    let is_playlist = file == "index.m3u8";
+    if !is_playlist && names::segment_sequence(&file).is_none() {
+        return http::error(StatusCode::NOT_FOUND, "invalid segment name");
+    }
+    let token = match check_token(&st, &stream, path_token.as_deref(), &req) {
+        Ok(t) => t,
+        Err(resp) => return resp,
+    };
+    let data_dir = st.data_dir.clone();
+    let (s2, f2) = (stream.clone(), file.clone());
+    let opened = blocking(move || -> std::io::Result<_> {
+        let (f, meta) = open_live_file(&data_dir, &s2, &f2)?;
+        if is_playlist {
+            use std::io::Read as _;
+            let mut text = String::with_capacity(meta.len() as usize);
+            (&f).read_to_string(&mut text)?;
+            Ok((None, Some(text), meta))
+        } else {
+            Ok((Some(f), None, meta))
+        }
+    })
+    .await;
+    let (file_handle, text, meta) = match opened {
+        Ok(v) => v,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return not_found(if is_playlist {
+                format!("stream {stream}")
+            } else {
+                format!("segment {stream}/{file}")
+            })
+        }
+        Err(e) => {
+            tracing::warn!(%stream, %file, error = %e, "reading live file");
+            return http::error(StatusCode::INTERNAL_SERVER_ERROR, "read error");
+        }
+    };
+    if let Some(text) = text {
+        // A query token is copied into segment URIs; the path form needs nothing (relative URIs
+        // resolve under /t/<token>/).
+        let body = match (&token, &path_token) {
+            (Some((tok, _)), None) => m3u8::add_token_to_uris(&text, tok),
+            _ => text,
+        };
+        let rep = Representation::text(
+            &req,
+            Bytes::from(body),
+            MPEGURL,
+            LIVE_PLAYLIST_CACHE,
+            meta.modified().ok(),
+            true,
+        );
+        return http::respond(&req, rep);
+    }
+    let file = file_handle.expect("segment opened");
+    let rep = Representation {
+        etag: http::file_etag(&meta),
+        source: Source::File {
+            file: Arc::new(file),
+            len: meta.len(),
+        },
+        content_type: MP2T,
+        cache_control: SEGMENT_CACHE,
+        last_modified: meta.modified().ok(),
+        gzip: false,
+        vary_encoding: false,
+    };
+    http::respond(&req, rep)
+}

@@ -1,0 +1,147 @@
+//! The warp routes of hlsd, one module per group: `live` (HLS straight from the data dir),
+//! `vod` (recordings rendered from the catalog: playlists and MP4 clips), `api` (the JSON API
+//! and the watch/stop forwarding to ingestd) and `page` (the web page, CORS preflight and the
+//! JSON 404). This module combines them and holds the helpers every group uses: request
+//! extraction, blocking calls, token checks and the common error answers.
+//!
+//! Routes (GET and HEAD unless noted; every answer carries CORS headers; OPTIONS answers preflight):
+//! - `/live/<stream>/index.m3u8`, `/live/<stream>/<n>.ts` and the token-in-path forms
+//!   `/live/<stream>/t/<token>/index.m3u8`, `/live/<stream>/t/<token>/<n>.ts`
+//! - `/vod/session/<id>/index.m3u8`, `/vod/incident/<id>/index.m3u8[?channel=N]` (+ `/t/<token>/` forms)
+//! - `/api/streams/<stream>/clip.mp4?from&to`
+//! - `/api/streams[?all=1]`, `/api/devices`, `/api/devices/<sim>/{sessions,incidents,positions}?from&to[&limit]`
+//! - POST `/api/devices/<sim>/channels/<ch>/watch` and `/stop`
+//! - `/`, `/static/<asset>`
+
+// Handlers return early with a ready response (`Result<_, Response>`); boxing it would only
+// add an allocation to every error path.
+#![allow(clippy::result_large_err)]
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use warp::http::StatusCode;
+use warp::reply::Response;
+use warp::{Filter, Rejection};
+
+use crate::catalog::{CatalogError, TimeRange};
+use crate::http::{self, Req};
+use crate::server::AppState;
+use crate::token::{now_unix, TokenError};
+
+mod api;
+mod live;
+mod page;
+// Crate-visible for the clip limits: the server sizes the slots and re-exports the maximum.
+pub(crate) mod vod;
+
+const MPEGURL: &str = "application/vnd.apple.mpegurl";
+
+/// All routes; never rejects (unknown paths get a JSON 404).
+pub(crate) fn routes(
+    state: Arc<AppState>,
+) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
+    live::routes(state.clone())
+        .or(vod::routes(state.clone()))
+        .unify()
+        .or(api::routes(state))
+        .unify()
+        .or(page::routes())
+        .unify()
+        // Last: it takes every request the routes above left.
+        .or(page::fallback())
+        .unify()
+        .map(http::add_cors)
+}
+
+fn with_state(
+    state: Arc<AppState>,
+) -> impl Filter<Extract = (Arc<AppState>,), Error = Infallible> + Clone {
+    warp::any().map(move || state.clone())
+}
+
+fn get_or_head() -> impl Filter<Extract = (), Error = Rejection> + Copy {
+    warp::get().or(warp::head()).unify()
+}
+
+fn request() -> impl Filter<Extract = (Req,), Error = Infallible> + Clone {
+    warp::method()
+        .and(warp::header::headers_cloned())
+        .and(warp::query::raw().or(warp::any().map(String::new)).unify())
+        .map(|method, headers, raw: String| Req {
+            method,
+            headers,
+            query: http::parse_query(&raw),
+        })
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f)
+        .await
+        .expect("blocking task panicked")
+}
+
+fn not_found(what: impl std::fmt::Display) -> Response {
+    http::error(StatusCode::NOT_FOUND, format!("{what} not found"))
+}
+
+fn token_refused(e: TokenError) -> Response {
+    http::error(StatusCode::FORBIDDEN, e)
+}
+
+/// Checks the token (path form first, then `?token=`) when a secret is configured.
+/// Returns the token and its expiry when one was accepted.
+fn check_token(
+    st: &AppState,
+    scope: &str,
+    path_token: Option<&str>,
+    req: &Req,
+) -> Result<Option<(String, u64)>, Response> {
+    let Some(signer) = &st.signer else {
+        return Ok(None);
+    };
+    let tok = path_token
+        .or(req.query.get("token").map(String::as_str))
+        .ok_or(TokenError::Missing)
+        .map_err(token_refused)?;
+    let expiry = signer
+        .verify(scope, tok, now_unix())
+        .map_err(token_refused)?;
+    Ok(Some((tok.to_owned(), expiry)))
+}
+
+fn catalog_failed(e: CatalogError) -> Response {
+    tracing::warn!(error = %e, "catalog query failed");
+    match e {
+        CatalogError::Unavailable(_) => http::error(StatusCode::SERVICE_UNAVAILABLE, e),
+        _ => http::error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
+/// `from`/`to`: milliseconds since the epoch or RFC 3339.
+fn parse_time(v: &str) -> Option<i64> {
+    if let Ok(ms) = v.parse::<i64>() {
+        return Some(ms);
+    }
+    chrono::DateTime::parse_from_rfc3339(v)
+        .ok()
+        .map(|t| t.timestamp_millis())
+}
+
+fn parse_range(req: &Req) -> Result<TimeRange, Response> {
+    let get = |k: &str| -> Result<Option<i64>, Response> {
+        match req.query.get(k).filter(|v| !v.is_empty()) {
+            None => Ok(None),
+            Some(v) => parse_time(v).map(Some).ok_or_else(|| {
+                http::error(
+                    StatusCode::BAD_REQUEST,
+                    format!("{k}: expected milliseconds since the epoch or RFC 3339, got {v:?}"),
+                )
+            }),
+        }
+    };
+    Ok(TimeRange {
+        from_ms: get("from")?,
+        to_ms: get("to")?,
+    })
+}

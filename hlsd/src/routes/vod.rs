@@ -1,0 +1,314 @@
+//! Recordings rendered from the catalog: the VOD playlists `/vod/session/<id>/index.m3u8` and
+//! `/vod/incident/<id>/index.m3u8[?channel=N]` (with their `/t/<token>/` forms), whose segment
+//! URIs point at `/live/`, and the MP4 export `/api/streams/<stream>/clip.mp4?from&to` with the
+//! limits that keep it from tying up the server.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use warp::http::StatusCode;
+use warp::reply::Response;
+use warp::{Filter, Rejection};
+
+use super::{
+    blocking, catalog_failed, check_token, get_or_head, not_found, parse_range, request,
+    with_state, MPEGURL,
+};
+use crate::catalog::{Catalog, CatalogError, SegmentRow, TimeRange};
+use crate::http::{self, Representation, Req, Source};
+use crate::server::AppState;
+use crate::{m3u8, names};
+
+const VOD_FINISHED_CACHE: &str = "public, max-age=86400";
+const VOD_OPEN_CACHE: &str = "public, max-age=2";
+const MP4: &str = "video/mp4";
+/// Clips are remuxed per request: nothing to cache, and the range is in the URL.
+const CLIP_CACHE: &str = "private, no-store";
+/// Longest clip export; longer ranges are refused (400) rather than tying up disk and a thread.
+pub const MAX_CLIP_MS: i64 = 3_600_000;
+/// Clip exports running at once (each one is a blocking thread reading segments and writing a
+/// temp file); more get a 503 with Retry-After.
+pub(crate) const CLIP_SLOTS: usize = 2;
+
+pub(super) fn routes(
+    state: Arc<AppState>,
+) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+    let st = with_state(state);
+    let get = get_or_head();
+
+    let vod = warp::path!("vod" / String / String / "index.m3u8")
+        .and(get)
+        .and(st.clone())
+        .and(request())
+        .then(
+            |kind: String, id: String, st: Arc<AppState>, req: Req| async move {
+                serve_vod(st, kind, id, None, req).await
+            },
+        );
+    let vod_t = warp::path!("vod" / String / String / "t" / String / "index.m3u8")
+        .and(get)
+        .and(st.clone())
+        .and(request())
+        .then(
+            |kind: String, id: String, tok: String, st: Arc<AppState>, req: Req| async move {
+                serve_vod(st, kind, id, Some(tok), req).await
+            },
+        );
+    let clip = warp::path!("api" / "streams" / String / "clip.mp4")
+        .and(get)
+        .and(st.clone())
+        .and(request())
+        .then(|stream: String, st: Arc<AppState>, req: Req| async move {
+            export_clip(st, stream, req).await
+        });
+
+    vod.or(vod_t).unify().or(clip).unify()
+}
+
+async fn serve_vod(
+    st: Arc<AppState>,
+    kind: String,
+    id: String,
+    path_token: Option<String>,
+    req: Req,
+) -> Response {
+    // Session ids are the catalog's strings, incident ids its integers; both are checked
+    // before they reach a token scope or a query.
+    let incident_id = match kind.as_str() {
+        "session" if names::valid_session_id(&id) => None,
+        "incident" => match id
+            .parse::<i64>()
+            .ok()
+            .filter(|_| id.len() <= 19 && id.bytes().all(|b| b.is_ascii_digit()))
+        {
+            Some(n) => Some(n),
+            None => return http::error(StatusCode::NOT_FOUND, "invalid id"),
+        },
+        "session" => return http::error(StatusCode::NOT_FOUND, "invalid id"),
+        _ => return not_found(format!("vod kind {kind}")),
+    };
+    let scope = format!("vod/{kind}/{id}");
+    let token = match check_token(&st, &scope, path_token.as_deref(), &req) {
+        Ok(t) => t,
+        Err(resp) => return resp,
+    };
+    let channel = req
+        .query
+        .get("channel")
+        .and_then(|c| names::parse_channel(c));
+    let cat = st.catalog.clone();
+    let found = blocking(
+        move || -> Result<Option<(Vec<SegmentRow>, bool)>, CatalogError> {
+            let Some(incident_id) = incident_id else {
+                let Some(sess) = cat.session(&id)? else {
+                    return Ok(None);
+                };
+                return Ok(Some((cat.session_segments(&id)?, sess.ended_ms.is_some())));
+            };
+            {
+                let Some(inc) = cat.incident(incident_id)? else {
+                    return Ok(None);
+                };
+                let channel = match channel.or(inc.channel) {
+                    Some(c) => Some(c),
+                    None => cat
+                        .devices()?
+                        .into_iter()
+                        .find(|d| d.sim == inc.sim)
+                        .and_then(|d| d.channels.first().copied()),
+                };
+                let Some(channel) = channel else {
+                    return Ok(Some((Vec::new(), inc.ended_ms.is_some())));
+                };
+                // Segments overlapping the incident: the first is the one containing its start.
+                let range = TimeRange {
+                    from_ms: Some(inc.started_ms),
+                    to_ms: inc.ended_ms,
+                };
+                Ok(Some((
+                    cat.stream_segments(&names::device_stream(&inc.sim, channel), range)?,
+                    inc.ended_ms.is_some(),
+                )))
+            }
+        },
+    )
+    .await;
+    let (segments, finished) = match found {
+        Ok(Some(v)) => v,
+        Ok(None) => return not_found(&scope),
+        Err(e) => return catalog_failed(e),
+    };
+    if segments.is_empty() {
+        return not_found(format!("segments of {scope}"));
+    }
+    let signer = st.signer.clone();
+    let seg_uri = |s: &SegmentRow| match (&signer, &token) {
+        (Some(signer), Some((_, expiry))) => {
+            let t = signer.sign(&s.stream, *expiry);
+            if path_token.is_some() {
+                format!("/live/{}/t/{t}/{}.ts", s.stream, s.sequence)
+            } else {
+                format!("/live/{}/{}.ts?token={t}", s.stream, s.sequence)
+            }
+        }
+        _ => format!("/live/{}/{}.ts", s.stream, s.sequence),
+    };
+    let text = m3u8::render_playlist(&segments, finished, seg_uri);
+    let cache = if finished {
+        VOD_FINISHED_CACHE
+    } else {
+        VOD_OPEN_CACHE
+    };
+    http::respond(
+        &req,
+        Representation::text(&req, Bytes::from(text), MPEGURL, cache, None, true),
+    )
+}
+
+/// `GET /api/streams/<stream>/clip.mp4?from=&to=`: the recording of `[from, to)` as an MP4
+/// download, remuxed in-process (streamcore::clip). Cuts are at segment boundaries: the clip
+/// starts with the segment containing `from` and ends with the one containing `to`
+/// (`x-clip-start-ms` / `x-clip-end-ms` say what it covers). Needs a token for the stream
+/// (`?token=`) when tokens are on.
+async fn export_clip(st: Arc<AppState>, stream: String, req: Req) -> Response {
+    if !names::valid_stream(&stream) {
+        return http::error(StatusCode::NOT_FOUND, "invalid stream name");
+    }
+    if let Err(resp) = check_token(&st, &stream, None, &req) {
+        return resp;
+    }
+    let range = match parse_range(&req) {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    let (Some(from), Some(to)) = (range.from_ms, range.to_ms) else {
+        return http::error(StatusCode::BAD_REQUEST, "from and to are both required");
+    };
+    if to <= from || to - from > MAX_CLIP_MS {
+        return http::error(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "expected from < to and at most {} s between them",
+                MAX_CLIP_MS / 1000
+            ),
+        );
+    }
+    let Ok(_permit) = st.clip_slots.clone().try_acquire_owned() else {
+        let mut resp = http::error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many clip exports running; retry shortly",
+        );
+        resp.headers_mut().insert(
+            warp::http::header::RETRY_AFTER,
+            "2".parse().expect("header"),
+        );
+        return resp;
+    };
+    let (cat, data_dir, s2) = (st.catalog.clone(), st.data_dir.clone(), stream.clone());
+    let made = blocking(move || make_clip(&*cat, &data_dir, &s2, range)).await;
+    let (file, meta, start_ms, end_ms) = match made {
+        Ok(Some(v)) => v,
+        Ok(None) => return not_found(format!("recording of {stream} in that range")),
+        Err(ClipError::Catalog(e)) => return catalog_failed(e),
+        Err(ClipError::Missing(what)) => {
+            tracing::warn!(%stream, %what, "clip export: a catalogued segment file is missing");
+            return http::error(
+                StatusCode::NOT_FOUND,
+                format!("segment file {what} is gone"),
+            );
+        }
+        Err(ClipError::Failed(e)) => {
+            tracing::warn!(%stream, error = %e, "clip export failed");
+            return http::error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("clip export: {e}"),
+            );
+        }
+    };
+    let rep = Representation {
+        etag: http::file_etag(&meta),
+        source: Source::File {
+            file: Arc::new(file),
+            len: meta.len(),
+        },
+        content_type: MP4,
+        cache_control: CLIP_CACHE,
+        last_modified: None,
+        gzip: false,
+        vary_encoding: false,
+    };
+    let mut resp = http::respond(&req, rep);
+    let h = resp.headers_mut();
+    let disposition = format!("attachment; filename=\"{stream}_{from}-{to}.mp4\"");
+    for (k, v) in [
+        ("content-disposition", disposition),
+        ("x-clip-start-ms", start_ms.to_string()),
+        ("x-clip-end-ms", end_ms.to_string()),
+    ] {
+        if let Ok(v) = v.parse() {
+            h.insert(k, v);
+        }
+    }
+    resp
+}
+
+enum ClipError {
+    Catalog(CatalogError),
+    Missing(String),
+    Failed(String),
+}
+
+/// Remuxes the segments of `stream` overlapping `range` into an unlinked temp file; returns
+/// it open, with the time span it covers. `None` when the catalog has no segments there.
+fn make_clip(
+    cat: &dyn Catalog,
+    data_dir: &Path,
+    stream: &str,
+    range: TimeRange,
+) -> Result<Option<(std::fs::File, std::fs::Metadata, i64, i64)>, ClipError> {
+    let rows = cat
+        .stream_segments(stream, range)
+        .map_err(ClipError::Catalog)?;
+    let (Some(first), Some(last)) = (rows.first(), rows.last()) else {
+        return Ok(None);
+    };
+    let (start_ms, end_ms) = (
+        first.program_date_time_ms,
+        last.program_date_time_ms + (last.duration_90k + 45) / 90,
+    );
+    let mut inputs = Vec::with_capacity(rows.len());
+    let mut prev: Option<u64> = None;
+    for row in &rows {
+        // Rows name `live/<stream>/<n>.ts` (checked by the catalog adapter); still refuse a
+        // file whose canonical path leaves the data dir (a planted symlink).
+        let path = std::fs::canonicalize(data_dir.join(&row.path))
+            .ok()
+            .filter(|p| p.starts_with(data_dir))
+            .ok_or_else(|| ClipError::Missing(row.path.clone()))?;
+        // A gap in sequence numbers is a break in the recording as much as a flagged one.
+        let gap = prev.is_some_and(|p| p + 1 != row.sequence);
+        inputs.push(streamcore::clip::ClipSegment {
+            path,
+            discontinuity: row.discontinuity || gap,
+        });
+        prev = Some(row.sequence);
+    }
+    let tmp = tempfile::Builder::new()
+        .prefix("hlsd-clip-")
+        .suffix(".mp4")
+        .tempfile()
+        .map_err(|e| ClipError::Failed(format!("temp file: {e}")))?;
+    let stats = streamcore::clip::remux_to_mp4(&inputs, tmp.path())
+        .map_err(|e| ClipError::Failed(e.to_string()))?;
+    // Reopen (libavformat wrote through its own handle), then unlink: the open file lives on
+    // until the response body has been sent.
+    let file = std::fs::File::open(tmp.path())
+        .map_err(|e| ClipError::Failed(format!("reopening the clip: {e}")))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| ClipError::Failed(format!("clip metadata: {e}")))?;
+    drop(tmp);
+    tracing::info!(%stream, segments = stats.segments, frames = stats.frames, bytes = stats.bytes, "clip exported");
+    Ok(Some((file, meta, start_ms, end_ms)))
+}
