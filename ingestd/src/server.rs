@@ -26,14 +26,17 @@ use crate::config::Config;
 use crate::jt1078::{DataType, Jt1078Event, Jt1078Parser, Reassembler, Sim};
 use crate::jt808::{Jt808Session, PlatformCommand, SessionEvent};
 use crate::media::{
-    CountingHandler, FrameKind, HandlerFactory, MediaFrame, MediaMsg, MediaPool, MediaSender,
-    RawChunk, SessionKind,
+    CountingHandler, FrameKind, HandlerFactory, MediaFrame, MediaMsg, MediaPool, RawChunk,
+    SessionKind,
 };
 use crate::metrics::{Metrics, StreamStats};
 use crate::sessions::{
     device_stream_name, now_ms, valid_stream_name, CommandRequest, IngestEvent, MediaSessionRecord,
     PositionRecord, Registry,
 };
+
+/// [`Running::ctx`] hands it out, so embedders keep naming it from here.
+pub use crate::context::Ctx;
 
 /// What the embedding code plugs in.
 #[derive(Clone, Default)]
@@ -45,35 +48,6 @@ pub struct Hooks {
     pub events: Option<crossbeam_channel::Sender<IngestEvent>>,
     /// Counters to use (shared with the media handlers); `None`: new ones.
     pub metrics: Option<Arc<Metrics>>,
-}
-
-/// State shared by all tasks.
-pub struct Ctx {
-    pub config: Config,
-    pub metrics: Arc<Metrics>,
-    pub registry: Arc<Registry>,
-    pub media: MediaSender,
-    pub events: Option<crossbeam_channel::Sender<IngestEvent>>,
-    /// Actual bound JT/T 1078 address (port 0 resolved).
-    pub jt1078_addr: SocketAddr,
-}
-
-impl Ctx {
-    pub fn emit(&self, ev: IngestEvent) {
-        if let Some(tx) = &self.events {
-            if tx.try_send(ev).is_err() {
-                self.metrics.events_dropped.fetch_add(1, Relaxed);
-            }
-        }
-    }
-
-    /// Sends a platform command to an online device; returns the serial.
-    pub async fn send_command(&self, sim: &str, cmd: PlatformCommand) -> Option<u16> {
-        let (tx, _) = self.registry.device_handle(sim)?;
-        let (reply, rx) = tokio::sync::oneshot::channel();
-        tx.send(CommandRequest { cmd, reply }).await.ok()?;
-        rx.await.ok().flatten()
-    }
 }
 
 /// A running daemon.
