@@ -22,6 +22,7 @@ pub mod app;
 pub mod bcd;
 pub mod catalog_events;
 pub mod config;
+mod conn;
 pub mod context;
 pub mod http;
 pub mod jt1078;
