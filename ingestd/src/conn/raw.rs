@@ -20,13 +20,15 @@ use crate::sessions::{now_ms, valid_stream_name, IngestEvent, MediaSessionRecord
 /// Longest accepted first line (`STREAM ` + 64 + CRLF, with slack).
 const MAX_RAW_LINE: usize = 128;
 
+/// Serves one raw-port connection until EOF, a read error, a timeout or
+/// shutdown.
 pub(crate) async fn handle(
     mut sock: TcpStream,
     peer: SocketAddr,
     ctx: &Ctx,
     mut stop: watch::Receiver<bool>,
 ) {
-    let _g = Gauge::new(&ctx.metrics.connections_open_raw);
+    let _open = Gauge::new(&ctx.metrics.connections_open_raw);
     let mut buf = BytesMut::with_capacity(64 * 1024);
     // First line within the handshake timeout (overall, not per read).
     let deadline = tokio::time::Instant::now() + ctx.config.handshake_timeout;
