@@ -2,7 +2,7 @@
 //! [`jt1078`] (video) and [`raw`] (raw H.264 port). Each task owns its
 //! socket and buffers; protocol logic stays in the sans-IO codecs.
 //!
-//! Shared here: the read helpers with their timeout and shutdown rules, the
+//! Shared here: `read_until` with its slowloris-safe deadline rule, the
 //! shutdown wait, and [`Gauge`] for the open-connection metrics.
 
 use std::sync::atomic::AtomicU64;
@@ -23,35 +23,6 @@ pub(crate) mod raw;
 /// an await, keeping connection futures `Send`).
 pub(crate) async fn stopped(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await;
-}
-
-/// Reads with the handshake timeout for the first read and the idle timeout
-/// after; `Ok(None)` on shutdown, `Ok(Some(0))` on EOF.
-async fn read_some(
-    sock: &mut (impl AsyncReadExt + Unpin),
-    buf: &mut BytesMut,
-    first: bool,
-    ctx: &Ctx,
-    stop: &mut watch::Receiver<bool>,
-) -> std::io::Result<Option<usize>> {
-    let t = if first {
-        ctx.config.handshake_timeout
-    } else {
-        ctx.config.idle_timeout
-    };
-    if buf.capacity() - buf.len() < 4096 {
-        buf.reserve(16 * 1024);
-    }
-    tokio::select! {
-        r = tokio::time::timeout(t, sock.read_buf(buf)) => match r {
-            Ok(r) => r.map(Some),
-            Err(_) => {
-                ctx.metrics.connections_timed_out.fetch_add(1, Relaxed);
-                Err(std::io::Error::new(std::io::ErrorKind::TimedOut, if first { "handshake timeout" } else { "idle timeout" }))
-            }
-        },
-        _ = stopped(stop) => Ok(None),
-    }
 }
 
 /// Reads until `deadline`; `Ok(None)` on shutdown, `Ok(Some(0))` on EOF.

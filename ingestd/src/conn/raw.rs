@@ -11,7 +11,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-use super::{read_some, stopped, Gauge};
+use super::{stopped, Gauge};
 use crate::context::Ctx;
 use crate::media::{MediaMsg, RawChunk, SessionKind};
 use crate::metrics::StreamStats;
@@ -105,7 +105,7 @@ pub(crate) async fn handle(
                 break;
             }
         }
-        match read_some(&mut sock, &mut buf, false, ctx, &mut stop).await {
+        match read_some(&mut sock, &mut buf, ctx, &mut stop).await {
             Ok(Some(0)) | Ok(None) => break,
             Ok(Some(_)) => {}
             Err(e) => {
@@ -124,5 +124,27 @@ pub(crate) async fn handle(
     if let Some(rec) = ctx.registry.media_ended(rec.id) {
         info!(stream = %name, "raw stream ended");
         ctx.emit(IngestEvent::MediaSessionEnded(rec));
+    }
+}
+
+/// Reads with the idle timeout; `Ok(None)` on shutdown, `Ok(Some(0))` on EOF.
+async fn read_some(
+    sock: &mut (impl AsyncReadExt + Unpin),
+    buf: &mut BytesMut,
+    ctx: &Ctx,
+    stop: &mut watch::Receiver<bool>,
+) -> std::io::Result<Option<usize>> {
+    if buf.capacity() - buf.len() < 4096 {
+        buf.reserve(16 * 1024);
+    }
+    tokio::select! {
+        r = tokio::time::timeout(ctx.config.idle_timeout, sock.read_buf(buf)) => match r {
+            Ok(r) => r.map(Some),
+            Err(_) => {
+                ctx.metrics.connections_timed_out.fetch_add(1, Relaxed);
+                Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "idle timeout"))
+            }
+        },
+        _ = stopped(stop) => Ok(None),
     }
 }
