@@ -20,8 +20,8 @@ use serde::Deserialize;
 use warp::http::StatusCode;
 use warp::{Filter, Rejection, Reply};
 
+use crate::context::Ctx;
 use crate::jt808::PlatformCommand;
-use crate::server::Ctx;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -22,6 +22,8 @@ pub mod app;
 pub mod bcd;
 pub mod catalog_events;
 pub mod config;
+mod conn;
+pub mod context;
 pub mod http;
 pub mod jt1078;
 pub mod jt808;
