@@ -15,11 +15,11 @@ use tokio::sync::{oneshot, Semaphore};
 use warp::reply::Response;
 use warp::Filter;
 
-use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::routes::routes;
 use crate::routes::vod::CLIP_SLOTS;
 use crate::token::TokenSigner;
+use streamcore::catalog::Catalog;
 
 // The clip export owns it; callers already look for it here.
 pub use crate::routes::vod::MAX_CLIP_MS;
@@ -41,7 +41,7 @@ pub enum ServeError {
 pub struct AppState {
     /// Canonical data dir: every file served must canonicalize to a path under it.
     pub data_dir: PathBuf,
-    pub catalog: Arc<dyn Catalog>,
+    pub catalog: Catalog,
     pub signer: Option<TokenSigner>,
     pub ingestd_url: String,
     pub client: reqwest::Client,
@@ -78,14 +78,14 @@ impl Running {
 /// `postgres://`, `mysql://`), else the SQLite file `DATA/catalog.sqlite`, created (and
 /// migrated) when missing, so an hlsd started before ingestd still finds the tables.
 /// Blocks while it connects and migrates.
-pub fn open_catalog(config: &Config) -> Result<Arc<dyn Catalog>, ServeError> {
+pub fn open_catalog(config: &Config) -> Result<Catalog, ServeError> {
     let url = config
         .database_url
         .clone()
         .unwrap_or_else(|| streamcore::catalog::default_database_url(&config.data_dir));
-    let catalog = streamcore::catalog::Catalog::open(&url)?;
+    let catalog = Catalog::open(&url)?;
     tracing::info!(url = %catalog.url(), backend = %catalog.backend(), "catalog open");
-    Ok(Arc::new(catalog))
+    Ok(catalog)
 }
 
 /// Binds `config.listen` and serves with the configured catalog.
@@ -104,10 +104,7 @@ pub async fn serve(config: Config) -> Result<Running, ServeError> {
 }
 
 /// Binds `config.listen` and serves with `catalog`.
-pub async fn serve_with_catalog(
-    config: Config,
-    catalog: Arc<dyn Catalog>,
-) -> Result<Running, ServeError> {
+pub async fn serve_with_catalog(config: Config, catalog: Catalog) -> Result<Running, ServeError> {
     let data_dir = std::fs::canonicalize(&config.data_dir)
         .map_err(|e| ServeError::DataDir(config.data_dir.clone(), e))?;
     let client = reqwest::Client::builder()

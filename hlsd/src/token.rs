@@ -93,6 +93,25 @@ pub fn now_unix() -> u64 {
         .unwrap_or(0)
 }
 
+/// Appends `token=<token>` to every URI line (lines not starting with `#`) of a playlist, so
+/// players that resolve relative segment URLs without the playlist's query still send it.
+pub fn add_token_to_uris(playlist: &str, token: &str) -> String {
+    let mut out = String::with_capacity(playlist.len() + playlist.len() / 4);
+    for line in playlist.split_inclusive('\n') {
+        let body = line.trim_end_matches(['\r', '\n']);
+        if body.is_empty() || body.starts_with('#') {
+            out.push_str(line);
+            continue;
+        }
+        out.push_str(body);
+        out.push(if body.contains('?') { '&' } else { '?' });
+        out.push_str("token=");
+        out.push_str(token);
+        out.push_str(&line[body.len()..]);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -121,6 +140,15 @@ mod tests {
         assert_eq!(
             s.verify("cam1", &"*".repeat(54), 0),
             Err(TokenError::Malformed)
+        );
+    }
+
+    #[test]
+    fn token_rewrite() {
+        let pl = "#EXTM3U\n#EXTINF:2.0,\n1.ts\n#EXTINF:2.0,\r\n2.ts?x=1\r\n";
+        assert_eq!(
+            add_token_to_uris(pl, "T"),
+            "#EXTM3U\n#EXTINF:2.0,\n1.ts?token=T\n#EXTINF:2.0,\r\n2.ts?x=1&token=T\r\n"
         );
     }
 }

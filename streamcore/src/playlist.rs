@@ -300,12 +300,14 @@ impl MediaPlaylist {
         p.ended = false;
         let mut declared_kind = None;
         let mut saw_discontinuity_sequence = false;
+        let mut saw_target_duration = false;
         let mut disc = false;
         let mut pdt = None;
         let mut dur = None;
         for line in lines {
             if let Some(v) = line.strip_prefix("#EXT-X-TARGETDURATION:") {
                 p.target_duration = v.parse().map_err(|_| bad(line))?;
+                saw_target_duration = true;
             } else if let Some(v) = line.strip_prefix("#EXT-X-MEDIA-SEQUENCE:") {
                 p.media_sequence = v.parse().map_err(|_| bad(line))?;
             } else if let Some(v) = line.strip_prefix("#EXT-X-DISCONTINUITY-SEQUENCE:") {
@@ -346,9 +348,15 @@ impl MediaPlaylist {
                 });
             }
         }
-        if p.target_duration == 0 {
+        if !saw_target_duration {
             return Err(Error::Config(
                 "playlist without #EXT-X-TARGETDURATION".into(),
+            ));
+        }
+        if kind.is_some() && p.target_duration == 0 {
+            // Resuming one with no room for any segment would lose them all.
+            return Err(Error::Config(
+                "playlist with #EXT-X-TARGETDURATION:0".into(),
             ));
         }
         // Written the way it was read: a recording (independent segments,

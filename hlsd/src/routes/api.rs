@@ -8,16 +8,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::json;
+use streamcore::layout::{self, StreamName};
+use streamcore::playlist::{format_pdt, MediaPlaylist};
 use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::{Filter, Rejection};
 
 use super::live::open_live_file;
 use super::{blocking, catalog_failed, get_or_head, not_found, parse_range, request, with_state};
-use crate::catalog::CatalogError;
 use crate::http::{self, Req};
 use crate::server::AppState;
-use crate::{m3u8, names};
+use crate::streams::scan_streams;
 
 const DEFAULT_POSITION_LIMIT: usize = 10_000;
 const MAX_POSITION_LIMIT: usize = 200_000;
@@ -64,19 +65,25 @@ pub(super) fn routes(
         .unify()
 }
 
-/// Streams with a playlist on disk (what can be served), marked live from the files and joined
-/// with the catalog's open sessions so a client can also open the recording.
+/// Streams with a playlist on disk (what can be served), marked live from the files, with what
+/// the name says (device, channel, live or playback), the open catalog session
+/// (`session_id`) and the latest one, open or ended (`recording_session_id`), so a client can
+/// also open the recording.
 async fn api_streams(st: Arc<AppState>, req: Req) -> Response {
     let all = matches!(req.query.get("all").map(String::as_str), Some("1" | "true"));
     let (dir, timeout, cat) = (st.data_dir.clone(), st.live_timeout, st.catalog.clone());
-    let scanned = blocking(move || -> Result<_, CatalogError> {
-        Ok((
-            crate::catalog::scan_streams(&dir, timeout)?,
-            cat.live_streams()?,
-        ))
-    })
-    .await;
-    let (streams, open) = match scanned {
+    let scanned = blocking(move || scan_streams(&dir, timeout)).await;
+    let streams = match scanned {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::warn!(error = %e, "scanning the data dir");
+            return http::error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "cannot read the data dir",
+            );
+        }
+    };
+    let sessions = match blocking(move || cat.latest_sessions()).await {
         Ok(v) => v,
         Err(e) => return catalog_failed(e),
     };
@@ -85,29 +92,35 @@ async fn api_streams(st: Arc<AppState>, req: Req) -> Response {
         .into_iter()
         .filter(|s| all || s.live)
         .map(|s| {
+            let name = s.name.to_string();
             let updated_ms = s
                 .modified
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .map(|d| d.as_millis() as i64)
                 .unwrap_or(0);
-            let device = names::split_device_stream(&s.name);
-            let session = open.iter().find(|o| o.stream == s.name);
+            // The latest session: the open one while the stream is fed, else the recording
+            // it left (a finished playback upload is opened as VOD through it).
+            let latest = sessions.iter().find(|o| o.stream == name);
+            let open = latest.filter(|o| o.ended_ms.is_none());
             json!({
-                "name": s.name,
+                "url": format!("/live/{name}/{}", layout::PLAYLIST_FILE),
                 "live": s.live,
-                "ended": s.playlist.end_list,
-                "url": format!("/live/{}/index.m3u8", s.name),
-                "updated": m3u8::format_pdt(updated_ms),
+                "ended": s.playlist.is_ended(),
+                "kind": s.name.kind(),
+                "updated": format_pdt(updated_ms),
                 "updated_ms": updated_ms,
                 "age_ms": now.duration_since(s.modified).map(|d| d.as_millis() as u64).unwrap_or(0),
-                "target_duration": s.playlist.target_duration,
-                "media_sequence": s.playlist.media_sequence,
-                "segments": s.playlist.segments.len(),
-                "window_seconds": s.playlist.segments.iter().map(|x| x.duration).sum::<f64>(),
-                "sim": device.map(|d| d.0),
-                "channel": device.map(|d| d.1),
-                "session_id": session.map(|o| o.session_id.as_str()),
-                "session_started_ms": session.map(|o| o.started_ms),
+                "target_duration": s.playlist.target_duration(),
+                "media_sequence": s.playlist.media_sequence(),
+                "segments": s.playlist.segments().len(),
+                "window_seconds": s.playlist.duration().as_secs_f64(),
+                "sim": s.name.sim(),
+                "channel": s.name.channel(),
+                "session_id": open.map(|o| o.id.as_str()),
+                "session_started_ms": open.map(|o| o.started_ms),
+                "recording_session_id": latest.map(|o| o.id.as_str()),
+                "recording_ended_ms": latest.and_then(|o| o.ended_ms),
+                "name": name,
             })
         })
         .collect();
@@ -122,27 +135,31 @@ async fn api_devices(st: Arc<AppState>) -> Response {
     }
 }
 
+/// Sessions and incidents newest first; positions oldest first (a track).
 async fn api_device_query(st: Arc<AppState>, sim: String, what: String, req: Req) -> Response {
-    if !names::valid_sim(&sim) {
+    if !layout::valid_sim(&sim) {
         return http::error(StatusCode::NOT_FOUND, "invalid SIM");
     }
     let range = match parse_range(&req) {
         Ok(r) => r,
         Err(resp) => return resp,
     };
+    let (from, to) = range.bounds();
     let cat = st.catalog.clone();
     let result = match what.as_str() {
         "sessions" => {
             blocking(move || {
-                cat.sessions(&sim, range)
-                    .map(|v| serde_json::to_value(v).unwrap_or_default())
+                let mut v = cat.sessions_of_device(&sim, from, to)?;
+                v.reverse();
+                Ok(serde_json::to_value(v).unwrap_or_default())
             })
             .await
         }
         "incidents" => {
             blocking(move || {
-                cat.incidents(&sim, range)
-                    .map(|v| serde_json::to_value(v).unwrap_or_default())
+                let mut v = cat.incidents(&sim, from, to)?;
+                v.reverse();
+                Ok(serde_json::to_value(v).unwrap_or_default())
             })
             .await
         }
@@ -158,7 +175,7 @@ async fn api_device_query(st: Arc<AppState>, sim: String, what: String, req: Req
                 }
             };
             blocking(move || {
-                cat.positions(&sim, range, limit)
+                cat.positions(&sim, from, to, limit)
                     .map(|v| serde_json::to_value(v).unwrap_or_default())
             })
             .await
@@ -174,7 +191,7 @@ async fn api_device_query(st: Arc<AppState>, sim: String, what: String, req: Req
 /// True when the stream's playlist is live: has a segment, no ENDLIST, and was written at or
 /// after `since` (so a stale playlist from an earlier session doesn't count).
 fn playlist_fresh(data_dir: &Path, stream: &str, since: SystemTime) -> bool {
-    let Ok((mut f, meta)) = open_live_file(data_dir, stream, "index.m3u8") else {
+    let Ok((mut f, meta)) = open_live_file(data_dir, stream, layout::PLAYLIST_FILE) else {
         return false;
     };
     let Ok(modified) = meta.modified() else {
@@ -184,17 +201,17 @@ fn playlist_fresh(data_dir: &Path, stream: &str, since: SystemTime) -> bool {
     if std::io::Read::read_to_string(&mut f, &mut text).is_err() {
         return false;
     }
-    match m3u8::parse_media(&text) {
-        Ok(p) => !p.end_list && !p.segments.is_empty() && modified >= since,
+    match MediaPlaylist::parse_any(&text) {
+        Ok(p) => !p.is_ended() && p.segments().len() > 0 && modified >= since,
         Err(_) => false,
     }
 }
 
 async fn control(st: Arc<AppState>, sim: String, ch: String, action: String) -> Response {
-    if !names::valid_sim(&sim) {
+    if !layout::valid_sim(&sim) {
         return http::error(StatusCode::NOT_FOUND, "invalid SIM");
     }
-    let Some(channel) = names::parse_channel(&ch) else {
+    let Some(channel) = layout::parse_channel(&ch) else {
         return http::error(StatusCode::NOT_FOUND, "invalid channel");
     };
     let ingest_action = match action.as_str() {
@@ -202,7 +219,7 @@ async fn control(st: Arc<AppState>, sim: String, ch: String, action: String) -> 
         "stop" => "stop",
         _ => return not_found(format!("action {action}")),
     };
-    let stream = names::device_stream(&sim, channel);
+    let stream = StreamName::live(&sim, channel).to_string();
     // A playlist already being updated is as good as a new one: a second viewer needn't wait.
     let started = Instant::now();
     let already_live = {
@@ -218,12 +235,17 @@ async fn control(st: Arc<AppState>, sim: String, ch: String, action: String) -> 
         "{}/api/devices/{sim}/channels/{channel}/{ingest_action}",
         st.ingestd_url
     );
-    match st.client.post(&url).send().await {
-        Err(e) => {
+    // An explicit (empty) JSON body: ingestd's control API, like any HTTP server that bounds
+    // request bodies, answers a POST without a Content-Length with 411.
+    match st.client.post(&url).json(&json!({})).send().await {
+        Err(e) if e.is_timeout() => {
             return http::error(
-                StatusCode::BAD_GATEWAY,
-                format!("ingestd unreachable at {}: {e}", st.ingestd_url),
+                StatusCode::GATEWAY_TIMEOUT,
+                format!("ingestd did not answer {ingest_action} in time: {e}"),
             );
+        }
+        Err(e) => {
+            return http::error(StatusCode::BAD_GATEWAY, format!("ingestd unreachable: {e}"));
         }
         Ok(r) if !r.status().is_success() => {
             let status = r.status();
@@ -240,7 +262,7 @@ async fn control(st: Arc<AppState>, sim: String, ch: String, action: String) -> 
         }
         Ok(_) => {}
     }
-    let playlist = format!("/live/{stream}/index.m3u8");
+    let playlist = format!("/live/{stream}/{}", layout::PLAYLIST_FILE);
     if action == "stop" {
         return http::json(StatusCode::OK, &json!({"stream": stream, "stopped": true}));
     }

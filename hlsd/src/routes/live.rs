@@ -14,7 +14,8 @@ use warp::{Filter, Rejection};
 use super::{blocking, check_token, get_or_head, not_found, request, with_state, MPEGURL};
 use crate::http::{self, Representation, Req, Source};
 use crate::server::AppState;
-use crate::{m3u8, names};
+use crate::token::add_token_to_uris;
+use streamcore::layout;
 
 const MP2T: &str = "video/mp2t";
 const LIVE_PLAYLIST_CACHE: &str = "public, max-age=1";
@@ -55,7 +56,7 @@ pub(super) fn open_live_file(
     stream: &str,
     file: &str,
 ) -> std::io::Result<(std::fs::File, std::fs::Metadata)> {
-    let path = data_dir.join("live").join(stream).join(file);
+    let path = layout::stream_dir(data_dir, stream).join(file);
     let canon = std::fs::canonicalize(&path)?;
     if !canon.starts_with(data_dir) {
         tracing::warn!(path = %path.display(), "refusing a file outside the data dir");
@@ -82,11 +83,11 @@ async fn serve_live(
     file: String,
     req: Req,
 ) -> Response {
-    if !names::valid_stream(&stream) {
+    if !layout::valid_stream_name(&stream) {
         return http::error(StatusCode::NOT_FOUND, "invalid stream name");
     }
-    let is_playlist = file == "index.m3u8";
-    if !is_playlist && names::segment_sequence(&file).is_none() {
+    let is_playlist = file == layout::PLAYLIST_FILE;
+    if !is_playlist && layout::segment_sequence(&file).is_none() {
         return http::error(StatusCode::NOT_FOUND, "invalid segment name");
     }
     let token = match check_token(&st, &stream, path_token.as_deref(), &req) {
@@ -125,7 +126,7 @@ async fn serve_live(
         // A query token is copied into segment URIs; the path form needs nothing (relative URIs
         // resolve under /t/<token>/).
         let body = match (&token, &path_token) {
-            (Some((tok, _)), None) => m3u8::add_token_to_uris(&text, tok),
+            (Some((tok, _)), None) => add_token_to_uris(&text, tok),
             _ => text,
         };
         let rep = Representation::text(

@@ -24,7 +24,8 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::{Filter, Rejection};
 
-use crate::catalog::{CatalogError, TimeRange};
+use streamcore::catalog::{self, TimeRange};
+
 use crate::http::{self, Req};
 use crate::server::AppState;
 use crate::token::{now_unix, TokenError};
@@ -110,12 +111,15 @@ fn check_token(
     Ok(Some((tok.to_owned(), expiry)))
 }
 
-fn catalog_failed(e: CatalogError) -> Response {
+/// A catalog that is down is a 503 (retry later); anything else is ours, a 500.
+fn catalog_failed(e: catalog::Error) -> Response {
     tracing::warn!(error = %e, "catalog query failed");
-    match e {
-        CatalogError::Unavailable(_) => http::error(StatusCode::SERVICE_UNAVAILABLE, e),
-        _ => http::error(StatusCode::INTERNAL_SERVER_ERROR, e),
-    }
+    let status = if e.is_unavailable() {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::INTERNAL_SERVER_ERROR
+    };
+    http::error(status, e)
 }
 
 /// `from`/`to`: milliseconds since the epoch or RFC 3339.
@@ -140,8 +144,5 @@ fn parse_range(req: &Req) -> Result<TimeRange, Response> {
             }),
         }
     };
-    Ok(TimeRange {
-        from_ms: get("from")?,
-        to_ms: get("to")?,
-    })
+    Ok(TimeRange::new(get("from")?, get("to")?))
 }

@@ -15,10 +15,12 @@ use super::{
     blocking, catalog_failed, check_token, get_or_head, not_found, parse_range, request,
     with_state, MPEGURL,
 };
-use crate::catalog::{Catalog, CatalogError, SegmentRow, TimeRange};
+use streamcore::catalog::{self, recording_playlist, Catalog, Segment, TimeRange};
+use streamcore::layout::{self, StreamName};
+use streamcore::mux::clip;
+
 use crate::http::{self, Representation, Req, Source};
 use crate::server::AppState;
-use crate::{m3u8, names};
 
 const VOD_FINISHED_CACHE: &str = "public, max-age=86400";
 const VOD_OPEN_CACHE: &str = "public, max-age=2";
@@ -76,7 +78,7 @@ async fn serve_vod(
     // Session ids are the catalog's strings, incident ids its integers; both are checked
     // before they reach a token scope or a query.
     let incident_id = match kind.as_str() {
-        "session" if names::valid_session_id(&id) => None,
+        "session" if layout::valid_session_id(&id) => None,
         "incident" => match id
             .parse::<i64>()
             .ok()
@@ -96,43 +98,12 @@ async fn serve_vod(
     let channel = req
         .query
         .get("channel")
-        .and_then(|c| names::parse_channel(c));
+        .and_then(|c| layout::parse_channel(c));
     let cat = st.catalog.clone();
-    let found = blocking(
-        move || -> Result<Option<(Vec<SegmentRow>, bool)>, CatalogError> {
-            let Some(incident_id) = incident_id else {
-                let Some(sess) = cat.session(&id)? else {
-                    return Ok(None);
-                };
-                return Ok(Some((cat.session_segments(&id)?, sess.ended_ms.is_some())));
-            };
-            {
-                let Some(inc) = cat.incident(incident_id)? else {
-                    return Ok(None);
-                };
-                let channel = match channel.or(inc.channel) {
-                    Some(c) => Some(c),
-                    None => cat
-                        .devices()?
-                        .into_iter()
-                        .find(|d| d.sim == inc.sim)
-                        .and_then(|d| d.channels.first().copied()),
-                };
-                let Some(channel) = channel else {
-                    return Ok(Some((Vec::new(), inc.ended_ms.is_some())));
-                };
-                // Segments overlapping the incident: the first is the one containing its start.
-                let range = TimeRange {
-                    from_ms: Some(inc.started_ms),
-                    to_ms: inc.ended_ms,
-                };
-                Ok(Some((
-                    cat.stream_segments(&names::device_stream(&inc.sim, channel), range)?,
-                    inc.ended_ms.is_some(),
-                )))
-            }
-        },
-    )
+    let found = blocking(move || match incident_id {
+        None => session_segments(&cat, &id),
+        Some(incident) => incident_segments(&cat, incident, channel),
+    })
     .await;
     let (segments, finished) = match found {
         Ok(Some(v)) => v,
@@ -143,18 +114,24 @@ async fn serve_vod(
         return not_found(format!("segments of {scope}"));
     }
     let signer = st.signer.clone();
-    let seg_uri = |s: &SegmentRow| match (&signer, &token) {
-        (Some(signer), Some((_, expiry))) => {
-            let t = signer.sign(&s.stream, *expiry);
-            if path_token.is_some() {
-                format!("/live/{}/t/{t}/{}.ts", s.stream, s.sequence)
-            } else {
-                format!("/live/{}/{}.ts?token={t}", s.stream, s.sequence)
+    let seg_uri = |s: &Segment, sequence: u64| {
+        let file = layout::segment_file(sequence);
+        match (&signer, &token) {
+            (Some(signer), Some((_, expiry))) => {
+                let t = signer.sign(&s.stream, *expiry);
+                if path_token.is_some() {
+                    format!("/live/{}/t/{t}/{file}", s.stream)
+                } else {
+                    format!("/live/{}/{file}?token={t}", s.stream)
+                }
             }
+            _ => format!("/live/{}/{file}", s.stream),
         }
-        _ => format!("/live/{}/{}.ts", s.stream, s.sequence),
     };
-    let text = m3u8::render_playlist(&segments, finished, seg_uri);
+    let text = match recording_playlist(&segments, finished, seg_uri) {
+        Ok(p) => p.render(),
+        Err(e) => return catalog_failed(e),
+    };
     let cache = if finished {
         VOD_FINISHED_CACHE
     } else {
@@ -166,13 +143,59 @@ async fn serve_vod(
     )
 }
 
+/// A session's segments, and whether it has ended.
+fn session_segments(
+    cat: &Catalog,
+    id: &str,
+) -> Result<Option<(Vec<Segment>, bool)>, catalog::Error> {
+    let Some(session) = cat.session(id)? else {
+        return Ok(None);
+    };
+    Ok(Some((
+        cat.segments_of_session(id)?,
+        session.ended_ms.is_some(),
+    )))
+}
+
+/// An incident's video: the session it names (a playback upload), else the segments that
+/// overlap it (the first one contains its start) on the live stream of `channel` when asked,
+/// else on its own stream, else (a whole-device incident) on the device's first channel.
+fn incident_segments(
+    cat: &Catalog,
+    id: i64,
+    channel: Option<u8>,
+) -> Result<Option<(Vec<Segment>, bool)>, catalog::Error> {
+    let Some(inc) = cat.incident(id)? else {
+        return Ok(None);
+    };
+    if let Some(session) = &inc.session_id {
+        return Ok(Some((cat.segments_of_session(session)?, true)));
+    }
+    let stream = match (channel, inc.stream_name()) {
+        (Some(c), Some(own)) if Some(c) == inc.channel() => Some(own),
+        (Some(c), _) => Some(StreamName::live(&inc.sim, c).to_string()),
+        (None, Some(own)) => Some(own),
+        (None, None) => cat
+            .devices()?
+            .into_iter()
+            .find(|d| d.sim == inc.sim)
+            .and_then(|d| d.channels.first().copied())
+            .map(|c| StreamName::live(&inc.sim, c).to_string()),
+    };
+    let Some(stream) = stream else {
+        return Ok(Some((Vec::new(), true)));
+    };
+    let segments = cat.segments_in_range(&stream, inc.from_ms, inc.to_ms)?;
+    Ok(Some((segments, true)))
+}
+
 /// `GET /api/streams/<stream>/clip.mp4?from=&to=`: the recording of `[from, to)` as an MP4
-/// download, remuxed in-process (streamcore::clip). Cuts are at segment boundaries: the clip
+/// download, remuxed in-process (streamcore's `mux::clip`). Cuts are at segment boundaries: the clip
 /// starts with the segment containing `from` and ends with the one containing `to`
 /// (`x-clip-start-ms` / `x-clip-end-ms` say what it covers). Needs a token for the stream
 /// (`?token=`) when tokens are on.
 async fn export_clip(st: Arc<AppState>, stream: String, req: Req) -> Response {
-    if !names::valid_stream(&stream) {
+    if !layout::valid_stream_name(&stream) {
         return http::error(StatusCode::NOT_FOUND, "invalid stream name");
     }
     if let Err(resp) = check_token(&st, &stream, None, &req) {
@@ -206,7 +229,7 @@ async fn export_clip(st: Arc<AppState>, stream: String, req: Req) -> Response {
         return resp;
     };
     let (cat, data_dir, s2) = (st.catalog.clone(), st.data_dir.clone(), stream.clone());
-    let made = blocking(move || make_clip(&*cat, &data_dir, &s2, range)).await;
+    let made = blocking(move || make_clip(&cat, &data_dir, &s2, range)).await;
     let (file, meta, start_ms, end_ms) = match made {
         Ok(Some(v)) => v,
         Ok(None) => return not_found(format!("recording of {stream} in that range")),
@@ -254,7 +277,7 @@ async fn export_clip(st: Arc<AppState>, stream: String, req: Req) -> Response {
 }
 
 enum ClipError {
-    Catalog(CatalogError),
+    Catalog(catalog::Error),
     Missing(String),
     Failed(String),
 }
@@ -262,13 +285,14 @@ enum ClipError {
 /// Remuxes the segments of `stream` overlapping `range` into an unlinked temp file; returns
 /// it open, with the time span it covers. `None` when the catalog has no segments there.
 fn make_clip(
-    cat: &dyn Catalog,
+    cat: &Catalog,
     data_dir: &Path,
     stream: &str,
     range: TimeRange,
 ) -> Result<Option<(std::fs::File, std::fs::Metadata, i64, i64)>, ClipError> {
+    let (from, to) = range.bounds();
     let rows = cat
-        .stream_segments(stream, range)
+        .segments_in_range(stream, from, to)
         .map_err(ClipError::Catalog)?;
     let (Some(first), Some(last)) = (rows.first(), rows.last()) else {
         return Ok(None);
@@ -280,27 +304,31 @@ fn make_clip(
     let mut inputs = Vec::with_capacity(rows.len());
     let mut prev: Option<u64> = None;
     for row in &rows {
-        // Rows name `live/<stream>/<n>.ts` (checked by the catalog adapter); still refuse a
-        // file whose canonical path leaves the data dir (a planted symlink).
+        // Only a row that names the file the layout puts at its place is read (the same check
+        // as for VOD playlists); a file whose canonical path leaves the data dir (a planted
+        // symlink) is refused too.
+        let sequence = row
+            .checked_sequence()
+            .map_err(|e| ClipError::Catalog(catalog::Error::InvalidRecord(e)))?;
         let path = std::fs::canonicalize(data_dir.join(&row.path))
             .ok()
             .filter(|p| p.starts_with(data_dir))
             .ok_or_else(|| ClipError::Missing(row.path.clone()))?;
         // A gap in sequence numbers is a break in the recording as much as a flagged one.
-        let gap = prev.is_some_and(|p| p + 1 != row.sequence);
-        inputs.push(streamcore::clip::ClipSegment {
+        let gap = prev.is_some_and(|p| p + 1 != sequence);
+        inputs.push(clip::ClipSegment {
             path,
             discontinuity: row.discontinuity || gap,
         });
-        prev = Some(row.sequence);
+        prev = Some(sequence);
     }
     let tmp = tempfile::Builder::new()
         .prefix("hlsd-clip-")
         .suffix(".mp4")
         .tempfile()
         .map_err(|e| ClipError::Failed(format!("temp file: {e}")))?;
-    let stats = streamcore::clip::remux_to_mp4(&inputs, tmp.path())
-        .map_err(|e| ClipError::Failed(e.to_string()))?;
+    let stats =
+        clip::remux_to_mp4(&inputs, tmp.path()).map_err(|e| ClipError::Failed(e.to_string()))?;
     // Reopen (libavformat wrote through its own handle), then unlink: the open file lives on
     // until the response body has been sent.
     let file = std::fs::File::open(tmp.path())

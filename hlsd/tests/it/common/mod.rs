@@ -10,6 +10,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use streamcore::catalog::{Catalog, Record, SessionKind};
+use streamcore::layout::{self, StreamName};
+use streamcore::playlist::{format_pdt, MediaPlaylist};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// One encoded segment file.
@@ -106,14 +108,13 @@ fn encode(out: &Path, src: &str, secs: u32, start: u64, ts_offset: u32) -> Vec<S
         .expect("ffmpeg CLI (Debian package ffmpeg) is needed to make test fixtures");
     assert!(status.success(), "ffmpeg failed making fixture");
     let text = std::fs::read_to_string(out.join("ffmpeg.m3u8")).unwrap();
-    let pl = hlsd::m3u8::parse_media(&text).unwrap();
-    pl.segments
-        .iter()
+    let pl = MediaPlaylist::parse_any(&text).unwrap();
+    pl.segments()
         .map(|s| {
             let path = out.join(&s.uri);
             Seg {
-                seq: hlsd::names::segment_sequence(&s.uri).unwrap(),
-                duration: s.duration,
+                seq: layout::segment_sequence(&s.uri).unwrap(),
+                duration: s.duration.as_secs_f64(),
                 bytes: std::fs::metadata(&path).unwrap().len(),
                 path,
             }
@@ -159,10 +160,7 @@ pub fn write_playlist(
             out.push_str("#EXT-X-DISCONTINUITY\n");
         }
         let pdt = pdt0_ms + (s.seq as f64 * 2000.0) as i64;
-        out.push_str(&format!(
-            "#EXT-X-PROGRAM-DATE-TIME:{}\n",
-            hlsd::m3u8::format_pdt(pdt)
-        ));
+        out.push_str(&format!("#EXT-X-PROGRAM-DATE-TIME:{}\n", format_pdt(pdt)));
         out.push_str(&format!("#EXTINF:{:.6},\n{}.ts\n", s.duration, s.seq));
     }
     if end {
@@ -225,13 +223,13 @@ pub fn session_records(
     pdt0_ms: i64,
     ended: bool,
 ) -> Vec<Record> {
-    let device = hlsd::names::split_device_stream(stream);
+    let device = StreamName::parse(stream).unwrap();
     let started_ms = seg_pdt(pdt0_ms, segs[0].seq);
     let mut out = vec![Record::SessionStarted {
         session_id: session_id.into(),
         stream: stream.into(),
-        sim: device.map(|d| d.0.to_owned()),
-        channel: device.map(|d| d.1),
+        sim: device.sim().map(str::to_owned),
+        channel: device.channel(),
         kind: SessionKind::Live,
         started_ms,
         host: "test".into(),

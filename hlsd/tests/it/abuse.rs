@@ -4,7 +4,7 @@
 //! segment within a bound; and the connection slots those clients held
 //! come back.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

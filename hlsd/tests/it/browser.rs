@@ -6,7 +6,7 @@
 //!
 //! Needs: `npm ci --prefix hlsd/web`, Debian packages `chromium` and `ffmpeg`, Node.js.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -127,6 +127,7 @@ async fn page_plays_live_across_a_discontinuity_and_vod_to_the_end() {
         to_ms: pdt0 + 12000,
         kind: "overspeed".into(),
         source: "0x0200 alarm bit 1".into(),
+        session_id: None,
     });
     write_catalog(&default_url(data), &records);
 
@@ -141,7 +142,7 @@ async fn page_plays_live_across_a_discontinuity_and_vod_to_the_end() {
     let shot = artifacts.join("hlsd-page.png");
     let _ = std::fs::remove_file(&shot);
 
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser/drive.mjs");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/browser/drive.mjs");
     let base = format!("http://{}", srv.addr);
     let out = tokio::task::spawn_blocking(move || {
         Command::new("node")

@@ -1,7 +1,7 @@
 //! HTTP tests of every hlsd route over a real socket on 127.0.0.1, with segments encoded by
 //! the ffmpeg CLI and an in-process hlsd.
 
-mod common;
+use crate::common;
 
 use std::io::Read as _;
 use std::path::Path;
@@ -15,6 +15,7 @@ use common::{
 use reqwest::header;
 use reqwest::StatusCode;
 use streamcore::catalog::Record;
+use streamcore::playlist::{format_pdt, MediaPlaylist};
 
 const SIM: &str = "132570034500";
 
@@ -86,6 +87,7 @@ impl Fixture {
             to_ms: pdt0 + 7000,
             kind: "overspeed".into(),
             source: "0x0200 alarm".into(),
+            session_id: None,
         });
         let cat = write_catalog(&default_url(&data), &records);
         let incident = cat.incidents(SIM, i64::MIN, i64::MAX).unwrap()[0].id;
@@ -697,11 +699,11 @@ async fn vod_session_and_incident_playlists() {
     assert!(text.contains("#EXT-X-TARGETDURATION:2\n"));
     assert!(text.ends_with("#EXT-X-ENDLIST\n"));
     assert_eq!(text.matches("#EXT-X-PROGRAM-DATE-TIME:").count(), 1);
-    let pl = hlsd::m3u8::parse_media(&text).unwrap();
-    assert_eq!(pl.segments.len(), clips().a.len());
-    assert_eq!(pl.segments[0].program_date_time_ms, Some(fx.pdt0));
-    for s in &pl.segments {
-        assert!((s.duration - 2.0).abs() < 1e-6);
+    let pl = MediaPlaylist::parse_any(&text).unwrap();
+    assert_eq!(pl.segments().len(), clips().a.len());
+    assert_eq!(pl.segments().next().unwrap().pdt_ms, Some(fx.pdt0));
+    for s in pl.segments() {
+        assert!((s.duration.as_secs_f64() - 2.0).abs() < 1e-6);
         assert_eq!(
             c.get(format!("{base}{}", s.uri))
                 .send()
@@ -735,7 +737,7 @@ async fn vod_session_and_incident_playlists() {
     assert!(text.contains("#EXT-X-PLAYLIST-TYPE:EVENT\n") && !text.contains("ENDLIST"));
     let b0 = clips().b[0].seq;
     assert!(
-        text.contains(&format!("#EXT-X-DISCONTINUITY\n#EXT-X-PROGRAM-DATE-TIME:{}\n#EXTINF:2.000000,\n/live/{SIM}_1/{b0}.ts\n", hlsd::m3u8::format_pdt(fx.pdt0 + b0 as i64 * 2000))),
+        text.contains(&format!("#EXT-X-DISCONTINUITY\n#EXT-X-PROGRAM-DATE-TIME:{}\n#EXTINF:2.000000,\n/live/{SIM}_1/{b0}.ts\n", format_pdt(fx.pdt0 + b0 as i64 * 2000))),
         "{text}"
     );
 
@@ -747,23 +749,25 @@ async fn vod_session_and_incident_playlists() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
-    let pl = hlsd::m3u8::parse_media(&r.text().await.unwrap()).unwrap();
-    let seqs: Vec<_> = pl.segments.iter().map(|s| s.uri.clone()).collect();
+    let pl = MediaPlaylist::parse_any(&r.text().await.unwrap()).unwrap();
+    let seqs: Vec<_> = pl.segments().map(|s| s.uri.clone()).collect();
     assert_eq!(
         seqs,
         (1..4)
             .map(|i| format!("/live/{SIM}_1/{i}.ts"))
             .collect::<Vec<_>>()
     );
-    assert!(pl.end_list);
+    assert!(pl.is_ended());
     let r = c
         .get(format!("{base}/vod/incident/{inc}/index.m3u8?channel=2"))
         .send()
         .await
         .unwrap();
-    assert!(hlsd::m3u8::parse_media(&r.text().await.unwrap())
+    assert!(MediaPlaylist::parse_any(&r.text().await.unwrap())
         .unwrap()
-        .segments[0]
+        .segments()
+        .next()
+        .unwrap()
         .uri
         .starts_with(&format!("/live/{SIM}_2/")));
     assert_eq!(
@@ -882,7 +886,7 @@ async fn api_streams_devices_sessions_positions_incidents() {
         vec!["132570034500_1"],
         "the finished session ended before `from`"
     );
-    let to = hlsd::m3u8::format_pdt(fx.pdt0 - 1000);
+    let to = format_pdt(fx.pdt0 - 1000);
     let v = get(format!(
         "/api/devices/{SIM}/sessions?to={}",
         to.replace(':', "%3A")
@@ -962,7 +966,7 @@ async fn api_streams_devices_sessions_positions_incidents() {
     srv.shutdown().await;
 }
 
-/// A stand-in for ingestd's control API (ingestd is built in parallel): records requests and,
+/// A stand-in for ingestd's control API (the real daemons together are in `e2e`): records requests and,
 /// like a device starting to stream, writes the live playlist a little later when told to.
 async fn fake_ingestd(
     data: &Path,
@@ -972,8 +976,11 @@ async fn fake_ingestd(
     let seen = Arc::new(Mutex::new(Vec::new()));
     let seen2 = seen.clone();
     let data = data.to_owned();
+    // Strict about bodies like many servers: a POST without a Content-Length gets 411, which
+    // is what hlsd's forwarding met against the real ingestd before it sent one.
     let route = warp::post()
         .and(warp::path::full())
+        .and(warp::body::content_length_limit(16 * 1024))
         .map(move |p: warp::path::FullPath| {
             seen2.lock().unwrap().push(p.as_str().to_owned());
             if p.as_str().starts_with("/api/devices/999999999999/") {
@@ -1305,6 +1312,7 @@ async fn vod_from_a_postgresql_catalog() {
         to_ms: pdt0 + 9000,
         kind: "collision".into(),
         source: "0x0200 alarm".into(),
+        session_id: None,
     });
     let cat = write_catalog(&pg.url, &records);
     let inc = cat.incidents(SIM, i64::MIN, i64::MAX).unwrap()[0].id;
@@ -1323,9 +1331,9 @@ async fn vod_from_a_postgresql_catalog() {
     assert_eq!(r.status(), StatusCode::OK);
     let text = r.text().await.unwrap();
     assert!(text.contains("#EXT-X-PLAYLIST-TYPE:VOD\n") && text.ends_with("#EXT-X-ENDLIST\n"));
-    let pl = hlsd::m3u8::parse_media(&text).unwrap();
-    assert_eq!(pl.segments.len(), all.len());
-    assert_eq!(pl.segments[0].program_date_time_ms, Some(pdt0));
+    let pl = MediaPlaylist::parse_any(&text).unwrap();
+    assert_eq!(pl.segments().len(), all.len());
+    assert_eq!(pl.segments().next().unwrap().pdt_ms, Some(pdt0));
     let out = std::process::Command::new("ffmpeg")
         .args([
             "-nostdin", "-v", "error", "-xerror", "-i", &vod, "-f", "null", "-",
@@ -1345,11 +1353,10 @@ async fn vod_from_a_postgresql_catalog() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
-    let uris: Vec<String> = hlsd::m3u8::parse_media(&r.text().await.unwrap())
+    let uris: Vec<String> = MediaPlaylist::parse_any(&r.text().await.unwrap())
         .unwrap()
-        .segments
-        .into_iter()
-        .map(|s| s.uri)
+        .segments()
+        .map(|s| s.uri.clone())
         .collect();
     assert_eq!(
         uris,
@@ -1436,7 +1443,7 @@ async fn clip_export_is_an_mp4_of_the_range_across_a_discontinuity() {
     // From inside segment 1 to inside the second segment after the discontinuity: whole
     // segments 1..=b0+1 (cuts are at segment boundaries).
     let (from, to) = (seg_pdt(fx.pdt0, 1) + 500, seg_pdt(fx.pdt0, b0 + 1) + 500);
-    let to_rfc = hlsd::m3u8::format_pdt(to).replace(':', "%3A");
+    let to_rfc = format_pdt(to).replace(':', "%3A");
     let r = c
         .get(format!(
             "{base}/api/streams/{stream}/clip.mp4?from={from}&to={to_rfc}"

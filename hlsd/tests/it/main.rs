@@ -1,0 +1,10 @@
+//! hlsd's integration tests, one binary (each test binary links libavformat and diesel: one
+//! link instead of several). Each module is one suite; `cargo test -p hlsd --test it <module>::`
+//! runs one.
+
+mod common;
+
+mod abuse;
+mod browser;
+mod cli;
+mod http;
