@@ -50,7 +50,8 @@ pub async fn start(config: Config, stream: streamcore::StreamConfig) -> Result<A
         let what = what.to_string();
         move |source| StartError::Io { what, source }
     };
-    std::fs::create_dir_all(config.data_dir.join("live")).map_err(io("creating the data dir"))?;
+    std::fs::create_dir_all(config.data_dir.join(streamcore::layout::LIVE_DIR))
+        .map_err(io("creating the data dir"))?;
     let catalog = Catalog::open(&config.database_url)?;
     let host = host_name();
     match catalog.end_open_sessions(&host, catalog::now_ms()) {

@@ -54,6 +54,7 @@ pub fn run(events: crossbeam_channel::Receiver<IngestEvent>, writer: &CatalogWri
                     to_ms: at.max(from),
                     kind: format!("alarm:{bits:08x}"),
                     source: "jt808".into(),
+                    session_id: None,
                 });
             }
             IngestEvent::DeviceOnline { sim, at_ms, .. }

@@ -12,7 +12,10 @@
 //!   optional `av_type`, `stream_type`, `storage_type`, `mode`, `speed`.
 //!
 //! Answers: 200 with `{"sim","channel","msg_id","serial","server"}`, 404 when
-//! the device is not connected, 400 for a bad request.
+//! the device is not connected, 400 for a bad request, 413 for a body over
+//! 16 KiB. A body is optional where it is: a POST with no body may come
+//! without a Content-Length (`curl -X POST`, hyper's empty bodies), and a
+//! chunked body must say its length instead.
 
 use std::sync::Arc;
 
@@ -58,6 +61,46 @@ struct PlaybackBody {
     mode: u8,
     #[serde(default)]
     speed: u8,
+}
+
+/// Largest request body of the control API.
+const MAX_BODY: u64 = 16 * 1024;
+
+/// Why a request body was refused before it was read.
+#[derive(Debug)]
+struct BodyRefused(StatusCode, &'static str);
+
+impl warp::reject::Reject for BodyRefused {}
+
+/// The request body, at most [`MAX_BODY`] bytes: a Content-Length over it
+/// is refused (413) before anything is read; no Content-Length means no
+/// body, unless the body is chunked, whose length is unbounded (411).
+fn bounded_body() -> impl Filter<Extract = (bytes::Bytes,), Error = Rejection> + Clone {
+    warp::header::optional::<u64>("content-length")
+        .and(warp::header::optional::<String>("transfer-encoding"))
+        .and_then(|len: Option<u64>, chunked: Option<String>| async move {
+            match (len, chunked) {
+                (Some(n), _) if n > MAX_BODY => Err(warp::reject::custom(BodyRefused(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "request body over 16 KiB",
+                ))),
+                (None, Some(_)) => Err(warp::reject::custom(BodyRefused(
+                    StatusCode::LENGTH_REQUIRED,
+                    "a chunked request body needs a Content-Length instead",
+                ))),
+                _ => Ok(()),
+            }
+        })
+        .untuple_one()
+        .and(warp::body::bytes())
+}
+
+/// Turns [`BodyRefused`] into its JSON answer; other rejections pass on.
+async fn body_refused(r: Rejection) -> Result<warp::reply::Response, Rejection> {
+    match r.find::<BodyRefused>() {
+        Some(BodyRefused(code, why)) => Ok(json_status(serde_json::json!({ "error": why }), *code)),
+        None => Err(r),
+    }
 }
 
 fn json_status(v: serde_json::Value, code: StatusCode) -> warp::reply::Response {
@@ -187,9 +230,10 @@ pub fn routes(
         .map(|ctx: Arc<Ctx>| warp::reply::json(&ctx.registry.devices()).into_response());
     let control = warp::path!("api" / "devices" / String / "channels" / u8 / String)
         .and(warp::post())
-        .and(warp::body::content_length_limit(16 * 1024))
-        .and(warp::body::bytes())
+        .and(bounded_body())
         .and(with_ctx)
-        .then(control);
+        .then(control)
+        .recover(body_refused)
+        .unify();
     metrics.or(devices).unify().or(control).unify()
 }

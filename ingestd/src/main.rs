@@ -47,11 +47,13 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("starting ingestd")?;
     let retention_catalog = app.catalog.clone();
+    let segments = streamcore::FsStorage::open(&data_dir, false)
+        .with_context(|| format!("opening {}", data_dir.display()))?;
     std::thread::Builder::new()
         .name("retention".into())
         .spawn(move || loop {
             match retention_catalog.run_retention(
-                &data_dir,
+                &segments,
                 &RetentionPolicy::default(),
                 catalog::now_ms(),
             ) {

@@ -24,17 +24,9 @@ use tracing::{info, warn};
 
 use crate::metrics::{Metrics, StreamStats};
 
-/// Which kind of connection produced the media.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SessionKind {
-    /// JT/T 1078 live video (after 0x9101, or unsolicited).
-    Live,
-    /// JT/T 1078 playback of a device recording (after 0x9201).
-    Playback,
-    /// The raw H.264 port.
-    Raw,
-}
+/// Which kind of connection produced the media (streamcore's, one
+/// definition for connections, workers and the catalog).
+pub use streamcore::SessionKind;
 
 /// Kind of a JT/T 1078 frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -10,14 +10,18 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
-/// Declares the per-stream counters once: [`StreamStats`], a plain
-/// snapshot or delta, and [`StreamCounters`], its lock-free live form.
+/// Declares the per-stream counters of the ingest side once: [`StreamStats`],
+/// a plain snapshot or delta, and [`StreamCounters`], its lock-free live
+/// form. The remuxer's own counters are streamcore's
+/// [`streamcore::StreamStats`], carried as they are in `remux`.
 macro_rules! stream_counters {
-    ($($(#[$doc:meta])* $field:ident,)*) => {
+    ($($(#[doc = $doc:literal])+ $field:ident,)*) => {
         /// Per-stream counters (a snapshot, or a delta to add).
-        #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+        #[derive(Debug, Clone, Default, PartialEq, Eq)]
         pub struct StreamStats {
-            $($(#[$doc])* pub $field: u64,)*
+            $($(#[doc = $doc])+ pub $field: u64,)*
+            /// What the stream's remuxer counted.
+            pub remux: streamcore::StreamStats,
         }
 
         /// The live counters of one stream. Connection tasks and media
@@ -26,6 +30,7 @@ macro_rules! stream_counters {
         #[derive(Debug, Default)]
         pub struct StreamCounters {
             $($field: AtomicU64,)*
+            remux: [AtomicU64; streamcore::StreamStats::COUNT],
         }
 
         impl StreamCounters {
@@ -33,53 +38,66 @@ macro_rules! stream_counters {
                 $(if d.$field != 0 {
                     self.$field.fetch_add(d.$field, Relaxed);
                 })*
+                self.add_remux(&d.remux);
+            }
+
+            /// Adds what a remuxer counted since its last report.
+            pub fn add_remux(&self, d: &streamcore::StreamStats) {
+                for (counter, v) in self.remux.iter().zip(d.values()) {
+                    if v != 0 {
+                        counter.fetch_add(v, Relaxed);
+                    }
+                }
             }
 
             pub fn snapshot(&self) -> StreamStats {
                 StreamStats {
                     $($field: self.$field.load(Relaxed),)*
+                    remux: streamcore::StreamStats::from_values(
+                        std::array::from_fn(|i| self.remux[i].load(Relaxed)),
+                    ),
                 }
+            }
+        }
+
+        /// Names and help texts of the ingest-side counters, in order.
+        const INGEST_FIELDS: &[(&str, &str)] = &[$((stringify!($field), concat!($($doc),+))),*];
+
+        impl StreamStats {
+            fn ingest_values(&self) -> Vec<u64> {
+                vec![$(self.$field),*]
             }
         }
     };
 }
 
 stream_counters! {
-    /// Bytes received for the stream (JT/T 1078 packets or raw bytes).
+    /// Bytes received (JT/T 1078 packets or raw bytes).
     bytes_in,
+    /// JT/T 1078 packets parsed.
     packets,
+    /// Frames reassembled.
     frames,
+    /// I-frames reassembled.
     i_frames,
+    /// Frames dropped (broken sub-package runs, oversize).
     dropped_frames,
+    /// Resynchronisations after garbage.
     resyncs,
+    /// Bytes skipped while resynchronising.
     resync_skipped_bytes,
+    /// Rejected packet headers.
     parse_errors,
+    /// Audio packets.
     audio_packets,
+    /// Transparent-data packets.
     transparent_packets,
-    /// Messages handled by the media workers and their bytes.
+    /// Messages handled by media workers.
     worker_frames,
+    /// Bytes handled by media workers.
     worker_bytes,
-    /// Access units written into MPEG-TS segments.
-    frames_muxed,
-    /// Segments published (file complete and listed by the playlist).
-    segments,
-    segment_bytes,
-    /// Frames dropped waiting for a keyframe (mid-GOP start, after a gap).
-    dropped_before_keyframe,
-    /// Segments lost to a storage error.
-    failed_segments,
-    /// Frames the remuxer refused (unsupported codec, bitstream errors).
+    /// Frames refused by the remuxer (unsupported codec, bad bitstream).
     rejected_frames,
-    /// Parameter sets and slice headers streamcore could not parse (e.g. an
-    /// SPS claiming a picture above 8192x8192), dropped.
-    bad_nals,
-    /// Capture times streamcore replaced (zero, frozen, jittery clocks).
-    repaired_timestamps,
-    /// Discontinuities started (backward jumps, gaps, format changes, breaks).
-    discontinuities,
-    /// NAL units dropped over the NAL or access-unit bound (e.g. one start
-    /// code followed by endless bytes on the raw port).
-    oversize_nals,
 }
 
 impl StreamStats {
@@ -382,88 +400,40 @@ impl Metrics {
             "From the arrival of the access unit that closes a segment to the playlist listing it.",
         );
         let streams = self.streams();
-        type Field = fn(&StreamStats) -> u64;
-        let fields: [(&str, &str, Field); 22] = [
-            ("bytes_in", "Bytes received.", |s| s.bytes_in),
-            (
-                "oversize_nals",
-                "NAL units dropped over the size bound.",
-                |s| s.oversize_nals,
-            ),
-            ("packets", "JT/T 1078 packets parsed.", |s| s.packets),
-            ("frames", "Frames reassembled.", |s| s.frames),
-            ("i_frames", "I-frames reassembled.", |s| s.i_frames),
-            (
-                "dropped_frames",
-                "Frames dropped (broken sub-package runs, oversize).",
-                |s| s.dropped_frames,
-            ),
-            ("resyncs", "Resynchronisations after garbage.", |s| {
-                s.resyncs
-            }),
-            (
-                "resync_skipped_bytes",
-                "Bytes skipped while resynchronising.",
-                |s| s.resync_skipped_bytes,
-            ),
-            ("parse_errors", "Rejected packet headers.", |s| {
-                s.parse_errors
-            }),
-            ("audio_packets", "Audio packets.", |s| s.audio_packets),
-            ("transparent_packets", "Transparent-data packets.", |s| {
-                s.transparent_packets
-            }),
-            ("worker_frames", "Messages handled by media workers.", |s| {
-                s.worker_frames
-            }),
-            ("worker_bytes", "Bytes handled by media workers.", |s| {
-                s.worker_bytes
-            }),
-            ("frames_muxed", "Access units muxed into segments.", |s| {
-                s.frames_muxed
-            }),
-            ("segments", "Segments published.", |s| s.segments),
-            ("segment_bytes", "Bytes of published segments.", |s| {
-                s.segment_bytes
-            }),
-            (
-                "dropped_before_keyframe",
-                "Frames dropped waiting for a keyframe.",
-                |s| s.dropped_before_keyframe,
-            ),
-            ("failed_segments", "Segments lost to storage errors.", |s| {
-                s.failed_segments
-            }),
-            (
-                "rejected_frames",
-                "Frames refused by the remuxer (unsupported codec, bad bitstream).",
-                |s| s.rejected_frames,
-            ),
-            (
-                "bad_nals",
-                "Unparsable parameter sets and slice headers dropped.",
-                |s| s.bad_nals,
-            ),
-            (
-                "repaired_timestamps",
-                "Device capture times replaced (zero, frozen, jitter).",
-                |s| s.repaired_timestamps,
-            ),
-            ("discontinuities", "Discontinuities started.", |s| {
-                s.discontinuities
-            }),
-        ];
-        for (name, help, f) in fields {
-            let _ = writeln!(o, "# HELP ingestd_stream_{name}_total {help}\n# TYPE ingestd_stream_{name}_total counter");
-            for (stream, s) in &streams {
-                let _ = writeln!(
-                    o,
-                    "ingestd_stream_{name}_total{{stream=\"{stream}\"}} {}",
-                    f(s)
-                );
-            }
+        let ingest: Vec<(&String, Vec<u64>)> = streams
+            .iter()
+            .map(|(n, s)| (n, s.ingest_values()))
+            .collect();
+        let remux: Vec<(&String, [u64; streamcore::StreamStats::COUNT])> =
+            streams.iter().map(|(n, s)| (n, s.remux.values())).collect();
+        for (i, (name, help)) in INGEST_FIELDS.iter().enumerate() {
+            render_stream_counter(
+                &mut o,
+                name,
+                help.trim(),
+                ingest.iter().map(|(s, v)| (*s, v[i])),
+            );
+        }
+        for (i, (name, help)) in streamcore::StreamStats::FIELDS.iter().enumerate() {
+            render_stream_counter(&mut o, name, help, remux.iter().map(|(s, v)| (*s, v[i])));
         }
         o
+    }
+}
+
+/// One per-stream counter family in the Prometheus text format.
+fn render_stream_counter<'a>(
+    o: &mut String,
+    name: &str,
+    help: &str,
+    values: impl Iterator<Item = (&'a String, u64)>,
+) {
+    let _ = writeln!(
+        o,
+        "# HELP ingestd_stream_{name}_total {help}\n# TYPE ingestd_stream_{name}_total counter"
+    );
+    for (stream, v) in values {
+        let _ = writeln!(o, "ingestd_stream_{name}_total{{stream=\"{stream}\"}} {v}");
     }
 }
 

@@ -8,15 +8,18 @@
 //! and catalog retention deletes them by age. A source that disconnects has
 //! its open segment published at once; if it comes back, the same playlist
 //! continues (gapless when its clock follows on, else after a
-//! DISCONTINUITY). A stream silent for [`RemuxConfig::idle_close`] is
-//! finished with `#EXT-X-ENDLIST` and dropped from memory.
+//! DISCONTINUITY). A playback upload (`<SIM>_<ch>_pb`) is over when its
+//! connection closes: its playlist gets `#EXT-X-ENDLIST` at once and the
+//! span it covers becomes an incident linked to its session. A stream
+//! silent for [`RemuxConfig::idle_close`] is finished with `#EXT-X-ENDLIST`
+//! and dropped from memory.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use streamcore::catalog::{self, CatalogWriter, Record};
-use streamcore::{LiveStream, StreamConfig, StreamEvent};
+use streamcore::catalog::{self, CatalogWriter, Record, INCIDENT_KIND_PLAYBACK};
+use streamcore::{layout, LiveStream, StreamConfig, StreamEvent};
 use tracing::{error, info, warn};
 
 use crate::media::{FrameKind, MediaHandler, MediaMsg, SessionKind};
@@ -53,6 +56,8 @@ struct OpenSession {
     sim: Option<String>,
     channel: Option<u8>,
     started_ms: i64,
+    /// Media time (PROGRAM-DATE-TIME) covered by the session's segments.
+    media_span_ms: Option<(i64, i64)>,
 }
 
 /// Remuxes the streams of one worker thread.
@@ -87,7 +92,7 @@ impl RemuxHandler {
 
     fn stream(&mut self, name: &str) -> Option<&mut Active> {
         if !self.streams.contains_key(name) {
-            let dir = self.cfg.data_dir.join("live").join(name);
+            let dir = layout::stream_dir(&self.cfg.data_dir, name);
             match LiveStream::open(name, &dir, self.cfg.stream.clone()) {
                 Ok(live) => {
                     info!(stream = name, dir = %dir.display(), "stream opened");
@@ -134,6 +139,7 @@ impl RemuxHandler {
             sim: sim.map(str::to_string),
             channel,
             started_ms,
+            media_span_ms: None,
         });
         info!(stream = name, session = %id, ?kind, "media session started");
         self.record(Record::SessionStarted {
@@ -141,10 +147,7 @@ impl RemuxHandler {
             stream: name.to_string(),
             sim: sim.map(str::to_string),
             channel,
-            kind: match kind {
-                SessionKind::Playback => catalog::SessionKind::Playback,
-                SessionKind::Live | SessionKind::Raw => catalog::SessionKind::Live,
-            },
+            kind,
             started_ms,
             host: self.cfg.host.clone(),
         });
@@ -179,75 +182,93 @@ impl RemuxHandler {
         };
         let now = a.live.stats();
         let before = std::mem::replace(&mut a.reported, now);
-        a.counters.add(&StreamStats {
-            frames_muxed: now.frames_muxed - before.frames_muxed,
-            segments: now.segments - before.segments,
-            segment_bytes: now.segment_bytes - before.segment_bytes,
-            dropped_before_keyframe: now.dropped_before_keyframe - before.dropped_before_keyframe,
-            failed_segments: now.failed_segments - before.failed_segments,
-            bad_nals: now.bad_nals - before.bad_nals,
-            repaired_timestamps: now.repaired_timestamps - before.repaired_timestamps,
-            discontinuities: now.discontinuities - before.discontinuities,
-            oversize_nals: now.oversize_nals - before.oversize_nals,
-            ..Default::default()
-        });
+        a.counters.add_remux(&now.since(&before));
         if events.is_empty() {
             return;
         }
-        let session = a.session.as_ref().map(|s| s.id.clone());
+        let Some(session) = a.session.as_mut() else {
+            return;
+        };
+        let mut records = Vec::with_capacity(events.len());
         for StreamEvent::SegmentPublished(seg) in events {
-            let Some(session_id) = session.clone() else {
-                continue;
-            };
-            self.record(Record::Segment {
-                session_id,
-                stream: seg.stream.clone(),
+            let end_ms = seg.program_date_time_ms + seg.duration.as_millis();
+            session.media_span_ms = Some(match session.media_span_ms {
+                Some((from, to)) => (from.min(seg.program_date_time_ms), to.max(end_ms)),
+                None => (seg.program_date_time_ms, end_ms),
+            });
+            records.push(Record::Segment {
+                session_id: session.id.clone(),
+                path: layout::segment_key(&seg.stream, seg.sequence),
+                stream: seg.stream,
                 sequence: seg.sequence,
                 start_pts: seg.start_pts.0,
                 duration_90k: seg.duration.0,
                 bytes: seg.bytes,
-                path: format!("live/{}/{}", seg.stream, seg.file_name),
                 program_date_time_ms: seg.program_date_time_ms,
                 discontinuity: seg.discontinuity,
             });
         }
+        for r in records {
+            self.record(r);
+        }
     }
 
-    /// The source went away: publish the open segment, end the session.
-    fn source_ended(&mut self, name: &str) {
+    /// The source of `kind` went away: publish the open segment and end the
+    /// session. A playback upload is then complete: its playlist is ended and
+    /// the stream dropped. A live source may come back (the playlist goes on).
+    fn source_ended(&mut self, name: &str, kind: SessionKind) {
         let Some(a) = self.streams.get_mut(name) else {
             return;
         };
-        let result = a.live.mark_break();
+        let upload = kind == SessionKind::Playback;
+        let result = if upload {
+            a.live.finish(true)
+        } else {
+            a.live.mark_break()
+        };
         self.published(name, result);
-        let Some(a) = self.streams.get_mut(name) else {
+        self.end_session(name);
+        if upload {
+            self.streams.remove(name);
+            info!(stream = name, "playback upload complete (ENDLIST)");
+        }
+    }
+
+    /// Closes the stream's catalog session; an upload's span becomes an
+    /// incident that names the session holding its video.
+    fn end_session(&mut self, name: &str) {
+        let Some(s) = self.streams.get_mut(name).and_then(|a| a.session.take()) else {
             return;
         };
-        if let Some(s) = a.session.take() {
-            let ended_ms = catalog::now_ms();
-            info!(stream = name, session = %s.id, "media session ended");
-            self.record(Record::SessionEnded {
-                session_id: s.id,
-                ended_ms,
+        let ended_ms = catalog::now_ms();
+        info!(stream = name, session = %s.id, "media session ended");
+        self.record(Record::SessionEnded {
+            session_id: s.id.clone(),
+            ended_ms,
+        });
+        if let (SessionKind::Playback, Some(sim)) = (s.kind, s.sim) {
+            // The recorded time the upload covers (the device's clock when
+            // it is plausible Unix time), else when it was uploaded.
+            let (from_ms, to_ms) = s.media_span_ms.unwrap_or((s.started_ms, ended_ms));
+            self.record(Record::Incident {
+                sim,
+                channel: s.channel,
+                from_ms,
+                to_ms,
+                kind: INCIDENT_KIND_PLAYBACK.into(),
+                source: "jt1078".into(),
+                session_id: Some(s.id),
             });
-            if s.kind == SessionKind::Playback {
-                if let Some(sim) = s.sim {
-                    // An uploaded recording marks the span it covers.
-                    self.record(Record::Incident {
-                        sim,
-                        channel: s.channel,
-                        from_ms: s.started_ms,
-                        to_ms: ended_ms,
-                        kind: "playback".into(),
-                        source: "jt1078".into(),
-                    });
-                }
-            }
         }
     }
 
     fn close(&mut self, name: &str) {
-        self.source_ended(name);
+        let kind = self
+            .streams
+            .get(name)
+            .and_then(|a| a.session.as_ref())
+            .map(|s| s.kind);
+        self.source_ended(name, kind.unwrap_or(SessionKind::Live));
         let Some(a) = self.streams.get_mut(name) else {
             return;
         };
@@ -312,7 +333,7 @@ impl MediaHandler for RemuxHandler {
                 self.record_latency(&result, r.received);
                 self.published(&r.stream, result);
             }
-            MediaMsg::SourceEnded { stream, .. } => self.source_ended(&stream),
+            MediaMsg::SourceEnded { stream, session } => self.source_ended(&stream, session),
         }
     }
 

@@ -253,19 +253,3 @@ impl Registry {
         v
     }
 }
-
-/// Stream name of a device channel (`<SIM>_<channel>`; playback sessions get
-/// a `_pb` suffix so they never mix with the live playlist).
-pub fn device_stream_name(sim: &str, channel: u8, kind: SessionKind) -> String {
-    match kind {
-        SessionKind::Playback => format!("{sim}_{channel}_pb"),
-        _ => format!("{sim}_{channel}"),
-    }
-}
-
-/// `[A-Za-z0-9_-]{1,64}`.
-pub fn valid_stream_name(s: &str) -> bool {
-    (1..=64).contains(&s.len())
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-}

@@ -28,7 +28,7 @@ const KILLS: usize = 20;
 /// One device: connects (retrying while the daemon is down) and sends the
 /// capture looped flat out, its clock carried on across laps and reconnects.
 fn device(sim: &'static str, addr: SocketAddr, stop: Arc<AtomicBool>) {
-    let frames = common::capture_video_frames();
+    let frames = common::device_video_frames();
     let span = frames.last().unwrap().ts - frames[0].ts + 40;
     let (mut lap, mut i, mut seq) = (0u64, 0usize, 0u16);
     while !stop.load(Relaxed) {

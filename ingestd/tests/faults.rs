@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{capture_video_frames, control_device, last_listed, rss_kib, wait_until};
+use common::{control_device, device_video_frames, last_listed, rss_kib, wait_until};
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -196,18 +196,21 @@ async fn disk_full_loses_segments_counted_and_publishing_resumes() {
         a1078,
         CONTROL_SIM,
         4,
-        capture_video_frames(),
+        device_video_frames(),
         stop.clone(),
     ));
     let stream_dir = data.join("live").join(CONTROL);
-    wait_until("control publishes", 15, || control_stat(&m).segments >= 2).await;
+    wait_until("control publishes", 15, || {
+        control_stat(&m).remux.segments >= 2
+    })
+    .await;
 
     // Fill the disk.
     let (filler, filled) = fill(&data);
     let before_full = last_listed(&data, CONTROL);
     let t_full = Instant::now();
     wait_until("segments fail on the full disk", 15, || {
-        control_stat(&m).failed_segments >= 2
+        control_stat(&m).remux.failed_segments >= 2
     })
     .await;
     let full_for = t_full.elapsed();
@@ -219,7 +222,7 @@ async fn disk_full_loses_segments_counted_and_publishing_resumes() {
 
     // Free the space: publishing resumes with a discontinuity.
     std::fs::remove_file(&filler).unwrap();
-    let failed_while_full = control_stat(&m).failed_segments;
+    let failed_while_full = control_stat(&m).remux.failed_segments;
     let last_full = last_listed(&data, CONTROL);
     let t_free = Instant::now();
     wait_until("publishing resumes after space is freed", 15, || {
@@ -271,13 +274,13 @@ async fn disk_full_loses_segments_counted_and_publishing_resumes() {
     .unwrap();
     // Every published segment is listed and has its row (the catalog is
     // not on the full disk).
-    assert_eq!(n as u64, st.segments, "{st:?}");
+    assert_eq!(n as u64, st.remux.segments, "{st:?}");
     assert_eq!(rows.len(), n, "{} rows, {n} listed", rows.len());
     for r in &rows {
         assert!(data.join(&r.path).is_file(), "row {} has no file", r.path);
     }
     assert!(
-        st.failed_segments >= failed_while_full && st.segments >= 4,
+        st.remux.failed_segments >= failed_while_full && st.remux.segments >= 4,
         "{st:?}"
     );
     eprintln!(
@@ -287,7 +290,7 @@ async fn disk_full_loses_segments_counted_and_publishing_resumes() {
         filled >> 20,
         failed_while_full,
         rows.len(),
-        st.segments,
+        st.remux.segments,
         started.elapsed()
     );
     drop(tmpfs);
@@ -477,10 +480,13 @@ async fn database_outage(catalog_buffer: usize, heartbeat: bool) -> Outage {
         a1078,
         CONTROL_SIM,
         4,
-        capture_video_frames(),
+        device_video_frames(),
         stop.clone(),
     ));
-    wait_until("control publishes", 15, || control_stat(&m).segments >= 2).await;
+    wait_until("control publishes", 15, || {
+        control_stat(&m).remux.segments >= 2
+    })
+    .await;
     // Rows are being written before the outage.
     let direct = streamcore::catalog::Catalog::open(&db.url(pg_server())).unwrap();
     let rows = |c: &streamcore::catalog::Catalog| {
@@ -500,7 +506,7 @@ async fn database_outage(catalog_buffer: usize, heartbeat: bool) -> Outage {
     // The outage.
     relay.down();
     let t_down = Instant::now();
-    let segs_down = control_stat(&m).segments;
+    let segs_down = control_stat(&m).remux.segments;
     let rows_down = rows(&direct);
     wait_until("the writer notices the outage", 10, || {
         !app.catalog_stats().connected
@@ -514,7 +520,7 @@ async fn database_outage(catalog_buffer: usize, heartbeat: bool) -> Outage {
             .unwrap();
     }
     let during = app.catalog_stats();
-    let published_during = control_stat(&m).segments - segs_down;
+    let published_during = control_stat(&m).remux.segments - segs_down;
     assert!(
         published_during >= 3,
         "media stalled during the outage: {published_during} segments"
@@ -554,7 +560,7 @@ async fn database_outage(catalog_buffer: usize, heartbeat: bool) -> Outage {
         .map(|r| r.path.rsplit('/').next().unwrap().to_string())
         .collect();
     let missing = files.iter().filter(|f| !with_row.contains(*f)).count();
-    assert_eq!(files.len() as u64, st.segments, "{st:?}");
+    assert_eq!(files.len() as u64, st.remux.segments, "{st:?}");
     assert!(catalog_stats.reconnects >= 1, "{catalog_stats:?}");
     eprintln!(
         "database outage (buffer {catalog_buffer}): {outage:?} down, {published_during} segments \

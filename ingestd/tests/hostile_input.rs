@@ -10,7 +10,7 @@
 mod common;
 
 use common::{
-    capture_video_frames, closed_by_peer, control_device, noise, packets, rss_kib, wait_until,
+    closed_by_peer, control_device, device_video_frames, noise, packets, rss_kib, wait_until,
     CaptureFrame,
 };
 
@@ -42,7 +42,7 @@ fn last_listed(dir: &Path) -> u64 {
 }
 
 fn control_segments(m: &Metrics) -> u64 {
-    m.stream(CONTROL).map_or(0, |s| s.segments)
+    m.stream(CONTROL).map_or(0, |s| s.remux.segments)
 }
 
 /// Asserts the control playlist lists a newer segment than `before` within
@@ -167,7 +167,7 @@ async fn hostile_input_does_not_stop_a_control_device() {
     let araw = app.running.raw_addr;
     let m = app.running.ctx.metrics.clone();
     let data = dir.path().to_owned();
-    let frames = capture_video_frames();
+    let frames = device_video_frames();
 
     let stop = Arc::new(AtomicBool::new(false));
     let control = tokio::spawn(control_device(
@@ -435,7 +435,7 @@ async fn hostile_input_does_not_stop_a_control_device() {
     }
     wait_until("endless raw NAL dropped at the bound", 20, || {
         let st = stream_stat(&m, raw_stream);
-        st.worker_bytes >= RAW_ENDLESS_MIB * 1024 * 1024 && st.oversize_nals >= 1
+        st.worker_bytes >= RAW_ENDLESS_MIB * 1024 * 1024 && st.remux.oversize_nals >= 1
     })
     .await;
     let raw_grown_kib = rss_kib().saturating_sub(rss0);
@@ -444,7 +444,7 @@ async fn hostile_input_does_not_stop_a_control_device() {
         "RSS grew by {raw_grown_kib} KiB over {RAW_ENDLESS_MIB} MiB of one NAL unit"
     );
     let st = stream_stat(&m, raw_stream);
-    assert_eq!((st.frames_muxed, st.segments), (0, 0), "{st:?}");
+    assert_eq!((st.remux.frames_muxed, st.remux.segments), (0, 0), "{st:?}");
     drop(s);
     listed = control_advances(&data, listed, "after the endless NAL unit").await;
 
@@ -505,12 +505,12 @@ async fn hostile_input_does_not_stop_a_control_device() {
     let mut s = TcpStream::connect(a1078).await.unwrap();
     s.write_all(&out).await.unwrap();
     wait_until("hostile SPS dropped and counted", 5, || {
-        stream_stat(&m, &huge_stream).bad_nals >= 5
+        stream_stat(&m, &huge_stream).remux.bad_nals >= 5
     })
     .await;
     let st = stream_stat(&m, &huge_stream);
     assert_eq!(
-        (st.frames, st.frames_muxed, st.segments),
+        (st.frames, st.remux.frames_muxed, st.remux.segments),
         (5, 0, 0),
         "{st:?}"
     );
@@ -560,7 +560,7 @@ async fn hostile_input_does_not_stop_a_control_device() {
     clocks.await.unwrap();
     wait_until("clock-abuse stream counted", 10, || {
         let st = stream_stat(&m, &ts_stream);
-        st.repaired_timestamps > 0 && st.discontinuities >= 1 && st.segments >= 2
+        st.remux.repaired_timestamps > 0 && st.remux.discontinuities >= 1 && st.remux.segments >= 2
     })
     .await;
 
@@ -598,7 +598,7 @@ async fn hostile_input_does_not_stop_a_control_device() {
     eprintln!(
         "hostile_input: {:?}, control segments {}, max gap {max_gap:?}",
         started.elapsed(),
-        control_st.segments
+        control_st.remux.segments
     );
 }
 
@@ -618,7 +618,7 @@ async fn counting_daemon(dir: &Path) -> ingestd::server::Running {
 async fn slowloris_trickling_bytes_is_closed_at_the_handshake_deadline() {
     let dir = tempfile::tempdir().unwrap();
     let running = counting_daemon(dir.path()).await;
-    let frames = capture_video_frames();
+    let frames = device_video_frames();
     let mut pkt = BytesMut::new();
     packets("013900000009", &frames[1], 1, &mut 0, &mut pkt);
     let mut s = TcpStream::connect(running.jt1078_addr).await.unwrap();
@@ -704,7 +704,7 @@ async fn thousands_of_idle_connections_time_out_while_the_control_stream_runs() 
         a1078,
         CONTROL_SIM,
         4,
-        capture_video_frames(),
+        device_video_frames(),
         stop.clone(),
     ));
     wait_until("control stream publishes", 15, || control_segments(&m) >= 1).await;
@@ -773,7 +773,7 @@ async fn thousands_of_idle_connections_time_out_while_the_control_stream_runs() 
          ({} bytes per connection), control segments {}, test {:?}",
         ON_1078 + ON_808,
         rss_grown_kib * 1024 / LIMIT as u64,
-        control_st.segments,
+        control_st.remux.segments,
         started.elapsed()
     );
 }

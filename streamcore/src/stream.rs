@@ -171,6 +171,12 @@ macro_rules! stream_stats {
                 [$(self.$field),*]
             }
 
+            /// The inverse of [`values`](Self::values).
+            pub fn from_values(values: [u64; Self::COUNT]) -> StreamStats {
+                let [$($field),*] = values;
+                StreamStats { $($field),* }
+            }
+
             /// What was counted since `earlier` (a snapshot of the same stream).
             pub fn since(&self, earlier: &StreamStats) -> StreamStats {
                 StreamStats {

@@ -21,7 +21,8 @@ use crate::jt1078::{
 };
 use crate::media::{FrameKind, MediaFrame, MediaMsg, PoolClosed, SessionKind};
 use crate::metrics::{StreamCounters, StreamStats};
-use crate::sessions::{device_stream_name, now_ms, IngestEvent, MediaSessionRecord};
+use crate::sessions::{now_ms, IngestEvent, MediaSessionRecord};
+use streamcore::StreamName;
 
 /// Resync warnings logged per connection before they turn into debug lines
 /// (a magic flood would otherwise write a warning every 4 bytes).
@@ -172,7 +173,12 @@ impl<'a> Connection<'a> {
         } else {
             SessionKind::Live
         };
-        let stream = device_stream_name(&sim, channel, kind);
+        let stream = if kind == SessionKind::Playback {
+            StreamName::playback(&sim, channel)
+        } else {
+            StreamName::live(&sim, channel)
+        }
+        .to_string();
         let rec = MediaSessionRecord {
             id: ctx.registry.next_id(),
             stream: stream.clone(),

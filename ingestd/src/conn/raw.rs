@@ -15,7 +15,7 @@ use super::{stopped, Gauge};
 use crate::context::Ctx;
 use crate::media::{MediaMsg, RawChunk, SessionKind};
 use crate::metrics::StreamStats;
-use crate::sessions::{now_ms, valid_stream_name, IngestEvent, MediaSessionRecord};
+use crate::sessions::{now_ms, IngestEvent, MediaSessionRecord};
 
 /// Longest accepted first line (`STREAM ` + 64 + CRLF, with slack).
 const MAX_RAW_LINE: usize = 128;
@@ -57,7 +57,7 @@ pub(crate) async fn handle(
     let line = buf.split_to(line_end + 1);
     let line = String::from_utf8_lossy(&line);
     let name = match line.trim_end().strip_prefix("STREAM ") {
-        Some(n) if valid_stream_name(n) => n.to_string(),
+        Some(n) if streamcore::layout::valid_stream_name(n) => n.to_string(),
         _ => {
             warn!(line = %line.trim_end(), "raw: bad first line");
             let _ = sock

@@ -115,12 +115,17 @@ pub async fn http(
     path: &str,
     body: &str,
 ) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).await.expect("connect http");
     let req = format!(
         "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
-    s.write_all(req.as_bytes()).await.unwrap();
+    raw_http(addr, &req).await
+}
+
+/// Sends `request` (head and body, as given) and reads the answer.
+pub async fn raw_http(addr: std::net::SocketAddr, request: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).await.expect("connect http");
+    s.write_all(request.as_bytes()).await.unwrap();
     let mut resp = Vec::new();
     tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut resp))
         .await
@@ -190,7 +195,8 @@ pub fn wait_events(
     got
 }
 
-/// One reassembled video frame of the real capture.
+/// One video frame as a device sends it: a whole access unit, its JT/T 1078
+/// data type and capture time.
 #[derive(Clone)]
 pub struct CaptureFrame {
     pub data_type: DataType,
@@ -198,13 +204,55 @@ pub struct CaptureFrame {
     pub data: Vec<u8>,
 }
 
-/// Video frames of the real 24 s capture, reassembled, from its first
-/// I-frame on (so each replay starts with a keyframe).
-pub fn capture_video_frames() -> Vec<CaptureFrame> {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/data/jt1078_capture_24s.bin"
-    );
+#[path = "../../../fixtures/captures.rs"]
+mod captures;
+
+/// A third-party capture (see `fixtures/captures.rs`), or `None` after
+/// reporting that `test` skipped it.
+pub fn capture(name: &str, test: &str) -> Option<std::path::PathBuf> {
+    captures::capture(name, test)
+}
+
+/// The video frames a simulated dashcam sends in the daemon suites: the
+/// project's fixture `baseline.h264` (320x240, 25 fps, I and P frames,
+/// 2 s GOP, 10 s), one access unit per frame at 40 ms steps, starting with
+/// its first keyframe.
+pub fn device_video_frames() -> Vec<CaptureFrame> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/baseline.h264");
+    let data = std::fs::read(path).expect("committed fixture");
+    let mut asm = streamcore::access_unit::AccessUnitAssembler::new();
+    let mut units: Vec<_> = streamcore::annexb::split_nals(&data)
+        .into_iter()
+        .filter_map(|nal| asm.push(nal, None))
+        .collect();
+    units.extend(asm.flush());
+    units
+        .into_iter()
+        .enumerate()
+        .map(|(i, au)| {
+            let mut data = Vec::new();
+            for nal in &au.nals {
+                data.extend_from_slice(&[0, 0, 0, 1]);
+                data.extend_from_slice(nal);
+            }
+            CaptureFrame {
+                data_type: if au.keyframe {
+                    DataType::IFrame
+                } else {
+                    DataType::PFrame
+                },
+                ts: i as u64 * 40,
+                data,
+            }
+        })
+        .collect()
+}
+
+/// Video frames of the real 24 s device capture, reassembled, from its
+/// first I-frame on (so each replay starts with a keyframe); `None` (and a
+/// line saying `test` skipped it) when the capture is absent.
+pub fn capture_video_frames(test: &str) -> Option<Vec<CaptureFrame>> {
+    let path = capture("jt1078_capture_24s.bin", test)?;
     let mut p = Jt1078Parser::new();
     p.push(&std::fs::read(path).unwrap());
     let mut r = Reassembler::default();
@@ -229,7 +277,7 @@ pub fn capture_video_frames() -> Vec<CaptureFrame> {
         .position(|f| f.data_type == DataType::IFrame)
         .unwrap();
     frames.drain(..first_i);
-    frames
+    Some(frames)
 }
 
 pub fn packets(sim: &str, frame: &CaptureFrame, ts: u64, seq: &mut u16, out: &mut BytesMut) {

@@ -1,13 +1,16 @@
-//! JT/T 1078 parser and reassembler against real device captures.
+//! JT/T 1078 parser and reassembler against real device captures (third-party files, found
+//! through `fixtures/captures.rs`; each test skips, saying so, when they are absent).
 
 use bytes::BytesMut;
 use ingestd::jt1078::*;
 use proptest::prelude::*;
 
-const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/data");
+use crate::common;
 
-fn capture() -> Vec<u8> {
-    std::fs::read(format!("{DATA}/jt1078_capture_24s.bin")).expect("capture present")
+/// The 24 s device capture, or `None` after reporting that `test` skipped it.
+fn capture(test: &str) -> Option<Vec<u8>> {
+    let path = common::capture("jt1078_capture_24s.bin", test)?;
+    Some(std::fs::read(path).unwrap())
 }
 
 fn events_in_chunks(data: &[u8], cuts: &[usize]) -> (Vec<Jt1078Event>, ParserCounters) {
@@ -43,7 +46,9 @@ fn frames(pkts: Vec<Jt1078Packet>) -> (Vec<Jt1078Frame>, ReassemblyCounters) {
 
 #[test]
 fn capture_24s_parses_into_documented_packets_and_frames() {
-    let data = capture();
+    let Some(data) = capture("capture_24s_parses_into_documented_packets_and_frames") else {
+        return;
+    };
     let (ev, c) = events_in_chunks(&data, &[]);
     assert_eq!(
         ev.len(),
@@ -88,7 +93,9 @@ fn capture_24s_parses_into_documented_packets_and_frames() {
 
 #[test]
 fn one_byte_at_a_time_equals_all_at_once() {
-    let data = capture();
+    let Some(data) = capture("one_byte_at_a_time_equals_all_at_once") else {
+        return;
+    };
     let all = events_in_chunks(&data, &[]);
     let cuts: Vec<usize> = (1..data.len()).collect();
     let bytewise = events_in_chunks(&data, &cuts);
@@ -99,7 +106,9 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(12))]
     #[test]
     fn random_splits_equal_all_at_once(mut cuts in proptest::collection::vec(0usize..1_264_716, 0..400)) {
-        let data = capture();
+        let Some(data) = capture("random_splits_equal_all_at_once") else {
+        return Ok(());
+    };
         cuts.sort_unstable();
         let all = events_in_chunks(&data, &[]);
         prop_assert_eq!(all, events_in_chunks(&data, &cuts));
@@ -107,7 +116,9 @@ proptest! {
 
     #[test]
     fn garbage_is_chunking_invariant(garbage in proptest::collection::vec(any::<u8>(), 0..300), at in 0usize..1634, mut cuts in proptest::collection::vec(0usize..20_000, 0..50)) {
-        let data = capture();
+        let Some(data) = capture("garbage_is_chunking_invariant") else {
+        return Ok(());
+    };
         let offsets = packet_offsets(&data);
         let mut input = data[..offsets[at]].to_vec();
         input.extend_from_slice(&garbage);
@@ -136,7 +147,9 @@ fn packet_offsets(data: &[u8]) -> Vec<usize> {
 
 #[test]
 fn garbage_and_truncated_packet_mid_frame_recover() {
-    let data = capture();
+    let Some(data) = capture("garbage_and_truncated_packet_mid_frame_recover") else {
+        return;
+    };
     let offs = packet_offsets(&data);
     let reference = frames(packets(events_in_chunks(&data, &[]).0)).0;
 
@@ -173,13 +186,16 @@ fn garbage_and_truncated_packet_mid_frame_recover() {
 }
 
 /// Reads a CSV capture: `time,SIM,sequence,channel,label,sub-package label,hex`.
-fn csv_rows(name: &str) -> Vec<Vec<String>> {
-    let text = std::fs::read_to_string(format!("{DATA}/{name}")).expect("csv present");
+fn csv_rows(name: &str) -> Option<Vec<Vec<String>>> {
+    let path = common::capture(name, "csv_captures_match_their_labels")?;
+    let text = std::fs::read_to_string(path).expect("readable csv");
     let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
-    text.lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| l.trim().split(',').map(str::to_string).collect())
-        .collect()
+    Some(
+        text.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| l.trim().split(',').map(str::to_string).collect())
+            .collect(),
+    )
 }
 
 fn hex(s: &str) -> Vec<u8> {
@@ -192,7 +208,9 @@ fn hex(s: &str) -> Vec<u8> {
 #[test]
 fn csv_captures_match_their_labels() {
     for name in ["jt1078_1.txt", "JT1078_2.txt"] {
-        let rows = csv_rows(name);
+        let Some(rows) = csv_rows(name) else {
+            continue;
+        };
         assert!(rows.len() >= 8, "{name}");
         let mut stream = BytesMut::new();
         for row in &rows {

@@ -1,7 +1,7 @@
 //! JT/T 1078 and raw-port media through the running daemon to the worker
 //! pool, with a recording handler standing in for streamcore.
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -12,8 +12,6 @@ use ingestd::media::{FrameKind, MediaHandler, MediaMsg, SessionKind};
 use ingestd::server::Hooks;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/data");
 
 #[derive(Clone, Default)]
 struct Recorder {
@@ -61,8 +59,14 @@ async fn capture_over_tcp_reaches_workers_with_backpressure() {
         delay: Duration::from_micros(300),
         ..Default::default()
     };
+    let Some(path) = capture(
+        "jt1078_capture_24s.bin",
+        "capture_over_tcp_reaches_workers_with_backpressure",
+    ) else {
+        return;
+    };
     let d = start(hooks(&rec)).await;
-    let data = std::fs::read(format!("{DATA}/jt1078_capture_24s.bin")).unwrap();
+    let data = std::fs::read(path).unwrap();
     let mut s = TcpStream::connect(d.running.jt1078_addr).await.unwrap();
     // Garbage first (counted as unattributed/resync), then the capture in
     // odd-sized writes.

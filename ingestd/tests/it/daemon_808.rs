@@ -2,7 +2,7 @@
 //! replies are checked byte for byte against frames built by hand in
 //! `common::frame` from the spec.
 
-mod common;
+use crate::common;
 
 use common::*;
 use ingestd::jt808::{auth_code, Location};
@@ -344,6 +344,34 @@ async fn sub_packaged_batch() {
     let p = positions(wait_events(&d.events, 2, is_position));
     check_ne(&p[0]);
     check_sw(&p[1]);
+    d.running.shutdown().await;
+}
+
+/// A POST with no body needs no Content-Length (hlsd's forwarding, `curl -X
+/// POST`): it used to be answered 411, so no command ever reached a device.
+/// Bodies stay bounded: over 16 KiB is 413 before anything is read, and a
+/// chunked body (no length to check first) is 411.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_api_bodies_are_optional_and_bounded() {
+    let d = start(Hooks::default()).await;
+    let addr = d.running.http_addr;
+    let mut s = TcpStream::connect(d.running.jt808_addr).await.unwrap();
+    login(&mut s).await;
+    let path = "/api/devices/013800138000/channels/1";
+    let head = |extra: &str| {
+        format!("POST {path}/live HTTP/1.1\r\nHost: t\r\nConnection: close\r\n{extra}\r\n")
+    };
+    let (status, body) = raw_http(addr, &head("")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(read_frame(&mut s).await[1..3], [0x91, 0x01]);
+    let (status, body) = raw_http(addr, &head("Content-Length: 20000\r\n")).await;
+    assert_eq!(status, 413, "{body}");
+    assert!(body.contains("16 KiB"), "{body}");
+    let chunked = head("Transfer-Encoding: chunked\r\n") + "2\r\n{}\r\n0\r\n\r\n";
+    let (status, body) = raw_http(addr, &chunked).await;
+    assert_eq!(status, 411, "{body}");
+    // Nothing else reached the device.
+    expect_silence(&mut s).await;
     d.running.shutdown().await;
 }
 
