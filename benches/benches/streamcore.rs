@@ -10,8 +10,8 @@
 //!   too large (~3.4 MB) to commit. Benchmarks may spawn ffmpeg; product
 //!   code never does.
 //! - `720p30_cabac_bframes`: the conformance stream
-//!   `../shared/data/h264/VID_1280x720_cabac_temporal_direct.264` (720p30,
-//!   B-frames), when present.
+//!   `h264/VID_1280x720_cabac_temporal_direct.264` (720p30, B-frames) from
+//!   the third-party captures (`docs/captures.md`), when present.
 //! - `baseline`, `high_b3`: the small committed fixtures (320x240).
 //!
 //! Groups, each a superset of the work of the one before, except the muxer
@@ -31,11 +31,15 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use streamcore::access_unit::{AccessUnit, AccessUnitAssembler};
 use streamcore::annexb::AnnexBFramer;
-use streamcore::mux::TsMuxer;
+use streamcore::codec::{VideoCodec, VideoParser};
+use streamcore::mux::{MuxPacket, SegmentMuxer, Track, TsMuxer};
 use streamcore::playlist::{MediaPlaylist, PlaylistKind, PlaylistSegment};
 use streamcore::time::{Dur90k, Ts90k};
 use streamcore::timing::{TimedFrame, Timeline, TimingConfig};
 use streamcore::{LiveStream, MemoryStorage, Storage, StreamConfig};
+
+#[path = "../../fixtures/captures.rs"]
+mod captures;
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -101,10 +105,15 @@ fn inputs() -> Vec<(&'static str, Vec<u8>)> {
     if let Some(b) = bench_720p() {
         v.push(("720p25_2700k", b));
     }
-    let cabac = repo_root().join("../shared/data/h264/VID_1280x720_cabac_temporal_direct.264");
-    match std::fs::read(&cabac) {
-        Ok(b) => v.push(("720p30_cabac_bframes", b)),
-        Err(e) => eprintln!("skipping {}: {e}", cabac.display()),
+    let cabac = captures::capture(
+        "h264/VID_1280x720_cabac_temporal_direct.264",
+        "the 720p30_cabac_bframes benchmarks",
+    );
+    if let Some(path) = cabac {
+        v.push((
+            "720p30_cabac_bframes",
+            std::fs::read(path).expect("readable capture"),
+        ));
     }
     for name in ["baseline", "high_b3"] {
         let p = repo_root().join("fixtures").join(format!("{name}.h264"));
@@ -121,10 +130,8 @@ fn pull_all(framer: &mut AnnexBFramer, mut each: impl FnMut(bytes::Bytes)) {
 
 /// Frame duration and reorder depth as `LiveStream` derives them.
 fn sps_timing(asm: &AccessUnitAssembler) -> (Option<Dur90k>, u32) {
-    match asm.active_sps() {
-        Some(sps) => (sps.nominal_frame_duration(), sps.reorder_depth()),
-        None => (None, 0),
-    }
+    let hints = asm.timing_hints();
+    (hints.nominal_frame, hints.reorder_depth)
 }
 
 /// Timed access units as the muxer receives them: one Annex-B packet each,
@@ -155,13 +162,8 @@ fn mux_packets(data: &[u8]) -> Vec<(Vec<u8>, TimedFrame)> {
         .drain(..)
         .skip(first_key)
         .map(|f| {
-            let mut p = vec![0, 0, 0, 1, 9, 0xf0];
-            for nal in &f.au.nals {
-                if nal[0] & 0x1f != 9 {
-                    p.extend_from_slice(&[0, 0, 0, 1]);
-                    p.extend_from_slice(nal);
-                }
-            }
+            let mut p = Vec::new();
+            asm.write_packet(&f.au, &mut p);
             (p, f)
         })
         .collect()
@@ -254,11 +256,18 @@ fn stages(c: &mut Criterion) {
         let storage = MemoryStorage::discarding();
         g.bench_function(name, |b| {
             b.iter(|| {
-                let mut mux = TsMuxer::new("bench").unwrap();
+                let mut mux = TsMuxer::new("bench", &[Track::Video(VideoCodec::H264)]).unwrap();
                 mux.begin_segment(Some(storage.begin_segment("0.ts").unwrap()));
                 for (p, f) in &packets {
-                    mux.write(p, f.pts, f.dts, f.duration, f.au.keyframe)
-                        .unwrap();
+                    mux.write(&MuxPacket {
+                        track: 0,
+                        data: p,
+                        pts: f.pts,
+                        dts: f.dts,
+                        duration: f.duration,
+                        keyframe: f.au.keyframe,
+                    })
+                    .unwrap();
                 }
                 let done = mux.end_segment();
                 done.writer.unwrap().commit().unwrap();

@@ -38,6 +38,31 @@ pub struct AccessUnit {
     pub payload_bytes: usize,
 }
 
+impl AccessUnit {
+    /// The access unit as Annex-B bytes: each NAL unit after a 4-byte start
+    /// code, in stream order (what a JT/T 1078 frame or a file holds).
+    pub fn to_annexb(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.payload_bytes + 4 * self.nals.len());
+        for nal in &self.nals {
+            out.extend_from_slice(&[0, 0, 0, 1]);
+            out.extend_from_slice(nal);
+        }
+        out
+    }
+}
+
+/// Splits a whole Annex-B buffer (a file, a test fixture) into its access
+/// units, in decode order.
+pub fn split_access_units(annexb: &[u8]) -> Vec<AccessUnit> {
+    let mut asm = AccessUnitAssembler::new();
+    let mut units: Vec<AccessUnit> = crate::annexb::split_nals(annexb)
+        .into_iter()
+        .filter_map(|nal| asm.push(nal, None))
+        .collect();
+    units.extend(asm.flush());
+    units
+}
+
 /// Counters of what the assembler could not use.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct AssemblerStats {

@@ -7,4 +7,5 @@ mod common;
 mod abuse;
 mod browser;
 mod cli;
+mod e2e;
 mod http;

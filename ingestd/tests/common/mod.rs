@@ -220,30 +220,17 @@ pub fn capture(name: &str, test: &str) -> Option<std::path::PathBuf> {
 pub fn device_video_frames() -> Vec<CaptureFrame> {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/baseline.h264");
     let data = std::fs::read(path).expect("committed fixture");
-    let mut asm = streamcore::access_unit::AccessUnitAssembler::new();
-    let mut units: Vec<_> = streamcore::annexb::split_nals(&data)
-        .into_iter()
-        .filter_map(|nal| asm.push(nal, None))
-        .collect();
-    units.extend(asm.flush());
-    units
-        .into_iter()
+    streamcore::access_unit::split_access_units(&data)
+        .iter()
         .enumerate()
-        .map(|(i, au)| {
-            let mut data = Vec::new();
-            for nal in &au.nals {
-                data.extend_from_slice(&[0, 0, 0, 1]);
-                data.extend_from_slice(nal);
-            }
-            CaptureFrame {
-                data_type: if au.keyframe {
-                    DataType::IFrame
-                } else {
-                    DataType::PFrame
-                },
-                ts: i as u64 * 40,
-                data,
-            }
+        .map(|(i, au)| CaptureFrame {
+            data_type: if au.keyframe {
+                DataType::IFrame
+            } else {
+                DataType::PFrame
+            },
+            ts: i as u64 * 40,
+            data: au.to_annexb(),
         })
         .collect()
 }

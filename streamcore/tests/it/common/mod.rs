@@ -7,8 +7,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
-use streamcore::access_unit::AccessUnitAssembler;
-use streamcore::annexb::split_nals;
+use streamcore::access_unit::{split_access_units, AccessUnit};
 use streamcore::stream::Clock;
 
 pub fn fixture(name: &str) -> PathBuf {
@@ -34,25 +33,10 @@ pub fn stepping_clock() -> Clock {
 
 /// Splits an Annex-B buffer into access units, each re-encoded as Annex-B.
 pub fn access_units(data: &[u8]) -> Vec<Vec<u8>> {
-    let mut asm = AccessUnitAssembler::new();
-    let mut out = Vec::new();
-    let encode = |au: streamcore::access_unit::AccessUnit| {
-        let mut v = Vec::new();
-        for n in au.nals {
-            v.extend_from_slice(&[0, 0, 0, 1]);
-            v.extend_from_slice(&n);
-        }
-        v
-    };
-    for nal in split_nals(data) {
-        if let Some(au) = asm.push(nal, None) {
-            out.push(encode(au));
-        }
-    }
-    if let Some(au) = asm.flush() {
-        out.push(encode(au));
-    }
-    out
+    split_access_units(data)
+        .iter()
+        .map(AccessUnit::to_annexb)
+        .collect()
 }
 
 fn run(cmd: &mut Command) -> (String, String) {
