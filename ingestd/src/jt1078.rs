@@ -2,7 +2,7 @@
 //! an encoder (used by the device simulator and the tests).
 //!
 //! Follows JT/T 1078-2016 section 5.5 (the RTP-like packet with the
-//! `30 31 63 64` frame header) as summarised in `../shared/NOTES.md`:
+//! `30 31 63 64` frame header) as `docs/jt1078.md` describes it:
 //! video packets carry a timestamp and two interval fields, audio packets
 //! have no interval fields, transparent data has no timestamp either.
 //!

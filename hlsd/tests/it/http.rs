@@ -1299,7 +1299,7 @@ async fn vod_from_a_postgresql_catalog() {
     let pdt0 = now_ms() - 120_000;
     let stream = format!("{SIM}_3");
     // One encode: ffmpeg 5.1 reports "corrupt packet" wherever TS continuity counters restart,
-    // which the two-encode discontinuity of the fixtures does (NOTES.md).
+    // which the two-encode discontinuity of the fixtures does (docs/hls.md, checkers).
     let all = c.a.clone();
     install(&data, &stream, &all);
     let sid = format!("{stream}-{pdt0}-0123456789abcdef");
