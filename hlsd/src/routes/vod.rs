@@ -159,7 +159,8 @@ fn session_segments(
 
 /// An incident's video: the session it names (a playback upload), else the segments that
 /// overlap it (the first one contains its start) on the live stream of `channel` when asked,
-/// else on its own stream, else (a whole-device incident) on the device's first channel.
+/// else on its own stream, else (a whole-device incident) on the device's first channel; and
+/// whether that video is complete.
 fn incident_segments(
     cat: &Catalog,
     id: i64,
@@ -186,7 +187,12 @@ fn incident_segments(
         return Ok(Some((Vec::new(), true)));
     };
     let segments = cat.segments_in_range(&stream, inc.from_ms, inc.to_ms)?;
-    Ok(Some((segments, true)))
+    // A segment is catalogued when it closes, seconds after the moments it holds: while the
+    // stream is live and has not yet reached the incident's end, the playlist stays open
+    // (no ENDLIST) so a player polls for the rest instead of stopping short.
+    let covered = segments.last().is_some_and(|s| s.end_ms >= inc.to_ms);
+    let finished = covered || !cat.live_sessions()?.iter().any(|s| s.stream == stream);
+    Ok(Some((segments, finished)))
 }
 
 /// `GET /api/streams/<stream>/clip.mp4?from=&to=`: the recording of `[from, to)` as an MP4

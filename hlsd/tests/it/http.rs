@@ -778,6 +778,40 @@ async fn vod_session_and_incident_playlists() {
             .status(),
         StatusCode::NOT_FOUND
     );
+    // An incident the recording has not reached yet: on the live `_1` it stays open (the rest
+    // is still to come), on the ended `_2` it is as complete as it will ever be.
+    let later = |channel: u8| Record::Incident {
+        sim: SIM.into(),
+        channel: Some(channel),
+        from_ms: fx.pdt0 + 3000,
+        to_ms: now_ms() + 600_000,
+        kind: format!("ongoing-{channel}"),
+        source: "test".into(),
+        session_id: None,
+    };
+    let cat = write_catalog(&default_url(&fx.data()), &[later(1), later(2)]);
+    for (channel, ended) in [(1, false), (2, true)] {
+        let id = cat
+            .incidents(SIM, i64::MIN, i64::MAX)
+            .unwrap()
+            .into_iter()
+            .find(|i| i.kind == format!("ongoing-{channel}"))
+            .unwrap()
+            .id;
+        let r = c
+            .get(format!("{base}/vod/incident/{id}/index.m3u8"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        let pl = MediaPlaylist::parse_any(&r.text().await.unwrap()).unwrap();
+        assert_eq!(
+            (pl.segments().len() > 0, pl.is_ended()),
+            (true, ended),
+            "channel {channel}"
+        );
+    }
+
     // Unknown (well-formed) ids and malformed ones: 404, never a catalog query on junk.
     let long = "a".repeat(129);
     for id in ["abc", "a.b", "%2e%2e", "a%2fb", long.as_str(), "-1"] {
