@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The demo: builds everything, starts ingestd and hlsd on an embedded
 # SQLite catalog in ./data, and a simulated dashcam (JT/T 808 signalling +
-# JT/T 1078 video replaying a real device capture, looped), then prints the
-# URL to open. Ctrl-C stops it all.
+# JT/T 1078 video: the project's own fixture with B-frames, cut into
+# sub-packages as a dashcam sends it, looped; positions along a route), then
+# prints the URL to open. Ctrl-C stops it all.
 #   DATA_DIR=./data HTTP_PORT=8080 DEVICES=1 scripts/demo.sh
+# INPUT=<file> replays another Annex-B H.264 file or a JT/T 1078 capture.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
@@ -13,8 +15,7 @@ cargo build --release -p ingestd -p hlsd -p benches --bins
 DATA_DIR=${DATA_DIR:-./data}
 HTTP_PORT=${HTTP_PORT:-8080}
 DEVICES=${DEVICES:-1}
-INPUT=${INPUT:-../shared/data/jt1078_capture_24s.bin}
-[ -f "$INPUT" ] || INPUT=fixtures/baseline.h264
+INPUT=${INPUT:-fixtures/high_b2.h264}
 mkdir -p "$DATA_DIR"
 pids=()
 cleanup() { kill -TERM "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }

@@ -1,10 +1,23 @@
 //! devsim against an in-process ingestd: N devices log in over JT/T 808,
-//! report positions and send the real capture over JT/T 1078.
+//! report positions and send video over JT/T 1078: the project's own
+//! fixture (always) and a real device capture (when present, see
+//! `docs/captures.md`).
 
+use std::path::Path;
 use std::process::Command;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn devsim_devices_reach_ingestd() {
+#[path = "../../fixtures/captures.rs"]
+mod captures;
+
+/// Runs devsim's `devices` devices with `input` against a fresh in-process
+/// ingestd on `channel`; checks every frame reached a media worker, each
+/// device logged in and reported positions round Shenzhen. Returns devsim's
+/// report and the stream counters of each device.
+async fn run_devsim(
+    input: &Path,
+    devices: u32,
+    channel: u8,
+) -> (String, Vec<ingestd::metrics::StreamStats>) {
     let dir = tempfile::tempdir().unwrap();
     let (tx, rx) = crossbeam_channel::unbounded();
     let hooks = ingestd::server::Hooks {
@@ -15,63 +28,71 @@ async fn devsim_devices_reach_ingestd() {
     let d = ingestd::server::start(ingestd::config::Config::for_tests(dir.path()), hooks)
         .await
         .unwrap();
-    let input = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/data/jt1078_capture_24s.bin"
-    );
     let (a808, a1078) = (d.jt808_addr.to_string(), d.jt1078_addr.to_string());
+    let (input, n, ch) = (input.to_owned(), devices.to_string(), channel.to_string());
     let out = tokio::task::spawn_blocking(move || {
         Command::new(env!("CARGO_BIN_EXE_devsim"))
-            .args([
-                "--jt808",
-                &a808,
-                "--jt1078",
-                &a1078,
-                "--devices",
-                "3",
-                "--input",
-                input,
-            ])
-            .args(["--flat-out", "--sim-base", "13900000000", "--channel", "2"])
+            .args(["--jt808", &a808, "--jt1078", &a1078, "--devices", &n])
+            .arg("--input")
+            .arg(&input)
+            .args(["--flat-out", "--sim-base", "13900000000", "--channel", &ch])
             .output()
             .unwrap()
     })
     .await
     .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(
-        stdout.contains("013900000001_2: frames 631 packets 1634 bytes 1264716"),
-        "{stdout}"
-    );
-    // Media reached the workers once per device (wait for the drain).
+    let names: Vec<String> = (0..devices)
+        .map(|i| format!("{:012}_{channel}", 13_900_000_000u64 + i as u64))
+        .collect();
+    let sent_frames = |name: &str| -> u64 {
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("{name}: ")))
+            .unwrap_or_else(|| panic!("{name} in {stdout}"));
+        line.split(" frames ")
+            .nth(1)
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    // Media reached the workers (wait for the drain).
     for _ in 0..500 {
         let s = d.ctx.metrics.streams();
-        if (0..3).all(|i| {
-            s.get(&format!("01390000000{i}_2"))
-                .is_some_and(|s| s.worker_frames == 631)
-        }) {
+        if names
+            .iter()
+            .all(|n| s.get(n).is_some_and(|s| s.worker_frames == sent_frames(n)))
+        {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
-    for i in 0..3 {
-        let s = d.ctx.metrics.stream(&format!("01390000000{i}_2")).unwrap();
-        assert_eq!(
-            (s.frames, s.i_frames, s.worker_frames, s.dropped_frames),
-            (631, 22, 631, 0)
-        );
-    }
+    let stats: Vec<_> = names
+        .iter()
+        .map(|n| {
+            let s = d.ctx.metrics.stream(n).unwrap();
+            assert_eq!(
+                (s.frames, s.worker_frames, s.dropped_frames),
+                (sent_frames(n), sent_frames(n), 0),
+                "{n}"
+            );
+            s
+        })
+        .collect();
     // Each device registered, authenticated and sent at least one position.
-    let devices = d.ctx.registry.devices();
-    assert_eq!(devices.len(), 3);
-    assert!(devices.iter().all(|d| d.authenticated));
+    let registered = d.ctx.registry.devices();
+    assert_eq!(registered.len(), devices as usize);
+    assert!(registered.iter().all(|d| d.authenticated));
     let mut sims = std::collections::BTreeSet::new();
-    while sims.len() < 3 {
+    while sims.len() < devices as usize {
         match rx.recv_timeout(std::time::Duration::from_secs(5)) {
             Ok(ingestd::sessions::IngestEvent::Position(p)) => {
                 // Round Shenzhen, within about 2 km.
@@ -84,4 +105,43 @@ async fn devsim_devices_reach_ingestd() {
         }
     }
     d.shutdown().await;
+    (stdout, stats)
+}
+
+/// The demo's dashcam: a fixture with B-frames, every access unit a frame,
+/// typed as a device types them, cut into sub-packages, remuxed without a
+/// refusal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devsim_sends_the_fixture_as_a_dashcam() {
+    let input = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/high_b2.h264");
+    let aus = streamcore::access_unit::split_access_units(&std::fs::read(&input).unwrap());
+    let keyframes = aus.iter().filter(|a| a.keyframe).count() as u64;
+    let (stdout, stats) = run_devsim(&input, 2, 1).await;
+    for s in &stats {
+        assert_eq!(
+            (s.frames, s.i_frames, s.rejected_frames),
+            (aus.len() as u64, keyframes, 0)
+        );
+        // More packets than frames: large frames went out as sub-packages.
+        assert!(s.packets > s.frames, "{s:?}");
+    }
+    assert!(stdout.contains("total: 2 devices"), "{stdout}");
+}
+
+/// A real device capture, re-addressed per device.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devsim_replays_a_device_capture() {
+    let Some(input) =
+        captures::capture("jt1078_capture_24s.bin", "devsim_replays_a_device_capture")
+    else {
+        return;
+    };
+    let (stdout, stats) = run_devsim(&input, 3, 2).await;
+    assert!(
+        stdout.contains("013900000001_2: frames 631 packets 1634 bytes 1264716"),
+        "{stdout}"
+    );
+    for s in &stats {
+        assert_eq!((s.frames, s.i_frames), (631, 22));
+    }
 }

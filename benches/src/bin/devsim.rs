@@ -5,7 +5,9 @@
 //! heartbeats, 0x0200 positions moving round a circle) and a JT/T 1078
 //! connection that sends video with the device's own SIM. The video comes
 //! from a JT/T 1078 capture (packets re-addressed per device) or from an
-//! Annex-B H.264 file (split into access units and packetized). Pacing is
+//! Annex-B H.264 file such as the project's fixtures (split into access
+//! units, typed I/P/B as a dashcam types them, cut into sub-packages of at
+//! most 950 bytes). Pacing is
 //! real time by the timestamps, or flat out. In raw mode each device sends
 //! `STREAM <name>\n` and Annex-B bytes to the raw port instead.
 
@@ -145,87 +147,38 @@ fn load(path: &PathBuf, fps: u32) -> anyhow::Result<Source> {
         }
         return Ok(Source::Packets(pkts));
     }
-    let aus = split_access_units(&data);
+    let aus = streamcore::access_unit::split_access_units(&data);
     if aus.is_empty() {
         bail!("no H.264 access units in {}", path.display());
     }
     let step = 1000.0 / fps.max(1) as f64;
+    // Decode order; a picture shown before one decoded earlier in its IDR
+    // period is a B-frame, and a device marks it so.
+    let mut max_poc = i64::MIN;
     Ok(Source::Units(
         aus.into_iter()
             .enumerate()
-            .map(|(i, (idr, au))| Unit {
-                ts_ms: (i as f64 * step).round() as u64,
-                data_type: if idr {
+            .map(|(i, au)| {
+                let poc = au.poc.unwrap_or(i64::MAX);
+                if au.keyframe {
+                    max_poc = i64::MIN;
+                }
+                let data_type = if au.keyframe {
                     DataType::IFrame
+                } else if poc < max_poc {
+                    DataType::BFrame
                 } else {
                     DataType::PFrame
-                },
-                data: Bytes::from(au),
+                };
+                max_poc = max_poc.max(poc);
+                Unit {
+                    ts_ms: (i as f64 * step).round() as u64,
+                    data_type,
+                    data: Bytes::from(au.to_annexb()),
+                }
             })
             .collect(),
     ))
-}
-
-/// Positions of NAL units: (start code offset, NAL header offset).
-fn nal_starts(d: &[u8]) -> Vec<(usize, usize)> {
-    let mut v = Vec::new();
-    let mut i = 0;
-    while i + 3 <= d.len() {
-        if d[i] == 0 && d[i + 1] == 0 && d[i + 2] == 1 {
-            let sc = if i > 0 && d[i - 1] == 0 { i - 1 } else { i };
-            v.push((sc, i + 3));
-            i += 3;
-        } else {
-            i += 1;
-        }
-    }
-    v
-}
-
-/// Splits Annex-B into access units (H.264 7.4.1.2.3): a new unit starts at
-/// an AUD, at SPS/PPS/SEI after a slice, or at a slice with
-/// first_mb_in_slice == 0 (its first payload bit is 1). Returns (has IDR, bytes).
-fn split_access_units(d: &[u8]) -> Vec<(bool, Vec<u8>)> {
-    let nals = nal_starts(d);
-    let mut out: Vec<(bool, Vec<u8>)> = Vec::new();
-    let mut cur_start: Option<usize> = None;
-    let mut cur_has_slice = false;
-    let mut cur_idr = false;
-    for (k, &(sc, h)) in nals.iter().enumerate() {
-        if h >= d.len() {
-            break;
-        }
-        let t = d[h] & 0x1f;
-        let first_mb_zero = d.get(h + 1).is_some_and(|b| b & 0x80 != 0);
-        let boundary = match t {
-            9 => true,
-            6..=8 => cur_has_slice,
-            1 | 5 => cur_has_slice && first_mb_zero,
-            _ => false,
-        };
-        if boundary {
-            if let Some(s) = cur_start {
-                out.push((cur_idr, d[s..sc].to_vec()));
-            }
-            cur_start = Some(sc);
-            cur_has_slice = false;
-            cur_idr = false;
-        }
-        cur_start.get_or_insert(sc);
-        if t == 1 || t == 5 {
-            cur_has_slice = true;
-        }
-        if t == 5 {
-            cur_idr = true;
-        }
-        let _ = k;
-    }
-    if let Some(s) = cur_start {
-        if cur_has_slice {
-            out.push((cur_idr, d[s..].to_vec()));
-        }
-    }
-    out
 }
 
 #[derive(Debug, Default, Clone)]
@@ -351,6 +304,17 @@ async fn run_808(
         bail!("authentication refused ({})", r.result);
     }
     stats.replies += 2;
+    // Where the device is, as soon as it is logged in (as dashcams do), so
+    // even a short clip sent flat out has a position to go with it.
+    let start = Instant::now();
+    send(
+        jt808::msg::LOCATION,
+        &position(i, 0.0, now_ms()).encode(),
+        &mut out,
+    );
+    sock.write_all(&out).await?;
+    out.clear();
+    stats.positions += 1;
     // A real device sends media only once logged in; without --on-demand
     // it starts right away, else it waits for 0x9101.
     if !args.on_demand {
@@ -358,9 +322,9 @@ async fn run_808(
             let _ = tx.send(a);
         }
     }
-    let start = Instant::now();
     let mut hb = tokio::time::interval(Duration::from_secs(args.heartbeat.max(1)));
-    let mut pos = tokio::time::interval(Duration::from_secs(args.position_interval.max(1)));
+    let every = Duration::from_secs(args.position_interval.max(1));
+    let mut pos = tokio::time::interval_at(start + every, every);
     // Ends at the deadline, or when the media side finishes (its sender is
     // dropped); signalling-only devices run until the deadline or forever.
     let end = async {
@@ -718,28 +682,4 @@ async fn main() -> anyhow::Result<()> {
         bail!("{failed} device(s) failed");
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn access_units_split() {
-        // AUD, SPS, PPS, IDR slice (first_mb 0), slice (first_mb != 0: bit 0),
-        // then a P slice with first_mb 0 starts a new unit.
-        let d = [
-            0, 0, 0, 1, 0x09, 0xf0, // AUD
-            0, 0, 0, 1, 0x67, 0x42, // SPS
-            0, 0, 1, 0x68, 0xce, // PPS
-            0, 0, 1, 0x65, 0x88, 0x11, // IDR, first_mb 0
-            0, 0, 1, 0x65, 0x40, 0x22, // IDR, first_mb != 0
-            0, 0, 1, 0x41, 0x9a, 0x33, // P, first_mb 0
-        ];
-        let aus = split_access_units(&d);
-        assert_eq!(aus.len(), 2);
-        assert!(aus[0].0 && !aus[1].0);
-        assert_eq!(aus[0].1.len(), 29);
-        assert_eq!(aus[1].1, vec![0, 0, 1, 0x41, 0x9a, 0x33]);
-    }
 }
