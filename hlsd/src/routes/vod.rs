@@ -191,7 +191,11 @@ fn incident_segments(
     // stream is live and has not yet reached the incident's end, the playlist stays open
     // (no ENDLIST) so a player polls for the rest instead of stopping short.
     let covered = segments.last().is_some_and(|s| s.end_ms >= inc.to_ms);
-    let finished = covered || !cat.live_sessions()?.iter().any(|s| s.stream == stream);
+    // The stream's sessions still open at the end of time: its live one, if any.
+    let live = !cat
+        .sessions_of_stream(&stream, i64::MAX - 1, i64::MAX)?
+        .is_empty();
+    let finished = covered || !live;
     Ok(Some((segments, finished)))
 }
 
