@@ -191,11 +191,11 @@ fn incident_segments(
     // stream is live and has not yet reached the incident's end, the playlist stays open
     // (no ENDLIST) so a player polls for the rest instead of stopping short.
     let covered = segments.last().is_some_and(|s| s.end_ms >= inc.to_ms);
-    // The stream's sessions still open at the end of time: its live one, if any.
-    let live = !cat
-        .sessions_of_stream(&stream, i64::MAX - 1, i64::MAX)?
-        .is_empty();
-    let finished = covered || !live;
+    // Only when not covered: is the stream still live (a session open at the end of time)?
+    let finished = covered
+        || cat
+            .sessions_of_stream(&stream, i64::MAX - 1, i64::MAX)?
+            .is_empty();
     Ok(Some((segments, finished)))
 }
 
