@@ -3,8 +3,13 @@
 //! packet timestamp cast to i64, so any value), with source breaks in
 //! between. No panic, no error, playlist invariants after every step.
 //!
+//! Audio payloads are pushed between the frames (every codec's
+//! depacketizer and decoder: G.711, G.726, IMA ADPCM, AAC/ADTS, HiSilicon
+//! headers): refused ones are counted, never an error.
+//!
 //! Input: records of `[op][len u16][capture mode/value][len bytes]`; op 0xff
-//! marks a source break, op 0xfe finishes without ENDLIST.
+//! marks a source break, op 0xfe finishes without ENDLIST; ops 0xa0-0xbf
+//! push the bytes as audio of codec `(op >> 2) % 5` instead of a frame.
 #![no_main]
 
 mod common;
@@ -46,7 +51,15 @@ fuzz_target!(|data: &[u8]| {
                     }
                 };
                 let frame = r.bytes(len);
-                stream.push_frame(frame, capture).expect("push_frame")
+                if op & 0xe0 == 0xa0 {
+                    use streamcore::audio::AudioCodec::*;
+                    let codec = [G711A, G711U, G726, ImaAdpcm, Aac][(op as usize >> 2) % 5];
+                    stream
+                        .push_audio(codec, &frame[..frame.len().min(2048)], capture)
+                        .expect("push_audio")
+                } else {
+                    stream.push_frame(frame, capture).expect("push_frame")
+                }
             }
         };
         live_stream::check_events(&ev, &mut next);

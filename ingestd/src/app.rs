@@ -79,6 +79,7 @@ pub async fn start(config: Config, stream: streamcore::StreamConfig) -> Result<A
         stream,
         idle_close: Duration::from_secs(60),
         host,
+        g726_other_packing_sims: config.g726_other_packing_sims.clone(),
     });
     let metrics = Arc::new(Metrics::default());
     let (handler_writer, handler_metrics) = (writer.clone(), metrics.clone());

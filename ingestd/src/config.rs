@@ -33,6 +33,16 @@ pub enum ConfigError {
     NoDataDir,
     #[error("{what}: invalid socket address {value:?}")]
     BadAddr { what: &'static str, value: String },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+fn parse_on_off(s: &str) -> Result<bool, String> {
+    match s {
+        "on" | "true" | "1" => Ok(true),
+        "off" | "false" | "0" => Ok(false),
+        _ => Err(format!("{s:?}: expected on or off")),
+    }
 }
 
 /// ingestd: receives JT/T 808 signalling, JT/T 1078 video and raw H.264 from
@@ -94,6 +104,26 @@ pub struct Cli {
     /// Catalog records held in memory while the database is unreachable; beyond, dropped and counted [default: 200000].
     #[arg(long, env = "INGESTD_CATALOG_BUFFER", value_name = "N")]
     pub catalog_buffer: Option<usize>,
+    /// Mux device audio into the HLS (G.711/G.726/ADPCM transcoded to AAC, AAC passed through); "off" counts and drops it [default: on].
+    #[arg(long, env = "INGESTD_AUDIO", value_name = "on|off", value_parser = parse_on_off)]
+    pub audio: Option<bool>,
+    /// AAC output sample rate in Hz; 8 kHz device audio is resampled to it. hls.js signals AAC at 24 kHz and below as HE-AAC, which Chromium plays silent [default: 32000].
+    #[arg(long, env = "INGESTD_AUDIO_SAMPLE_RATE", value_name = "HZ")]
+    pub audio_sample_rate: Option<u32>,
+    /// AAC output bit rate in bits per second [default: 32000].
+    #[arg(long, env = "INGESTD_AUDIO_BITRATE", value_name = "BPS")]
+    pub audio_bitrate: Option<u32>,
+    /// G.726 bit packing of devices' audio: "le" (libavcodec g726le, what most devices send) or "be" (RFC 3551) [default: le].
+    #[arg(long, env = "INGESTD_G726_PACKING", value_name = "le|be")]
+    pub g726_packing: Option<String>,
+    /// Devices (12-digit SIMs, comma-separated) whose G.726 uses the other packing than --g726-packing.
+    #[arg(
+        long,
+        env = "INGESTD_G726_OTHER_PACKING_SIMS",
+        value_name = "SIM,...",
+        value_delimiter = ','
+    )]
+    pub g726_other_packing_sims: Option<Vec<String>>,
     /// Secret from which device auth codes are derived [default: random per start].
     #[arg(
         long,
@@ -124,6 +154,11 @@ pub struct FileConfig {
     pub max_nal_bytes: Option<usize>,
     pub catalog_buffer: Option<usize>,
     pub auth_secret: Option<String>,
+    pub audio: Option<bool>,
+    pub audio_sample_rate: Option<u32>,
+    pub audio_bitrate: Option<u32>,
+    pub g726_packing: Option<String>,
+    pub g726_other_packing_sims: Option<Vec<String>>,
 }
 
 impl FileConfig {
@@ -160,6 +195,10 @@ pub struct Config {
     /// Catalog writer's outage buffer, in records.
     pub catalog_buffer: usize,
     pub auth_secret: String,
+    /// Audio transcoding (streamcore's `StreamConfig::audio`).
+    pub audio: streamcore::audio::AudioConfig,
+    /// SIMs whose G.726 packing is the other one than `audio.g726_packing`.
+    pub g726_other_packing_sims: Vec<String>,
 }
 
 fn addr(what: &'static str, v: Option<String>, default: &str) -> Result<SocketAddr, ConfigError> {
@@ -205,7 +244,53 @@ impl Config {
             None => None,
         };
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let defaults = streamcore::audio::AudioConfig::default();
+        let audio = streamcore::audio::AudioConfig {
+            enabled: cli.audio.or(f.audio).unwrap_or(defaults.enabled),
+            sample_rate: cli
+                .audio_sample_rate
+                .or(f.audio_sample_rate)
+                .unwrap_or(defaults.sample_rate),
+            bitrate: cli
+                .audio_bitrate
+                .or(f.audio_bitrate)
+                .unwrap_or(defaults.bitrate),
+            g726_packing: match cli.g726_packing.or(f.g726_packing) {
+                Some(p) => p.parse().map_err(|e: streamcore::Error| {
+                    ConfigError::Invalid(format!("g726-packing: {e}"))
+                })?,
+                None => defaults.g726_packing,
+            },
+        };
+        if streamcore::audio::adts::sampling_index(audio.sample_rate).is_none()
+            || audio.sample_rate < 8000
+        {
+            return Err(ConfigError::Invalid(format!(
+                "audio-sample-rate {} Hz: use an AAC rate from 8000 to 96000 (e.g. 32000, 44100, 48000)",
+                audio.sample_rate
+            )));
+        }
+        if !(8_000..=320_000).contains(&audio.bitrate) {
+            return Err(ConfigError::Invalid(format!(
+                "audio-bitrate {}: expected 8000-320000 bits per second",
+                audio.bitrate
+            )));
+        }
+        let g726_other_packing_sims = cli
+            .g726_other_packing_sims
+            .or(f.g726_other_packing_sims)
+            .unwrap_or_default();
+        if let Some(bad) = g726_other_packing_sims
+            .iter()
+            .find(|s| s.len() != 12 || !s.bytes().all(|b| b.is_ascii_digit()))
+        {
+            return Err(ConfigError::Invalid(format!(
+                "g726-other-packing-sims: {bad:?} is not a 12-digit SIM"
+            )));
+        }
         Ok(Config {
+            audio,
+            g726_other_packing_sims,
             jt808_listen: addr(
                 "jt808-listen",
                 cli.jt808_listen.or(f.jt808_listen),
@@ -280,6 +365,8 @@ impl Config {
             max_nal_bytes: streamcore::annexb::DEFAULT_MAX_NAL,
             catalog_buffer: DEFAULT_CATALOG_BUFFER,
             auth_secret: "test-secret".into(),
+            audio: Default::default(),
+            g726_other_packing_sims: Vec::new(),
         }
     }
 }

@@ -41,6 +41,7 @@ async fn main() -> anyhow::Result<()> {
         // Every segment is a catalog row of a recording; retention deletes them.
         keep_segments: true,
         max_nal_bytes: config.max_nal_bytes,
+        audio: config.audio,
         ..Default::default()
     };
     let app = ingestd::app::start(config, stream)

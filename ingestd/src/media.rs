@@ -61,6 +61,8 @@ pub struct MediaFrame {
 #[derive(Debug, Clone)]
 pub struct RawChunk {
     pub stream: Arc<str>,
+    /// The video codec named on the first line.
+    pub codec: streamcore::codec::VideoCodec,
     pub data: Bytes,
     /// When the chunk was read from the socket (publish latency).
     pub received: Instant,
@@ -309,6 +311,7 @@ mod tests {
     fn raw(name: &str) -> MediaMsg {
         MediaMsg::Raw(RawChunk {
             stream: Arc::from(name),
+            codec: Default::default(),
             data: Bytes::from_static(b"x"),
             received: Instant::now(),
         })

@@ -143,6 +143,8 @@ pub struct Metrics {
     /// From the arrival of the access unit that closes a segment to the
     /// playlist listing that segment being in place.
     pub publish_latency: LatencyHistogram,
+    /// Audio packets of payload types we do not decode, by payload type.
+    unsupported_audio: Mutex<BTreeMap<u8, u64>>,
     streams: Mutex<BTreeMap<String, Arc<StreamCounters>>>,
 }
 
@@ -233,6 +235,16 @@ impl LatencyHistogram {
 impl Metrics {
     /// The live counters of `stream`, created on first use. Hold on to the
     /// `Arc` for the stream's life: this takes the map lock.
+    /// Counts one audio packet of a payload type we do not decode.
+    pub fn count_unsupported_audio(&self, payload_type: u8) {
+        *self
+            .unsupported_audio
+            .lock()
+            .expect("metrics lock")
+            .entry(payload_type)
+            .or_default() += 1;
+    }
+
     pub fn stream_counters(&self, stream: &str) -> Arc<StreamCounters> {
         let mut m = self.streams.lock().expect("metrics lock");
         match m.get(stream) {
@@ -394,6 +406,13 @@ impl Metrics {
             "JT/T 1078 packets of SIM + channel pairs beyond a connection's limit.",
             self.jt1078_refused_packets.load(Relaxed),
         );
+        let _ = writeln!(o, "# HELP ingestd_audio_unsupported_packets_total JT/T 1078 audio packets of payload types not decoded, by type.\n# TYPE ingestd_audio_unsupported_packets_total counter");
+        for (pt, v) in self.unsupported_audio.lock().expect("metrics lock").iter() {
+            let _ = writeln!(
+                o,
+                "ingestd_audio_unsupported_packets_total{{payload_type=\"{pt}\"}} {v}"
+            );
+        }
         self.publish_latency.render(
             &mut o,
             "ingestd_segment_publish_seconds",

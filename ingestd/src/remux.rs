@@ -18,7 +18,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use streamcore::audio::{AudioCodec, G726Packing};
 use streamcore::catalog::{self, CatalogWriter, Record, INCIDENT_KIND_PLAYBACK};
+use streamcore::codec::VideoCodec;
 use streamcore::{layout, LiveStream, StreamConfig, StreamEvent};
 use tracing::{error, info, warn};
 
@@ -38,6 +40,8 @@ pub struct RemuxConfig {
     pub idle_close: Duration,
     /// This process in the catalog's session rows (for crash clean-up).
     pub host: String,
+    /// Devices whose G.726 uses the other packing than `stream.audio`'s.
+    pub g726_other_packing_sims: Vec<String>,
 }
 
 struct Active {
@@ -48,6 +52,7 @@ struct Active {
     last_data: Instant,
     reported: streamcore::StreamStats,
     warned_codec: bool,
+    warned_audio: bool,
 }
 
 struct OpenSession {
@@ -68,6 +73,8 @@ pub struct RemuxHandler {
     /// Looked up several times per frame; foldhash's per-process seed keeps
     /// it cheap without making collisions predictable.
     streams: foldhash::HashMap<String, Active>,
+    /// A catalog session carried over while its stream is reopened.
+    reopened_session: Option<OpenSession>,
 }
 
 impl RemuxHandler {
@@ -81,6 +88,7 @@ impl RemuxHandler {
             metrics,
             catalog,
             streams: Default::default(),
+            reopened_session: None,
         }
     }
 
@@ -90,21 +98,52 @@ impl RemuxHandler {
         }
     }
 
-    fn stream(&mut self, name: &str) -> Option<&mut Active> {
+    /// The stream `name`, opened if needed with `codec` for its video (a
+    /// device's G.726 packing by its SIM). A stream whose video turns out
+    /// to be another codec than it was opened with (opened by its audio,
+    /// or the device switched) is reopened: its playlist goes on after a
+    /// discontinuity.
+    fn stream(
+        &mut self,
+        name: &str,
+        codec: Option<VideoCodec>,
+        sim: Option<&str>,
+    ) -> Option<&mut Active> {
+        if let (Some(want), Some(a)) = (codec, self.streams.get(name)) {
+            if a.live.video_codec() != want {
+                info!(stream = name, from = %a.live.video_codec(), to = %want, "video codec changed: stream reopened");
+                let a = self.streams.get_mut(name).expect("checked");
+                let result = a.live.finish(false);
+                self.published(name, result);
+                let session = self.streams.remove(name).and_then(|a| a.session);
+                // The session goes on with the reopened stream.
+                self.reopened_session = session;
+            }
+        }
         if !self.streams.contains_key(name) {
             let dir = layout::stream_dir(&self.cfg.data_dir, name);
-            match LiveStream::open(name, &dir, self.cfg.stream.clone()) {
+            let mut cfg = self.cfg.stream.clone();
+            cfg.codec = codec.unwrap_or_default();
+            if sim.is_some_and(|s| self.cfg.g726_other_packing_sims.iter().any(|o| o == s)) {
+                cfg.audio.g726_packing = match cfg.audio.g726_packing {
+                    G726Packing::Le => G726Packing::Be,
+                    G726Packing::Be => G726Packing::Le,
+                };
+            }
+            match LiveStream::open(name, &dir, cfg) {
                 Ok(live) => {
                     info!(stream = name, dir = %dir.display(), "stream opened");
+                    let session = self.reopened_session.take();
                     self.streams.insert(
                         name.to_string(),
                         Active {
                             live,
                             counters: self.metrics.stream_counters(name),
-                            session: None,
+                            session,
                             last_data: Instant::now(),
                             reported: Default::default(),
                             warned_codec: false,
+                            warned_audio: false,
                         },
                     );
                 }
@@ -262,6 +301,37 @@ impl RemuxHandler {
         }
     }
 
+    /// One audio packet: muxed with the stream's video (or alone), or
+    /// counted by payload type when we do not decode it.
+    fn audio_frame(&mut self, f: crate::media::MediaFrame, handled: StreamStats) {
+        let Some(codec) = AudioCodec::from_jt1078_payload_type(f.payload_type) else {
+            self.metrics.count_unsupported_audio(f.payload_type);
+            match self.streams.get_mut(&*f.stream) {
+                Some(a) => {
+                    a.counters.add(&handled);
+                    if !a.warned_audio {
+                        a.warned_audio = true;
+                        warn!(stream = %f.stream, payload_type = f.payload_type, "audio payload type not decoded; counted and dropped");
+                    }
+                }
+                None => self.metrics.add_stream(&f.stream, &handled),
+            }
+            return;
+        };
+        let Some(a) = self.stream(&f.stream, None, Some(&f.sim)) else {
+            self.metrics.add_stream(&f.stream, &handled);
+            return;
+        };
+        a.counters.add(&handled);
+        self.ensure_session(&f.stream, f.session, Some(&f.sim), Some(f.channel));
+        let Some(a) = self.streams.get_mut(&*f.stream) else {
+            return;
+        };
+        let result = a.live.push_audio(codec, &f.data, f.capture_ms);
+        self.record_latency(&result, f.received);
+        self.published(&f.stream, result);
+    }
+
     fn close(&mut self, name: &str) {
         let kind = self
             .streams
@@ -285,24 +355,23 @@ impl MediaHandler for RemuxHandler {
             MediaMsg::Frame(f) => {
                 let handled = StreamStats::worker_frame(f.data.len());
                 if f.kind == FrameKind::Audio {
-                    // Counted by the parser; audio muxing comes later.
-                    self.metrics.add_stream(&f.stream, &handled);
+                    self.audio_frame(f, handled);
                     return;
                 }
-                let Some(a) = self.stream(&f.stream) else {
+                let codec = match f.payload_type {
+                    PT_H264 => Some(VideoCodec::H264),
+                    PT_H265 => Some(VideoCodec::H265),
+                    _ => None,
+                };
+                let Some(a) = self.stream(&f.stream, codec, Some(&f.sim)) else {
                     self.metrics.add_stream(&f.stream, &handled);
                     return;
                 };
                 a.counters.add(&handled);
-                if f.payload_type != PT_H264 {
+                if codec.is_none() {
                     if !a.warned_codec {
                         a.warned_codec = true;
-                        let what = if f.payload_type == PT_H265 {
-                            "H.265"
-                        } else {
-                            "unknown video codec"
-                        };
-                        warn!(stream = %f.stream, payload_type = f.payload_type, "{what} is not remuxed yet; frames dropped");
+                        warn!(stream = %f.stream, payload_type = f.payload_type, "unknown video payload type; frames dropped");
                     }
                     a.counters.add(&StreamStats {
                         rejected_frames: 1,
@@ -320,7 +389,7 @@ impl MediaHandler for RemuxHandler {
             }
             MediaMsg::Raw(r) => {
                 let handled = StreamStats::worker_frame(r.data.len());
-                let Some(a) = self.stream(&r.stream) else {
+                let Some(a) = self.stream(&r.stream, Some(r.codec), None) else {
                     self.metrics.add_stream(&r.stream, &handled);
                     return;
                 };

@@ -7,7 +7,8 @@
 //! the parameter sets, tells the timeline what they say about timing
 //! ([`TimingHints`]), and writes an access unit as the packet the muxer
 //! wants. H.264 ([`crate::access_unit::AccessUnitAssembler`], ITU-T H.264
-//! 7.4.1.2.3) is the implementation today.
+//! 7.4.1.2.3) and H.265 ([`crate::h265::HevcAssembler`], ITU-T H.265
+//! 7.4.2.4.4) implement it.
 
 use bytes::Bytes;
 
@@ -15,11 +16,47 @@ use crate::access_unit::{AccessUnit, AccessUnitAssembler, AssemblerStats};
 use crate::h264::{self, nal_type};
 use crate::time::Dur90k;
 
-/// A video codec the pipeline handles.
+/// A video codec the pipeline handles. Its name (`h264`, `h265`) is what
+/// [`Display`](std::fmt::Display) writes and [`FromStr`](std::str::FromStr)
+/// reads, e.g. from a raw port's `STREAM <name> h265` line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum VideoCodec {
+    /// H.264/AVC.
     #[default]
     H264,
+    /// H.265/HEVC.
+    H265,
+}
+
+impl VideoCodec {
+    /// The codec's name: `h264` or `h265`.
+    pub fn name(self) -> &'static str {
+        match self {
+            VideoCodec::H264 => "h264",
+            VideoCodec::H265 => "h265",
+        }
+    }
+}
+
+impl std::fmt::Display for VideoCodec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for VideoCodec {
+    type Err = crate::error::Error;
+
+    /// Reads a codec name as [`Display`](std::fmt::Display) writes it.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "h264" => Ok(VideoCodec::H264),
+            "h265" => Ok(VideoCodec::H265),
+            _ => Err(crate::error::Error::Config(format!(
+                "unknown video codec {s:?} (h264 or h265)"
+            ))),
+        }
+    }
 }
 
 /// What the active parameter sets say about timing.
@@ -58,6 +95,10 @@ pub trait VideoParser: Send {
 pub fn parser(codec: VideoCodec, max_au_nals: usize, max_au_bytes: usize) -> Box<dyn VideoParser> {
     match codec {
         VideoCodec::H264 => Box::new(AccessUnitAssembler::with_limits(max_au_nals, max_au_bytes)),
+        VideoCodec::H265 => Box::new(crate::h265::HevcAssembler::with_limits(
+            max_au_nals,
+            max_au_bytes,
+        )),
     }
 }
 
@@ -120,5 +161,24 @@ impl VideoParser for AccessUnitAssembler {
 
     fn stats(&self) -> AssemblerStats {
         AccessUnitAssembler::stats(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codec_names_round_trip() {
+        for codec in [VideoCodec::H264, VideoCodec::H265] {
+            assert_eq!(codec.to_string().parse::<VideoCodec>().unwrap(), codec);
+        }
+        assert_eq!("h265".parse::<VideoCodec>().unwrap(), VideoCodec::H265);
+        assert_eq!(VideoCodec::H264.to_string(), "h264");
+        for bad in ["", "H265", "hevc", "h266", "h265 "] {
+            assert!(bad.parse::<VideoCodec>().is_err(), "{bad:?}");
+        }
+        assert_eq!(parser(VideoCodec::H265, 8, 1024).codec(), VideoCodec::H265);
+        assert_eq!(parser(VideoCodec::H264, 8, 1024).codec(), VideoCodec::H264);
     }
 }

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 /// Everything that can go wrong in streamcore.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The H.264 bitstream could not be parsed at this point.
-    #[error("invalid H.264 {what}: {detail}")]
+    /// The video bitstream (H.264 or H.265) could not be parsed at this point.
+    #[error("invalid {what}: {detail}")]
     Bitstream { what: &'static str, detail: String },
 
     /// A valid stream uses a feature this remuxer does not implement.
@@ -17,6 +17,10 @@ pub enum Error {
     /// libavformat refused an operation.
     #[error("stream {stream}: MPEG-TS muxer: {detail}")]
     Mux { stream: String, detail: String },
+
+    /// A libavcodec codec (G.726 decoder, AAC encoder, resampler) failed.
+    #[error("{codec}: {detail}")]
+    Codec { codec: &'static str, detail: String },
 
     /// Reading or writing segments and playlists failed.
     #[error("storage {path}: {source}", path = path.display())]

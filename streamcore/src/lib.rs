@@ -1,11 +1,12 @@
 //! streamcore: the embeddable heart of the video backbone.
 //!
-//! Annex-B H.264 bytes (optionally with a device capture time per frame)
-//! in; MPEG-TS segments cut at keyframes and HLS playlists out, all
+//! Annex-B H.264 or H.265 bytes (optionally with a device capture time per
+//! frame) in; MPEG-TS segments cut at keyframes and HLS playlists out, all
 //! in-process through libavformat. The stages are sans-IO and can be used
 //! alone: [`annexb`] (framing), [`codec`] (the codec seam: [`access_unit`]
-//! and [`h264`] for H.264), [`timing`] (DTS/PTS), [`segmenter`] (cuts),
-//! [`playlist`] (the one playlist model: live, event and recordings);
+//! and [`h264`] for H.264, [`h265`] for H.265/HEVC), [`timing`]
+//! (DTS/PTS), [`segmenter`] (cuts), [`playlist`] (the one playlist model:
+//! live, event and recordings);
 //! [`mux`] is the FFI module (the MPEG-TS segment muxer and MP4 clip
 //! export, the only code allowed `unsafe`); [`storage`] is where bytes land;
 //! [`layout`] owns stream names and the data-dir layout; [`stream`] wires
@@ -15,11 +16,13 @@
 
 pub mod access_unit;
 pub mod annexb;
+pub mod audio;
 #[cfg(feature = "catalog")]
 pub mod catalog;
 pub mod codec;
 pub mod error;
 pub mod h264;
+pub mod h265;
 pub mod layout;
 #[allow(unsafe_code)]
 pub mod mux;

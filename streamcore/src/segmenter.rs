@@ -41,6 +41,17 @@ pub struct ClosedSegment {
     pub pdt_ms: i64,
 }
 
+/// What the segmenter needs to know of a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentUnit {
+    pub pts: Ts90k,
+    pub duration: Dur90k,
+    /// Decoding can start here.
+    pub keyframe: bool,
+    pub discontinuity: bool,
+    pub pdt_ms: i64,
+}
+
 /// What to do with one frame, in this order: close the open segment, open
 /// a new one, write the frame into the open segment.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -117,6 +128,18 @@ impl Segmenter {
 
     /// Decides what to do with the next frame (in decode order).
     pub fn push(&mut self, f: &TimedFrame) -> Decision {
+        self.push_unit(SegmentUnit {
+            pts: f.pts,
+            duration: f.duration,
+            keyframe: f.au.keyframe,
+            discontinuity: f.discontinuity,
+            pdt_ms: f.pdt_ms,
+        })
+    }
+
+    /// [`push`](Self::push) for any unit of media: an audio-only stream
+    /// segments its AAC frames (each one a random-access point).
+    pub fn push_unit(&mut self, f: SegmentUnit) -> Decision {
         let mut d = Decision::default();
         let limit = self.cfg.limit();
         if let Some(open) = self.open {
@@ -125,7 +148,7 @@ impl Segmenter {
                 d.close = Some(open.close(open.max_end, limit));
                 self.open = None;
                 self.gap_pending = true;
-            } else if f.au.keyframe
+            } else if f.keyframe
                 && (over_limit || f.pts - open.first_pts >= self.cfg.target - f.duration / 2)
             {
                 // Cut before the keyframe, also short of the target when
@@ -141,7 +164,7 @@ impl Segmenter {
                     self.gap_pending = true;
                 }
                 self.open = None;
-            } else if over_limit && !f.au.keyframe {
+            } else if over_limit && !f.keyframe {
                 d.close = Some(open.close(open.max_end, limit));
                 self.open = None;
                 self.gap_pending = true;
@@ -153,7 +176,7 @@ impl Segmenter {
             }
         }
         if self.open.is_none() {
-            if !f.au.keyframe {
+            if !f.keyframe {
                 self.stats.dropped_before_keyframe += 1;
                 return d;
             }
@@ -170,7 +193,7 @@ impl Segmenter {
         }
         let open = self.open.as_mut().expect("opened above");
         open.frames += 1;
-        open.keyframes += f.au.keyframe as u32;
+        open.keyframes += f.keyframe as u32;
         open.max_end = open.max_end.max(f.pts + f.duration);
         d.write = true;
         d

@@ -18,13 +18,14 @@ use bytes::Bytes;
 
 use crate::access_unit::AccessUnit;
 use crate::annexb::{AnnexBFramer, FrameNals};
+use crate::audio::{AudioCodec, AudioConfig, AudioPacket, AudioTranscoder};
 use crate::codec::{self, VideoCodec, VideoParser};
 use crate::error::{Error, Result};
 use crate::layout::{self, PLAYLIST_FILE};
 use crate::mux::{MuxPacket, SegmentMuxer, Track, TsMuxer};
 use crate::playlist::{MediaPlaylist, PlaylistKind, PlaylistSegment};
-use crate::segmenter::{ClosedSegment, Segmenter, SegmenterConfig};
-use crate::storage::{FsStorage, Storage};
+use crate::segmenter::{ClosedSegment, SegmentUnit, Segmenter, SegmenterConfig};
+use crate::storage::{FsStorage, SegmentWriter, Storage};
 use crate::time::{Dur90k, Ts90k};
 use crate::timing::{TimedFrame, Timeline, TimingConfig};
 
@@ -66,6 +67,8 @@ pub struct StreamConfig {
     pub max_nal_bytes: usize,
     /// The video codec of the input.
     pub codec: VideoCodec,
+    /// How audio is transcoded (AAC output rate and bit rate, G.726 packing).
+    pub audio: AudioConfig,
     pub clock: Clock,
 }
 
@@ -82,6 +85,7 @@ impl Default for StreamConfig {
             durable: false,
             max_nal_bytes: crate::annexb::DEFAULT_MAX_NAL,
             codec: VideoCodec::default(),
+            audio: AudioConfig::default(),
             clock: system_clock(),
         }
     }
@@ -230,11 +234,109 @@ stream_stats! {
     /// Keyframes dropped because no valid parameter set was ever received
     /// for them (counted in `dropped_before_keyframe` too).
     undecodable_keyframes,
+    /// Audio payloads pushed into the stream.
+    audio_payloads,
+    /// Audio payloads refused (undecodable, truncated, or a codec change
+    /// that would change the AAC configuration).
+    audio_rejected,
+    /// AAC frames written into segments.
+    audio_frames_muxed,
+    /// AAC frames dropped: before the first segment, too late for their
+    /// segment, or queued too long waiting for video.
+    audio_frames_dropped,
+    /// Audio gaps bridged with silence or overlaps trimmed, in milliseconds.
+    audio_repaired_ms,
 }
 
 struct OpenSegment {
     sequence: u64,
     file_name: String,
+    /// PTS of the segment's first video frame once written: audio follows it.
+    first_video_pts: Option<Ts90k>,
+}
+
+/// A video packet waiting for the muxer.
+struct HeldPacket {
+    data: Vec<u8>,
+    pts: Ts90k,
+    dts: Ts90k,
+    duration: Dur90k,
+    keyframe: bool,
+}
+
+/// How long the first segment's video waits to learn whether the stream
+/// has audio (its track must be in the first segment: players set up their
+/// buffers from it and cannot add one later). Audio and video of a device
+/// are interleaved, so audio that exists shows up well within this.
+const TRACK_PROBE: Dur90k = Dur90k(90_000);
+
+/// How much audio a stream holds while it has shown no video; then it is
+/// an audio-only stream.
+const AUDIO_ONLY_AFTER: Dur90k = Dur90k(2 * 90_000);
+
+/// Audio frames queued waiting for video beyond this are dropped (a video
+/// source that stalled while its audio goes on).
+const MAX_AUDIO_QUEUE: usize = 512;
+
+/// Audio written into a segment may start this much before the segment's
+/// first video frame (late arrivals).
+const MAX_AUDIO_LEAD: Dur90k = Dur90k(45_000);
+
+/// Audio a capture time maps this far from the video's timeline is on
+/// another clock: it follows on from the audio before it instead.
+const MAX_AUDIO_SKEW: Dur90k = Dur90k(3 * 90_000);
+
+#[derive(Default)]
+struct AudioState {
+    transcoder: Option<AudioTranscoder>,
+    /// AAC frames waiting for the video they go with.
+    queue: VecDeque<AudioPacket>,
+    /// Scratch for the transcoder's output.
+    out: Vec<AudioPacket>,
+    /// Payloads held while the stream has shown neither video nor enough
+    /// audio to call it audio-only: (codec, payload, capture time).
+    waiting: Vec<(AudioCodec, Vec<u8>, Option<i64>)>,
+    seen_video: bool,
+    /// Set once the stream is audio-only: its own clock.
+    audio_only: Option<AudioOnlyClock>,
+    /// Where written video has reached (decode time plus duration).
+    video_end: Option<Ts90k>,
+    repaired_samples: u64,
+}
+
+/// The timeline of an audio-only stream: capture times mapped to PTS,
+/// kept continuous across jumps (no discontinuity to signal).
+struct AudioOnlyClock {
+    anchor: Option<(i64, Ts90k)>,
+    last: Option<(i64, Ts90k)>,
+    /// Wall-clock ms of PTS 0 (PROGRAM-DATE-TIME).
+    pdt_origin_ms: i64,
+}
+
+impl AudioOnlyClock {
+    fn map(&mut self, capture_ms: Option<i64>, max_gap: Dur90k) -> Option<Ts90k> {
+        let ms = capture_ms?;
+        let pts = match (self.anchor, self.last) {
+            (Some((ams, apts)), Some((lms, _)))
+                if ms >= lms - 1000 && Dur90k((ms - lms).saturating_mul(90)) <= max_gap =>
+            {
+                apts + Dur90k(ms.saturating_sub(ams).saturating_mul(90))
+            }
+            (_, Some((_, lpts))) => {
+                // A jump: follow on from the last packet (40 ms, a typical
+                // packet; the transcoder absorbs the difference).
+                let pts = lpts + Dur90k(3600);
+                self.anchor = Some((ms, pts));
+                pts
+            }
+            (_, None) => {
+                self.anchor = Some((ms, Ts90k(0)));
+                Ts90k(0)
+            }
+        };
+        self.last = Some((ms, pts));
+        Some(pts)
+    }
 }
 
 /// One stream from Annex-B input to published HLS.
@@ -261,7 +363,15 @@ pub struct LiveStream {
     parser: Box<dyn VideoParser>,
     timeline: Timeline,
     segmenter: Segmenter,
-    muxer: Box<dyn SegmentMuxer>,
+    /// Made when the first segment's tracks are known (see [`Probe`]), and
+    /// again whenever they change.
+    muxer: Option<Box<dyn SegmentMuxer>>,
+    tracks: Vec<Track>,
+    /// The open segment's writer while no muxer exists yet.
+    pending_writer: Option<Option<Box<dyn SegmentWriter>>>,
+    /// Video packets written before the muxer existed.
+    held: Vec<HeldPacket>,
+    audio: AudioState,
     playlist: MediaPlaylist,
     open: Option<OpenSegment>,
     /// Frames released by the timeline, reused between pushes.
@@ -336,7 +446,11 @@ impl LiveStream {
             ),
             timeline: Timeline::new(cfg.timing),
             segmenter,
-            muxer: Box::new(TsMuxer::new(name, &[Track::Video(cfg.codec)])?),
+            muxer: None,
+            tracks: Vec::new(),
+            pending_writer: None,
+            held: Vec::new(),
+            audio: AudioState::default(),
             playlist,
             open: None,
             frames: Vec::new(),
@@ -354,6 +468,11 @@ impl LiveStream {
         &self.name
     }
 
+    /// The codec the stream's video is parsed as.
+    pub fn video_codec(&self) -> VideoCodec {
+        self.cfg.codec
+    }
+
     pub fn stats(&self) -> StreamStats {
         let mut s = self.stats;
         let seg = self.segmenter.stats();
@@ -364,6 +483,11 @@ impl LiveStream {
         s.access_units = asm.access_units;
         s.bad_nals = asm.bad_parameter_sets + asm.bad_slice_headers;
         s.oversize_nals = self.framer.oversize_nals() + asm.oversize_nals;
+        let current = self.audio.transcoder.as_ref().map(|a| {
+            let st = a.stats();
+            st.silence_samples + st.trimmed_samples
+        });
+        s.audio_repaired_ms = (self.audio.repaired_samples + current.unwrap_or(0)) / 8;
         s
     }
 
@@ -481,6 +605,18 @@ impl LiveStream {
         if let Some(au) = self.parser.flush() {
             self.process(au, &mut events)?;
         }
+        if !self.audio.waiting.is_empty() && !self.audio.seen_video {
+            self.start_audio_only(&mut events)?;
+        }
+        if let Some(a) = self.audio.transcoder.as_mut() {
+            let mut out = std::mem::take(&mut self.audio.out);
+            if let Err(e) = a.finish(&mut out) {
+                tracing::warn!(stream = %self.name, error = %e, "audio encoder flush failed");
+            }
+            let r = self.take_audio(&mut out, &mut events);
+            self.audio.out = out;
+            r?;
+        }
         self.drain_timeline(true, &mut events)?;
         if end_list {
             self.playlist.end();
@@ -517,6 +653,19 @@ impl LiveStream {
             self.parser.recycle(au);
             return Ok(());
         }
+        if !self.audio.seen_video {
+            self.audio.seen_video = true;
+            if self.audio.audio_only.take().is_some() {
+                // Video after an audio-only start: the audio-only segments
+                // end here; the next segment carries both tracks on the
+                // video's timeline, after a discontinuity.
+                tracing::info!(stream = %self.name, "video joined an audio-only stream");
+                if let Some(closed) = self.segmenter.finish() {
+                    self.publish(closed, events)?;
+                }
+                self.retire_audio();
+            }
+        }
         let hints = self.parser.timing_hints();
         let now = (self.cfg.clock)();
         let mut frames = std::mem::take(&mut self.frames);
@@ -530,6 +679,13 @@ impl LiveStream {
         let r = self.handle_frames(&mut frames, events);
         self.frames = frames;
         r?;
+        if !self.audio.waiting.is_empty() {
+            // Audio that came before the first video frame, now that its
+            // capture times can be placed on the video's timeline.
+            for (codec, payload, ms) in std::mem::take(&mut self.audio.waiting) {
+                self.audio_payload(codec, &payload, ms, events)?;
+            }
+        }
         // Publish a segment as soon as the keyframe after it arrives, not
         // when that keyframe leaves the timeline with the next frame.
         if let Some((pts, duration)) = self.timeline.waiting_keyframe() {
@@ -562,16 +718,15 @@ impl LiveStream {
             }
             if d.write {
                 self.parser.write_packet(&f.au, &mut self.packet);
-                self.muxer.write(&MuxPacket {
-                    track: 0,
-                    data: &self.packet,
-                    pts: f.pts,
-                    dts: f.dts,
-                    duration: f.duration,
-                    keyframe: f.au.keyframe,
-                })?;
+                self.write_video(f.pts, f.dts, f.duration, f.au.keyframe)?;
                 self.stats.frames_muxed += 1;
                 self.last_pts = self.last_pts.max(f.pts);
+                if let Some(open) = self.open.as_mut() {
+                    open.first_video_pts.get_or_insert(f.pts);
+                }
+                let end = f.dts + f.duration;
+                self.audio.video_end = Some(end);
+                self.write_audio_upto(end)?;
             }
             self.parser.recycle(f.au);
         }
@@ -581,24 +736,369 @@ impl LiveStream {
     fn begin_segment(&mut self) {
         let sequence = self.playlist.next_sequence();
         let file_name = layout::segment_file(sequence);
-        match self.storage.begin_segment(&file_name) {
-            Ok(w) => self.muxer.begin_segment(Some(w)),
+        let writer = match self.storage.begin_segment(&file_name) {
+            Ok(w) => Some(w),
             Err(e) => {
                 tracing::error!(stream = %self.name, file = %file_name, error = %e, "cannot create segment");
-                self.muxer.begin_segment(None);
+                None
+            }
+        };
+        let wanted = self.wanted_tracks();
+        match self.muxer.as_mut() {
+            Some(m) if wanted == self.tracks => m.begin_segment(writer),
+            _ => {
+                // A new set of tracks needs a new muxer (new PMT,
+                // continuity counters from zero): a discontinuity.
+                if self.muxer.take().is_some() {
+                    tracing::info!(stream = %self.name, tracks = ?wanted, "tracks changed");
+                    self.force_discontinuity = true;
+                }
+                self.pending_writer = Some(writer);
             }
         }
         self.open = Some(OpenSegment {
             sequence,
             file_name,
+            first_video_pts: None,
         });
     }
 
-    fn publish(&mut self, closed: ClosedSegment, events: &mut Vec<StreamEvent>) -> Result<()> {
-        let Some(open) = self.open.take() else {
+    /// The tracks a segment opened now would carry.
+    fn wanted_tracks(&self) -> Vec<Track> {
+        let mut tracks = Vec::with_capacity(2);
+        if self.audio.audio_only.is_none() {
+            tracks.push(Track::Video(self.cfg.codec));
+        }
+        if let Some(c) = self
+            .audio
+            .transcoder
+            .as_ref()
+            .and_then(|a| a.output_config())
+        {
+            tracks.push(Track::Audio(c));
+        }
+        tracks
+    }
+
+    /// Makes the muxer for the open segment's tracks and writes the video
+    /// held for it.
+    fn make_muxer(&mut self) -> Result<()> {
+        let tracks = self.wanted_tracks();
+        let mut muxer: Box<dyn SegmentMuxer> = Box::new(TsMuxer::new(&self.name, &tracks)?);
+        muxer.begin_segment(self.pending_writer.take().flatten());
+        let video = tracks.iter().position(|t| matches!(t, Track::Video(_)));
+        self.tracks = tracks;
+        let held = std::mem::take(&mut self.held);
+        let muxer = self.muxer.insert(muxer);
+        for h in held {
+            let Some(track) = video else {
+                break;
+            };
+            muxer.write(&MuxPacket {
+                track,
+                data: &h.data,
+                pts: h.pts,
+                dts: h.dts,
+                duration: h.duration,
+                keyframe: h.keyframe,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Writes `self.packet` (one video access unit), holding it while the
+    /// first segment waits to learn whether audio comes with the video.
+    fn write_video(
+        &mut self,
+        pts: Ts90k,
+        dts: Ts90k,
+        duration: Dur90k,
+        keyframe: bool,
+    ) -> Result<()> {
+        if self.muxer.is_none() {
+            let held_span = match (self.held.first(), self.held.last()) {
+                (Some(a), Some(b)) => b.dts + b.duration - a.dts,
+                _ => Dur90k::ZERO,
+            };
+            let audio_known = !self.cfg.audio.enabled
+                || self
+                    .audio
+                    .transcoder
+                    .as_ref()
+                    .is_some_and(|a| a.output_config().is_some());
+            if !audio_known && held_span < TRACK_PROBE {
+                self.held.push(HeldPacket {
+                    data: self.packet.clone(),
+                    pts,
+                    dts,
+                    duration,
+                    keyframe,
+                });
+                return Ok(());
+            }
+            self.make_muxer()?;
+        }
+        let Some(track) = self
+            .tracks
+            .iter()
+            .position(|t| matches!(t, Track::Video(_)))
+        else {
             return Ok(());
         };
-        let finished = self.muxer.end_segment();
+        let muxer = self.muxer.as_mut().expect("made above");
+        muxer.write(&MuxPacket {
+            track,
+            data: &self.packet,
+            pts,
+            dts,
+            duration,
+            keyframe,
+        })
+    }
+
+    /// Writes the queued audio that plays before `limit` into the open
+    /// segment, once its first video frame is in (PAT/PMT and the keyframe
+    /// open a segment); audio from before that segment's start is dropped.
+    fn write_audio_upto(&mut self, limit: Ts90k) -> Result<()> {
+        if self.muxer.is_none() {
+            return Ok(());
+        }
+        while let Some(front) = self.audio.queue.front() {
+            if front.pts >= limit {
+                break;
+            }
+            let Some(first_video) = self.open.as_ref().and_then(|o| o.first_video_pts) else {
+                // The segment's keyframe is not in yet (or no segment is
+                // open): the audio waits for it, bounded by the queue.
+                break;
+            };
+            let p = self.audio.queue.pop_front().expect("front exists");
+            match Some(first_video) {
+                // Never before the timeline's origin: a PTS below zero
+                // would wrap in MPEG-TS.
+                Some(first) if p.pts + MAX_AUDIO_LEAD >= first && p.pts >= Ts90k(0) => {
+                    self.write_audio_packet(&p)?
+                }
+                _ => self.stats.audio_frames_dropped += 1,
+            }
+        }
+        Ok(())
+    }
+
+    fn write_audio_packet(&mut self, p: &AudioPacket) -> Result<()> {
+        if self.muxer.is_none() {
+            self.make_muxer()?;
+        }
+        let Some(track) = self
+            .tracks
+            .iter()
+            .position(|t| matches!(t, Track::Audio(_)))
+        else {
+            // Audio that started after this muxer was made waits for the
+            // next segment's.
+            self.stats.audio_frames_dropped += 1;
+            return Ok(());
+        };
+        let muxer = self.muxer.as_mut().expect("made above");
+        muxer.write(&MuxPacket {
+            track,
+            data: &p.data,
+            pts: p.pts,
+            dts: p.pts,
+            duration: p.duration,
+            keyframe: true,
+        })?;
+        self.stats.audio_frames_muxed += 1;
+        Ok(())
+    }
+
+    /// Feeds one audio payload as a device sent it (the body of a JT/T 1078
+    /// audio packet; a HiSilicon header is recognised and removed), with
+    /// the device's capture time when known. G.711, G.726 and IMA ADPCM
+    /// are transcoded to AAC-LC ([`AudioConfig`]), AAC passes through; the
+    /// audio is muxed into the same segments as the video, which still cut
+    /// at keyframes. A stream that shows no video is audio-only HLS.
+    /// Refused payloads are counted ([`StreamStats::audio_rejected`]); they
+    /// never fail the call.
+    ///
+    /// ```
+    /// use streamcore::audio::AudioCodec;
+    /// use streamcore::{LiveStream, MemoryStorage, StreamConfig};
+    /// use std::sync::Arc;
+    ///
+    /// let storage = MemoryStorage::new();
+    /// let mut stream = LiveStream::with_storage("cab", Arc::new(storage.clone()), StreamConfig::default())?;
+    /// // 6 s of G.711 A-law (a square wave), 40 ms a packet, no video.
+    /// let packet: Vec<u8> = (0..320).map(|i| if i % 16 < 8 { 0xaa } else { 0x2a }).collect();
+    /// for i in 0..150 {
+    ///     stream.push_audio(AudioCodec::G711A, &packet, Some(1_000 + i * 40))?;
+    /// }
+    /// stream.finish(true)?;
+    /// assert!(stream.stats().audio_frames_muxed > 150);
+    /// let playlist = String::from_utf8(storage.get("index.m3u8").unwrap())?;
+    /// assert!(playlist.contains("0.ts") && playlist.ends_with("#EXT-X-ENDLIST\n"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn push_audio(
+        &mut self,
+        codec: AudioCodec,
+        payload: &[u8],
+        capture_ms: Option<i64>,
+    ) -> Result<Vec<StreamEvent>> {
+        self.stats.audio_payloads += 1;
+        let mut events = Vec::new();
+        if !self.cfg.audio.enabled {
+            self.stats.audio_rejected += 1;
+            return Ok(events);
+        }
+        if !self.audio.seen_video && self.audio.audio_only.is_none() {
+            self.audio
+                .waiting
+                .push((codec, payload.to_vec(), capture_ms));
+            if self.waiting_audio_span() >= AUDIO_ONLY_AFTER {
+                self.start_audio_only(&mut events)?;
+            }
+            return Ok(events);
+        }
+        self.audio_payload(codec, payload, capture_ms, &mut events)?;
+        Ok(events)
+    }
+
+    /// How much audio waits for the stream to show video: by capture
+    /// times, and at least 40 ms a payload (frozen clocks).
+    fn waiting_audio_span(&self) -> Dur90k {
+        let w = &self.audio.waiting;
+        let by_clock = match (w.first().and_then(|x| x.2), w.last().and_then(|x| x.2)) {
+            (Some(a), Some(b)) => Dur90k(b.saturating_sub(a).saturating_mul(90)),
+            _ => Dur90k::ZERO,
+        };
+        by_clock.max(Dur90k(3600 * w.len() as i64))
+    }
+
+    fn start_audio_only(&mut self, events: &mut Vec<StreamEvent>) -> Result<()> {
+        tracing::info!(stream = %self.name, "audio without video: an audio-only stream");
+        let now = (self.cfg.clock)();
+        let first_ms = self.audio.waiting.first().and_then(|w| w.2);
+        let pdt_origin_ms = match first_ms {
+            Some(ms) if ms.saturating_sub(now).saturating_abs() < 366 * 24 * 3600 * 1000 => ms,
+            _ => now - self.waiting_audio_span().as_millis(),
+        };
+        self.audio.audio_only = Some(AudioOnlyClock {
+            anchor: None,
+            last: None,
+            pdt_origin_ms,
+        });
+        for (codec, payload, ms) in std::mem::take(&mut self.audio.waiting) {
+            self.audio_payload(codec, &payload, ms, events)?;
+        }
+        Ok(())
+    }
+
+    fn audio_payload(
+        &mut self,
+        codec: AudioCodec,
+        payload: &[u8],
+        capture_ms: Option<i64>,
+        events: &mut Vec<StreamEvent>,
+    ) -> Result<()> {
+        let cfg = self.cfg.audio;
+        let transcoder = self
+            .audio
+            .transcoder
+            .get_or_insert_with(|| AudioTranscoder::new(cfg));
+        let pts = match self.audio.audio_only.as_mut() {
+            Some(clock) => clock.map(capture_ms, self.cfg.timing.max_gap),
+            None => {
+                let mapped = capture_ms.and_then(|ms| self.timeline.presentation_of_capture(ms));
+                match (mapped, self.timeline.end()) {
+                    (Some(p), Some(end)) if (p - end).0.abs() <= MAX_AUDIO_SKEW.0 => Some(p),
+                    // Another clock than the video's: start at the video,
+                    // then follow on.
+                    (_, end) if !transcoder.is_running() => end,
+                    _ => None,
+                }
+            }
+        };
+        let mut out = std::mem::take(&mut self.audio.out);
+        if let Err(e) = transcoder.push(codec, payload, pts, &mut out) {
+            if self.stats.audio_rejected == 0 {
+                tracing::warn!(stream = %self.name, codec = codec.name(), error = %e, "audio refused (further refusals are counted)");
+            }
+            self.stats.audio_rejected += 1;
+        }
+        let r = self.take_audio(&mut out, events);
+        self.audio.out = out;
+        r
+    }
+
+    /// Routes transcoded audio: straight through the segmenter for an
+    /// audio-only stream, else into the queue that follows the video.
+    fn take_audio(
+        &mut self,
+        out: &mut Vec<AudioPacket>,
+        events: &mut Vec<StreamEvent>,
+    ) -> Result<()> {
+        if let Some(origin) = self.audio.audio_only.as_ref().map(|c| c.pdt_origin_ms) {
+            for p in out.drain(..) {
+                if p.pts < Ts90k(0) {
+                    // The encoder's priming frame, before the timeline's
+                    // origin (a PTS below zero would wrap in MPEG-TS).
+                    self.stats.audio_frames_dropped += 1;
+                    continue;
+                }
+                let d = self.segmenter.push_unit(SegmentUnit {
+                    pts: p.pts,
+                    duration: p.duration,
+                    keyframe: true,
+                    discontinuity: false,
+                    pdt_ms: origin + Dur90k(p.pts.0).as_millis(),
+                });
+                if let Some(closed) = d.close {
+                    self.publish(closed, events)?;
+                }
+                if d.open.is_some() && self.open.is_none() {
+                    self.begin_segment();
+                }
+                if d.write {
+                    self.write_audio_packet(&p)?;
+                    self.last_pts = self.last_pts.max(p.pts);
+                }
+            }
+            return Ok(());
+        }
+        self.audio.queue.extend(out.drain(..));
+        while self.audio.queue.len() > MAX_AUDIO_QUEUE {
+            self.audio.queue.pop_front();
+            self.stats.audio_frames_dropped += 1;
+        }
+        match self.audio.video_end {
+            Some(end) => self.write_audio_upto(end),
+            None => Ok(()),
+        }
+    }
+
+    /// Drops the audio transcoder (its timeline is gone); a new one starts
+    /// with the next payload.
+    fn retire_audio(&mut self) {
+        if let Some(a) = self.audio.transcoder.take() {
+            let st = a.stats();
+            self.audio.repaired_samples += st.silence_samples + st.trimmed_samples;
+        }
+        self.stats.audio_frames_dropped += self.audio.queue.len() as u64;
+        self.audio.queue.clear();
+    }
+
+    fn publish(&mut self, closed: ClosedSegment, events: &mut Vec<StreamEvent>) -> Result<()> {
+        if self.open.is_none() {
+            return Ok(());
+        }
+        if self.muxer.is_none() {
+            self.make_muxer()?;
+        }
+        // Audio that plays before the cut belongs to this segment.
+        self.write_audio_upto(closed.first_pts + closed.duration)?;
+        let open = self.open.take().expect("checked above");
+        let finished = self.muxer.as_mut().expect("made above").end_segment();
         let committed = match (finished.writer, finished.error) {
             (Some(w), None) => w.commit().map_err(|e| e.to_string()),
             (Some(w), Some(e)) => {

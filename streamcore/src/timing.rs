@@ -110,6 +110,8 @@ pub struct Timeline {
     source_break: bool,
     domain_start_next: bool,
     wall_anchor: Option<(i64, Ts90k)>,
+    /// Capture time and DTS of the last frame that carried a capture time.
+    capture_anchor: Option<(i64, Ts90k)>,
     stats: TimingStats,
 }
 
@@ -133,6 +135,7 @@ impl Timeline {
             source_break: false,
             domain_start_next: true,
             wall_anchor: None,
+            capture_anchor: None,
             stats: TimingStats::default(),
         }
     }
@@ -144,6 +147,17 @@ impl Timeline {
     /// The end of the timeline so far (last DTS plus its step).
     pub fn end(&self) -> Option<Ts90k> {
         self.last_dts.map(|d| d + self.step)
+    }
+
+    /// Where media stamped `capture_ms` by the same device clock (audio)
+    /// is presented on the output timeline, by the last frame that carried
+    /// a capture time. Display slot k is presented at the DTS of decode
+    /// slot k + R (R the reorder depth), so a capture time maps R frames
+    /// later than its decode slot.
+    pub fn presentation_of_capture(&self, capture_ms: i64) -> Option<Ts90k> {
+        let (ms, dts) = self.capture_anchor?;
+        let delta = Dur90k(capture_ms.saturating_sub(ms).saturating_mul(90));
+        Some(dts + delta + self.step * self.reorder as i64)
     }
 
     /// The source broke (reconnect): the next frame continues the timeline
@@ -215,6 +229,9 @@ impl Timeline {
             self.step = nominal;
         }
         self.last_dts = Some(dts);
+        if let Some(ms) = au.capture_ms {
+            self.capture_anchor = Some((ms, dts));
+        }
         if new_domain {
             self.stats.domains += 1;
             self.domain_start_next = false;

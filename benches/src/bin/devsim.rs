@@ -95,6 +95,23 @@ struct Args {
     /// (to the address in the request), as a real device does.
     #[arg(long, requires = "jt808")]
     on_demand: bool,
+    /// Audio to interleave with the video (Annex-B input only): JT/T 1078
+    /// audio payloads one after another, as in fixtures/audio/ (fixed-size
+    /// packets of --audio-packet-bytes, 40 ms each; ADTS frames for AAC).
+    #[arg(long, value_name = "FILE")]
+    audio: Option<PathBuf>,
+    /// JT/T 1078 payload type of --audio: 6 G.711A, 7 G.711U, 8 G.726, 19 AAC, 26 ADPCM.
+    #[arg(long, default_value_t = 6)]
+    audio_pt: u8,
+    /// Bytes of one --audio packet (a 40 ms payload; ignored for AAC).
+    #[arg(long, default_value_t = 320)]
+    audio_packet_bytes: usize,
+    /// Send the audio only (no video packets).
+    #[arg(long, requires = "audio")]
+    audio_only: bool,
+    /// Codec of Annex-B --input: h264 or h265 (JT/T 1078 payload type 98 or 99).
+    #[arg(long, default_value = "h264")]
+    video_codec: streamcore::codec::VideoCodec,
 }
 
 /// One access unit / frame with its timestamp.
@@ -102,6 +119,7 @@ struct Args {
 struct Unit {
     ts_ms: u64,
     data_type: DataType,
+    payload_type: u8,
     data: Bytes,
 }
 
@@ -131,7 +149,55 @@ impl Source {
     }
 }
 
-fn load(path: &PathBuf, fps: u32) -> anyhow::Result<Source> {
+/// Audio payloads of `path` with their times: fixed-size 40 ms packets, or
+/// ADTS frames (1024 samples each) for AAC.
+fn load_audio(path: &PathBuf, pt: u8, packet_bytes: usize) -> anyhow::Result<Vec<Unit>> {
+    let data = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut units = Vec::new();
+    if pt == 19 {
+        let mut rest = &data[..];
+        let mut samples = 0u64;
+        while !rest.is_empty() {
+            let f = streamcore::audio::adts::parse_frame(rest)
+                .map_err(|e| anyhow::anyhow!("{}: not ADTS ({e:?})", path.display()))?;
+            let rate = f.config.sample_rate() as u64;
+            units.push(Unit {
+                ts_ms: samples * 1000 / rate,
+                data_type: DataType::Audio,
+                payload_type: pt,
+                data: Bytes::copy_from_slice(&rest[..f.len]),
+            });
+            samples += 1024 * f.blocks as u64;
+            rest = &rest[f.len..];
+        }
+    } else {
+        if packet_bytes == 0 || data.len() % packet_bytes != 0 {
+            bail!(
+                "{}: {} bytes are not whole {packet_bytes}-byte packets",
+                path.display(),
+                data.len()
+            );
+        }
+        for (i, chunk) in data.chunks(packet_bytes).enumerate() {
+            units.push(Unit {
+                ts_ms: i as u64 * 40,
+                data_type: DataType::Audio,
+                payload_type: pt,
+                data: Bytes::copy_from_slice(chunk),
+            });
+        }
+    }
+    Ok(units)
+}
+
+/// Video and audio units in one list by time (video first at equal times).
+fn interleave(video: Vec<Unit>, audio: Vec<Unit>) -> Vec<Unit> {
+    let mut all: Vec<Unit> = video.into_iter().chain(audio).collect();
+    all.sort_by_key(|u| (u.ts_ms, u.data_type == DataType::Audio));
+    all
+}
+
+fn load(path: &PathBuf, fps: u32, codec: streamcore::codec::VideoCodec) -> anyhow::Result<Source> {
     let data = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     if data.starts_with(&jt1078::MAGIC) {
         let mut p = Jt1078Parser::new();
@@ -147,10 +213,17 @@ fn load(path: &PathBuf, fps: u32) -> anyhow::Result<Source> {
         }
         return Ok(Source::Packets(pkts));
     }
-    let aus = streamcore::access_unit::split_access_units(&data);
+    let aus = match codec {
+        streamcore::codec::VideoCodec::H264 => streamcore::access_unit::split_access_units(&data),
+        streamcore::codec::VideoCodec::H265 => streamcore::h265::split_access_units(&data),
+    };
     if aus.is_empty() {
-        bail!("no H.264 access units in {}", path.display());
+        bail!("no {codec} access units in {}", path.display());
     }
+    let payload_type = match codec {
+        streamcore::codec::VideoCodec::H264 => jt1078::PT_H264,
+        streamcore::codec::VideoCodec::H265 => jt1078::PT_H265,
+    };
     let step = 1000.0 / fps.max(1) as f64;
     // Decode order; a picture shown before one decoded earlier in its IDR
     // period is a B-frame, and a device marks it so.
@@ -174,6 +247,7 @@ fn load(path: &PathBuf, fps: u32) -> anyhow::Result<Source> {
                 Unit {
                     ts_ms: (i as f64 * step).round() as u64,
                     data_type,
+                    payload_type,
                     data: Bytes::from(au.to_annexb()),
                 }
             })
@@ -497,6 +571,9 @@ async fn run_media(
                     pace(&args, t0, ts, stats).await;
                     let key = u.data_type == DataType::IFrame;
                     if raw {
+                        if u.data_type == DataType::Audio {
+                            continue;
+                        }
                         sock.write_all(&u.data).await?;
                         stats.bytes += u.data.len() as u64;
                         stats.frames += 1;
@@ -510,7 +587,7 @@ async fn run_media(
                         sim,
                         channel: args.channel,
                         data_type: u.data_type,
-                        payload_type: jt1078::PT_H264,
+                        payload_type: u.payload_type,
                         timestamp_ms: ts,
                         last_i_interval_ms: 0,
                         last_frame_interval_ms: (1000 / args.fps.max(1)) as u16,
@@ -610,7 +687,16 @@ async fn main() -> anyhow::Result<()> {
             bail!("--h264-tcp-base {base}: {} ports do not fit", args.devices);
         }
     }
-    let src = Arc::new(load(&args.input, args.fps)?);
+    let mut src = load(&args.input, args.fps, args.video_codec)?;
+    if let Some(path) = &args.audio {
+        let audio = load_audio(path, args.audio_pt, args.audio_packet_bytes)?;
+        let Source::Units(video) = src else {
+            bail!("--audio goes with Annex-B --input, not a JT/T 1078 capture");
+        };
+        let video = if args.audio_only { Vec::new() } else { video };
+        src = Source::Units(interleave(video, audio));
+    }
+    let src = Arc::new(src);
     let deadline = args
         .duration
         .map(|s| Instant::now() + Duration::from_secs_f64(s));

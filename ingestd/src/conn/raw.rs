@@ -1,5 +1,6 @@
-//! The raw H.264 port's connection task: a `STREAM <name>` first line, then
-//! bytes forwarded as they arrive (no frame boundaries) to the media workers.
+//! The raw port's connection task: a `STREAM <name> [h264|h265]` first line
+//! (H.264 when the codec is left out), then Annex-B bytes forwarded as they
+//! arrive (no frame boundaries) to the media workers.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
@@ -56,15 +57,12 @@ pub(crate) async fn handle(
     };
     let line = buf.split_to(line_end + 1);
     let line = String::from_utf8_lossy(&line);
-    let name = match line.trim_end().strip_prefix("STREAM ") {
-        Some(n) if streamcore::layout::valid_stream_name(n) => n.to_string(),
-        _ => {
-            warn!(line = %line.trim_end(), "raw: bad first line");
-            let _ = sock
-                .write_all(b"ERR expected 'STREAM <[A-Za-z0-9_-]{1,64}>'\n")
-                .await;
-            return;
-        }
+    let Some((name, codec)) = parse_first_line(line.trim_end()) else {
+        warn!(line = %line.trim_end(), "raw: bad first line");
+        let _ = sock
+            .write_all(b"ERR expected 'STREAM <[A-Za-z0-9_-]{1,64}> [h264|h265]'\n")
+            .await;
+        return;
     };
     let rec = MediaSessionRecord {
         id: ctx.registry.next_id(),
@@ -96,6 +94,7 @@ pub(crate) async fn handle(
                 .media
                 .send(MediaMsg::Raw(RawChunk {
                     stream: shared_name.clone(),
+                    codec,
                     data,
                     received: std::time::Instant::now(),
                 }))
@@ -128,6 +127,19 @@ pub(crate) async fn handle(
 }
 
 /// Reads with the idle timeout; `Ok(None)` on shutdown, `Ok(Some(0))` on EOF.
+/// `STREAM <name>` or `STREAM <name> <codec>`.
+fn parse_first_line(line: &str) -> Option<(String, streamcore::codec::VideoCodec)> {
+    let mut words = line.strip_prefix("STREAM ")?.split(' ');
+    let name = words
+        .next()
+        .filter(|n| streamcore::layout::valid_stream_name(n))?;
+    let codec = match words.next() {
+        None => Default::default(),
+        Some(c) => c.parse().ok()?,
+    };
+    words.next().is_none().then(|| (name.to_string(), codec))
+}
+
 async fn read_some(
     sock: &mut (impl AsyncReadExt + Unpin),
     buf: &mut BytesMut,

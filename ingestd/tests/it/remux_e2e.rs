@@ -334,3 +334,101 @@ async fn two_devices_and_a_reconnect(source: &str, packets: &[Jt1078Packet]) {
         1
     );
 }
+
+/// One device over TCP: channel 1 sends H.264 with G.711 A-law audio in
+/// HiSilicon frames (and a few packets of an audio payload type we do not
+/// decode), channel 2 sends H.265 (payload type 99). ffprobe finds AAC
+/// beside the H.264 and HEVC on channel 2; both decode cleanly; the
+/// unknown audio is counted by type and harms nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audio_and_h265_from_a_device_become_hls() {
+    use ingestd::jt1078::{packetize, PacketizeParams};
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures");
+    let video = common::device_video_frames();
+    let alaw = std::fs::read(root.join("audio/tone1k_g711a_hisi.raw")).unwrap();
+    let hevc =
+        streamcore::h265::split_access_units(&std::fs::read(root.join("hevc_nob.h265")).unwrap());
+    let sim = Sim::parse("013912345678").unwrap();
+    let t0 = 1_700_000_000_000u64;
+    // (time, channel, type, payload type, body), sent in time order.
+    let mut units: Vec<(u64, u8, DataType, u8, Vec<u8>)> = Vec::new();
+    for f in &video {
+        units.push((t0 + f.ts, 1, f.data_type, 98, f.data.clone()));
+    }
+    for (k, p) in alaw.chunks(324).enumerate() {
+        units.push((t0 + k as u64 * 40, 1, DataType::Audio, 6, p.to_vec()));
+        if k % 50 == 7 {
+            // G.722 (payload type 2): not decoded.
+            units.push((t0 + k as u64 * 40, 1, DataType::Audio, 2, vec![0x55; 160]));
+        }
+    }
+    for (i, au) in hevc.iter().enumerate() {
+        let t = if au.keyframe {
+            DataType::IFrame
+        } else {
+            DataType::PFrame
+        };
+        units.push((t0 + i as u64 * 40, 2, t, 99, au.to_annexb()));
+    }
+    units.sort_by_key(|u| (u.0, u.2 == DataType::Audio, u.1));
+    let mut wire = BytesMut::new();
+    let mut seq = 0u16;
+    for (ts, channel, data_type, payload_type, body) in &units {
+        let p = PacketizeParams {
+            sim,
+            channel: *channel,
+            data_type: *data_type,
+            payload_type: *payload_type,
+            timestamp_ms: *ts,
+            last_i_interval_ms: 0,
+            last_frame_interval_ms: 40,
+            max_body: 950,
+        };
+        packetize(&p, &mut seq, body, &mut wire);
+    }
+    let (app, dir) = start().await;
+    send_chunked(app.running.jt1078_addr, &wire, 11).await;
+    let metrics = app.running.ctx.metrics.clone();
+    wait_for(|| {
+        ["013912345678_1", "013912345678_2"]
+            .iter()
+            .all(|s| metrics.stream(s).is_some_and(|s| s.remux.segments >= 2))
+    })
+    .await;
+    app.shutdown().await;
+    let ch1 = metrics.stream("013912345678_1").unwrap();
+    assert_eq!(ch1.remux.audio_rejected, 0, "{ch1:?}");
+    assert!(ch1.remux.audio_frames_muxed > 250, "{ch1:?}");
+    assert_eq!(ch1.remux.frames_muxed, video.len() as u64, "{ch1:?}");
+    let rendered = metrics.render(0, 0);
+    assert!(
+        rendered.contains("ingestd_audio_unsupported_packets_total{payload_type=\"2\"} 5"),
+        "{rendered}"
+    );
+    let probe = |stream: &str| {
+        let playlist = dir.path().join("live").join(stream).join("index.m3u8");
+        assert_eq!(ffmpeg_errors(&playlist), "", "{stream}");
+        let out = Command::new("ffprobe")
+            .args([
+                "-v",
+                "error",
+                "-show_entries",
+                "stream=codec_name",
+                "-of",
+                "csv=p=0",
+            ])
+            .arg(&playlist)
+            .output()
+            .unwrap();
+        let mut codecs: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| l.trim_end_matches(',').to_string())
+            .filter(|l| !l.is_empty())
+            .collect();
+        codecs.sort();
+        codecs.dedup();
+        codecs
+    };
+    assert_eq!(probe("013912345678_1"), ["aac", "h264"]);
+    assert_eq!(probe("013912345678_2"), ["hevc"]);
+}

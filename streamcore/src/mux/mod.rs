@@ -8,8 +8,10 @@
 //!   segment bytes out to a [`SegmentWriter`]. [`TsMuxer`] (MPEG-TS) is
 //!   today's implementation; a fragmented-MP4 muxer for low-latency HLS is
 //!   the next.
+//! - [`audio`]: G.726 decoding and AAC encoding (libavcodec, libswresample).
 //! - [`clip`]: recorded segments remuxed into one downloadable MP4.
 
+pub mod audio;
 pub mod clip;
 mod ts;
 
@@ -18,6 +20,7 @@ use std::sync::Once;
 
 use ffmpeg_next as ffmpeg;
 
+use crate::audio::AdtsConfig;
 use crate::codec::VideoCodec;
 use crate::error::Result;
 use crate::storage::SegmentWriter;
@@ -30,6 +33,8 @@ pub use ts::TsMuxer;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Track {
     Video(VideoCodec),
+    /// AAC in ADTS frames (the configuration every frame's header repeats).
+    Audio(AdtsConfig),
 }
 
 /// One access unit of one track.
@@ -37,7 +42,8 @@ pub enum Track {
 pub struct MuxPacket<'a> {
     /// Index of the track in the muxer's list.
     pub track: usize,
-    /// The coded access unit (Annex-B for video, starting with a delimiter).
+    /// The coded access unit (Annex-B for video, starting with a delimiter;
+    /// an ADTS frame for audio).
     pub data: &'a [u8],
     pub pts: Ts90k,
     pub dts: Ts90k,

@@ -8,7 +8,8 @@
 //! as it is produced instead of being held whole in memory. `max_delay`
 //! stays at its API default (no PCR/PTS shift); packets carry exact
 //! durations; every video packet starts with an AUD so the muxer never has
-//! to copy one in; PAT/PMT are re-emitted by the muxer before each keyframe.
+//! to copy one in; PAT/PMT start every segment. Audio arrives as ADTS
+//! frames, which the muxer carries as they are (stream type 0x0f).
 
 use std::io::{self, Write};
 use std::sync::{Arc, Mutex};
@@ -86,10 +87,21 @@ impl TsMuxer {
                 .map_err(err)?;
         let mut octx = ffmpeg::format::output_to_stream(io, None, Some("mpegts")).map_err(err)?;
         for track in tracks {
-            let (codec_type, codec_id) = match track {
+            let (codec_type, codec_id, audio) = match *track {
                 Track::Video(VideoCodec::H264) => (
                     ffi::AVMediaType::AVMEDIA_TYPE_VIDEO,
                     ffi::AVCodecID::AV_CODEC_ID_H264,
+                    None,
+                ),
+                Track::Video(VideoCodec::H265) => (
+                    ffi::AVMediaType::AVMEDIA_TYPE_VIDEO,
+                    ffi::AVCodecID::AV_CODEC_ID_HEVC,
+                    None,
+                ),
+                Track::Audio(config) => (
+                    ffi::AVMediaType::AVMEDIA_TYPE_AUDIO,
+                    ffi::AVCodecID::AV_CODEC_ID_AAC,
+                    Some(config),
                 ),
             };
             let mut st = octx.add_stream(None::<ffmpeg::Codec>).map_err(err)?;
@@ -98,10 +110,15 @@ impl TsMuxer {
             // allocated inside `octx`, which owns it and outlives this
             // block; its `codecpar` is allocated with it and never null.
             // Plain field stores, no aliasing: nothing else holds it yet.
+            // av_channel_layout_default only writes the layout it is given.
             unsafe {
                 let par = (*st.as_mut_ptr()).codecpar;
                 (*par).codec_type = codec_type;
                 (*par).codec_id = codec_id;
+                if let Some(config) = audio {
+                    (*par).sample_rate = config.sample_rate() as i32;
+                    ffi::av_channel_layout_default(&mut (*par).ch_layout, config.channels as i32);
+                }
             }
         }
         // SAFETY: `octx` is a live output context whose header is not written
@@ -124,10 +141,26 @@ impl TsMuxer {
 
 impl SegmentMuxer for TsMuxer {
     fn begin_segment(&mut self, writer: Option<Box<dyn SegmentWriter>>) {
-        let mut sink = self.sink.0.lock().expect("sink poisoned");
-        sink.writer = writer;
-        sink.bytes = 0;
-        sink.error = None;
+        {
+            let mut sink = self.sink.0.lock().expect("sink poisoned");
+            sink.writer = writer;
+            sink.bytes = 0;
+            sink.error = None;
+        }
+        // PAT and PMT open every segment. The muxer repeats them before a
+        // video keyframe by itself; an audio-only segment needs asking.
+        // SAFETY: `octx` is a live mpegts output context; its `priv_data`
+        // is the muxer's option-carrying private context, and
+        // "mpegts_flags" is one of its flag options. av_opt_set copies the
+        // string; nothing is retained.
+        unsafe {
+            ffi::av_opt_set(
+                (*self.octx.as_mut_ptr()).priv_data,
+                c"mpegts_flags".as_ptr(),
+                c"+resend_headers".as_ptr(),
+                0,
+            );
+        }
     }
 
     fn write(&mut self, packet: &MuxPacket<'_>) -> Result<()> {

@@ -4,10 +4,12 @@
 
 mod common;
 
+mod audio;
 #[cfg(feature = "catalog")]
 mod catalog;
 mod chunking_props;
 mod fuzz_regressions;
+mod h265;
 mod remux_ffprobe;
 mod steady_state_alloc;
 mod stream_behaviour;

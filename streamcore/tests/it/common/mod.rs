@@ -16,6 +16,8 @@ pub fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
+pub mod audio_check;
+
 #[path = "../../../../fixtures/captures.rs"]
 mod captures;
 
