@@ -280,7 +280,7 @@
     if (state.hls) { state.hls.destroy(); state.hls = null; }
     state.frag = null;
     state.playing = url;
-    Object.assign(probe, { url, kind, errors: [], fatal: [], frags: 0, discontinuities: 0, lastCc: null, ended: false });
+    Object.assign(probe, { url, kind, unsupportedCodec: null, errors: [], fatal: [], frags: 0, discontinuities: 0, lastCc: null, ended: false });
     const badge = $('badge');
     badge.textContent = kind === 'live' ? 'LIVE' : kind === 'event' ? 'RECORDING' : 'VOD';
     badge.className = `badge ${kind === 'live' ? 'live' : 'vod'}`;
@@ -292,6 +292,17 @@
       const hls = new window.Hls({ liveSyncDurationCount: 3, maxBufferLength: 30, backBufferLength: 60 });
       state.hls = hls;
       hls.on(window.Hls.Events.MANIFEST_PARSED, () => { video.play().catch(() => overlay('Click play to start')); });
+      // H.265 needs a decoder Chromium only has where the platform provides
+      // one: say so instead of showing a black box (the stream is fine).
+      hls.on(window.Hls.Events.BUFFER_CODECS, (_e, d) => {
+        const codec = d.video && (d.video.codec || '');
+        if (codec && /^(hvc1|hev1)/.test(codec) && !window.MediaSource.isTypeSupported(`video/mp4; codecs="${codec}"`)) {
+          probe.unsupportedCodec = codec;
+          overlay('H.265 (HEVC) video: this browser has no decoder for it. The stream is fine; ' +
+            'play it in a browser with H.265 support (Safari, or Chrome/Edge with hardware decoding).');
+          setStatus(`cannot decode ${codec} here`, true);
+        }
+      });
       hls.on(window.Hls.Events.FRAG_CHANGED, (_e, d) => {
         const f = d.frag;
         probe.frags++;
@@ -306,6 +317,12 @@
         probe.errors.push(rec);
         if (!d.fatal) return;
         probe.fatal.push(rec);
+        if (probe.unsupportedCodec) {
+          // Already explained; recovering would only fail again.
+          hls.destroy();
+          if (state.hls === hls) state.hls = null;
+          return;
+        }
         setStatus(`playback error: ${d.details}`, true);
         if (d.type === window.Hls.ErrorTypes.NETWORK_ERROR) {
           overlay('Stream unavailable, retrying…');

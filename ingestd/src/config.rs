@@ -107,7 +107,7 @@ pub struct Cli {
     /// Mux device audio into the HLS (G.711/G.726/ADPCM transcoded to AAC, AAC passed through); "off" counts and drops it [default: on].
     #[arg(long, env = "INGESTD_AUDIO", value_name = "on|off", value_parser = parse_on_off)]
     pub audio: Option<bool>,
-    /// AAC output sample rate in Hz; 8 kHz device audio is resampled to it. hls.js signals AAC at 24 kHz and below as HE-AAC, which Chromium plays silent [default: 32000].
+    /// AAC output sample rate in Hz; device audio (8 kHz) is resampled when it differs [default: 8000].
     #[arg(long, env = "INGESTD_AUDIO_SAMPLE_RATE", value_name = "HZ")]
     pub audio_sample_rate: Option<u32>,
     /// AAC output bit rate in bits per second [default: 32000].

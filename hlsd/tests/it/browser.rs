@@ -2,7 +2,9 @@
 //! hlsd/web/node_modules): a live stream that slides in real time plays for more than 20 s
 //! across segment boundaries and a real discontinuity with currentTime always advancing and no
 //! fatal hls.js error; the GPS marker follows PROGRAM-DATE-TIME; a VOD session plays to its
-//! end. The screenshot is kept at target/artifacts/hlsd-page.png.
+//! end. The screenshot is kept at target/artifacts/hlsd-page.png. Device audio transcoded to
+//! AAC is heard (a Web Audio analyser on the page's video finds the fixture's tone), and an
+//! H.265 stream either plays or the page says the browser cannot decode it.
 //!
 //! Needs: `npm ci --prefix hlsd/web`, Debian packages `chromium` and `ffmpeg`, Node.js.
 
@@ -244,4 +246,144 @@ async fn page_plays_live_across_a_discontinuity_and_vod_to_the_end() {
         artifacts.join("hlsd-page.png").metadata().unwrap().len() > 20_000,
         "screenshot kept"
     );
+}
+
+/// Muxes `video` (Annex-B of `codec`, 25 fps) with `audio` (G.711 A-law 40 ms packets) as
+/// ingestd would, into the finished stream `DATA/live/<stream>/`.
+fn mux_stream(
+    data: &Path,
+    stream: &str,
+    video: &str,
+    codec: streamcore::codec::VideoCodec,
+    audio: Option<&str>,
+) {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures");
+    let bytes = std::fs::read(fixtures.join(video)).unwrap();
+    let units = match codec {
+        streamcore::codec::VideoCodec::H264 => streamcore::access_unit::split_access_units(&bytes),
+        streamcore::codec::VideoCodec::H265 => streamcore::h265::split_access_units(&bytes),
+    };
+    let alaw = audio.map(|a| std::fs::read(fixtures.join(a)).unwrap());
+    let packets: Vec<&[u8]> = alaw
+        .as_deref()
+        .map_or(Vec::new(), |a| a.chunks(320).collect());
+    let cfg = streamcore::StreamConfig {
+        codec,
+        ..Default::default()
+    };
+    let dir = data.join("live").join(stream);
+    let mut s = streamcore::LiveStream::open(stream, &dir, cfg).unwrap();
+    let t0 = now_ms();
+    let (mut v, mut a) = (0usize, 0usize);
+    while v < units.len() || a < packets.len() {
+        if v < units.len() && (a >= packets.len() || v <= a) {
+            s.push_frame(&units[v].to_annexb(), Some(t0 + v as i64 * 40))
+                .unwrap();
+            v += 1;
+        } else {
+            let codec = streamcore::audio::AudioCodec::G711A;
+            s.push_audio(codec, packets[a], Some(t0 + a as i64 * 40))
+                .unwrap();
+            a += 1;
+        }
+    }
+    s.finish(true).unwrap();
+}
+
+fn node(script: &str, args: &[&str]) -> serde_json::Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/it/browser")
+        .join(script);
+    let out = Command::new("node")
+        .arg(path)
+        .args(args)
+        .output()
+        .expect("node installed");
+    assert!(
+        out.status.success(),
+        "{script}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{script}: {e}: {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+/// Dashcam audio (G.711 A-law, transcoded to AAC by streamcore) is heard in the page's player:
+/// a Web Audio analyser on the page's <video> sees the 1 kHz tone of the fixture at a level
+/// well above silence while hls.js plays (a stream can play and still be silent, which
+/// currentTime alone would not show).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn page_plays_transcoded_device_audio() {
+    require("/usr/bin/chromium", "apt-get install -y chromium");
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path();
+    mux_stream(
+        data,
+        "cab_audio",
+        "baseline.h264",
+        streamcore::codec::VideoCodec::H264,
+        Some("audio/tone1k_g711a.raw"),
+    );
+    let srv = start(data, |_| {}).await;
+    let url = format!("http://{}/?stream=cab_audio", srv.addr);
+    let out = tokio::task::spawn_blocking(move || node("audio.mjs", &[&url, "5"]))
+        .await
+        .unwrap();
+    let played = out["played_s"].as_f64().unwrap_or(0.0);
+    assert!(played > 3.0, "{out}");
+    let samples = out["samples"].as_array().unwrap();
+    let tone = samples
+        .iter()
+        .filter(|s| {
+            let hz = s["peak_hz"].as_f64().unwrap_or(0.0);
+            (hz - 1000.0).abs() <= 20.0 && s["rms_db"].as_f64().unwrap_or(-200.0) > -30.0
+        })
+        .count();
+    assert!(
+        tone * 10 >= samples.len() * 8,
+        "{tone} of {} samples hear the 1 kHz tone: {out}",
+        samples.len()
+    );
+    assert!(
+        out["source_buffers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m.as_str().unwrap_or("").contains("mp4a")),
+        "{out}"
+    );
+    srv.shutdown().await;
+}
+
+/// An H.265 stream: where the browser has an HEVC decoder it plays; where it has none (Debian's
+/// Chromium on a machine without one), the page says so on the player instead of showing a
+/// black box.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn page_explains_h265_it_cannot_decode() {
+    require("/usr/bin/chromium", "apt-get install -y chromium");
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path();
+    mux_stream(
+        data,
+        "cab_hevc",
+        "hevc_nob.h265",
+        streamcore::codec::VideoCodec::H265,
+        None,
+    );
+    let srv = start(data, |_| {}).await;
+    let url = format!("http://{}/?stream=cab_hevc", srv.addr);
+    let out = tokio::task::spawn_blocking(move || node("codec.mjs", &[&url, "6"]))
+        .await
+        .unwrap();
+    if out["hevc_supported"].as_bool() == Some(true) {
+        assert!(out["t"].as_f64().unwrap_or(0.0) > 2.0, "{out}");
+    } else {
+        let codec = out["unsupported"].as_str().unwrap_or("");
+        assert!(
+            codec.starts_with("hvc1") || codec.starts_with("hev1"),
+            "{out}"
+        );
+        assert!(out["overlay"].as_str().unwrap().contains("H.265"), "{out}");
+    }
+    srv.shutdown().await;
 }

@@ -1,7 +1,8 @@
 //! The libavcodec side of audio: G.726 decoding and AAC-LC encoding (with
 //! libswresample raising the rate first), in-process.
 //!
-//! [`AacEncoder`] takes 16-bit PCM at the device's rate and returns ADTS
+//! [`AacEncoder`] takes 16-bit PCM at the device's rate (resampled when the
+//! output rate differs) and returns ADTS
 //! frames (7-byte header, one raw data block each) stamped in output
 //! samples, so the MPEG-TS muxer passes them through untouched and every
 //! frame carries the same AudioSpecificConfig for the life of the stream.
@@ -169,6 +170,8 @@ impl AacEncoder {
         enc.set_time_base((1, output_rate as i32));
         let mut opts = ffmpeg::Dictionary::new();
         opts.set("aac_coder", "fast");
+        // The ADTS headers we write say AAC-LC: keep the encoder to it.
+        opts.set("profile", "aac_low");
         let encoder = enc.open_with(opts).map_err(&err)?;
         let frame_size = encoder.frame_size() as usize;
         let resampler = if input_rate == output_rate {

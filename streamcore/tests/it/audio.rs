@@ -36,12 +36,17 @@ enum Source {
 }
 
 fn config(packing: G726Packing) -> StreamConfig {
+    config_at(packing, AudioConfig::default().sample_rate)
+}
+
+fn config_at(packing: G726Packing, sample_rate: u32) -> StreamConfig {
     StreamConfig {
         event_playlist: true,
         keep_segments: true,
         clock: stepping_clock(),
         audio: AudioConfig {
             g726_packing: packing,
+            sample_rate,
             ..Default::default()
         },
         ..Default::default()
@@ -68,6 +73,7 @@ fn packets(data: &[u8], packet: usize) -> Vec<&[u8]> {
 fn mux(
     dir: &Path,
     case: &Case,
+    sample_rate: u32,
     with_video: bool,
     mangle: impl Fn(usize, &[u8]) -> Option<(AudioCodec, Vec<u8>)>,
 ) -> StreamStats {
@@ -81,7 +87,7 @@ fn mux(
             k as i64 * 1024 * 1000 / 16_000
         }
     };
-    let mut s = LiveStream::open("cab", dir, config(case.packing)).unwrap();
+    let mut s = LiveStream::open("cab", dir, config_at(case.packing, sample_rate)).unwrap();
     let (mut v, mut a) = (0usize, 0usize);
     loop {
         let next_video = (with_video && v < video.len()).then(|| v as i64 * 40);
@@ -161,8 +167,14 @@ fn ffprobe_streams(playlist: &Path) -> Vec<(String, String, String)> {
 }
 
 fn check(case: &Case) {
+    check_at(case, AudioConfig::default().sample_rate);
+}
+
+/// [`check`] with the AAC output at `sample_rate` (resampled when it is
+/// not the device's 8 kHz).
+fn check_at(case: &Case, sample_rate: u32) {
     let dir = tempfile::tempdir().unwrap();
-    let stats = mux(dir.path(), case, true, |_, _| None);
+    let stats = mux(dir.path(), case, sample_rate, true, |_, _| None);
     let playlist = dir.path().join("index.m3u8");
     assert_eq!(stats.audio_rejected, 0, "{}: {stats:?}", case.file);
     assert!(stats.audio_frames_muxed > 0, "{}: {stats:?}", case.file);
@@ -176,6 +188,10 @@ fn check(case: &Case) {
     assert!(errors.is_empty(), "{}: decode errors: {errors}", case.file);
     let out = decode_with_ffmpeg(&["-i".to_string(), playlist.display().to_string()]).unwrap();
     assert_eq!(out.codec, "aac", "{}", case.file);
+    // Passthrough keeps the source's rate; transcoding makes the configured one.
+    if case.codec != AudioCodec::Aac {
+        assert_eq!(out.sample_rate, sample_rate, "{}", case.file);
+    }
     let (src, src_rate) = source_reference(case);
     let f = dominant_frequency(&out.samples, out.sample_rate);
     assert!(
@@ -216,6 +232,23 @@ fn g711a_tone_plays_at_its_frequency_and_level() {
         freq: 1000.0,
         packing: G726Packing::Le,
     });
+}
+
+/// The resampling path: the same tone with the AAC at 32 kHz
+/// (libswresample before the encoder).
+#[test]
+fn g711a_resampled_to_32_khz() {
+    check_at(
+        &Case {
+            file: "tone1k_g711a.raw",
+            codec: AudioCodec::G711A,
+            packet: 320,
+            source: Source::Ffmpeg(ALAW),
+            freq: 1000.0,
+            packing: G726Packing::Le,
+        },
+        32_000,
+    );
 }
 
 #[test]
@@ -345,7 +378,7 @@ fn audio_only_channel_is_audio_only_hls() {
         packing: G726Packing::Le,
     };
     let dir = tempfile::tempdir().unwrap();
-    let stats = mux(dir.path(), &case, false, |_, _| None);
+    let stats = mux(dir.path(), &case, 8000, false, |_, _| None);
     let playlist = dir.path().join("index.m3u8");
     let streams = ffprobe_streams(&playlist);
     assert_eq!(streams.len(), 1, "{streams:?}");
@@ -356,13 +389,18 @@ fn audio_only_channel_is_audio_only_hls() {
     let out = decode_with_ffmpeg(&["-i".to_string(), playlist.display().to_string()]).unwrap();
     let f = dominant_frequency(&out.samples, out.sample_rate);
     assert!((f - 1000.0).abs() <= 20.0, "{f}");
+    // Within an AAC frame (128 ms at 8 kHz) of the 10 s sent, and of
+    // what the playlist lists.
+    let frame = 1024.0 / out.sample_rate as f64;
     let secs = out.samples.len() as f64 / out.sample_rate as f64;
-    assert!((secs - 10.0).abs() <= 0.1, "{secs}");
-    // Playlist durations add up to the audio.
+    assert!((secs - 10.0).abs() <= frame, "{secs}");
     let text = std::fs::read_to_string(&playlist).unwrap();
     let (segs, _) = parse_playlist(&text);
     let listed: f64 = segs.iter().map(|s| s.0).sum();
-    assert!((listed - secs).abs() <= 0.1, "listed {listed} vs {secs}");
+    assert!(
+        (listed - secs).abs() <= frame + 0.001,
+        "listed {listed} vs {secs}"
+    );
 }
 
 /// Truncated payloads, wrong lengths, garbage HiSilicon headers and a
@@ -379,7 +417,7 @@ fn hostile_audio_leaves_the_video_whole() {
         packing: G726Packing::Le,
     };
     let dir = tempfile::tempdir().unwrap();
-    let stats = mux(dir.path(), &case, true, |k, p| match k % 10 {
+    let stats = mux(dir.path(), &case, 8000, true, |k, p| match k % 10 {
         // Empty, and a bare HiSilicon header.
         1 => Some((AudioCodec::G711A, Vec::new())),
         2 => Some((AudioCodec::G711A, vec![0, 1, 0, 0])),
@@ -437,24 +475,38 @@ fn an_hour_of_drifting_clock_stays_within_40_ms() {
     let playlist = dir.path().join("index.m3u8");
     let out = decode_with_ffmpeg(&["-i".to_string(), playlist.display().to_string()]).unwrap();
     let rate = out.sample_rate as f64;
-    // Onsets: the first sample above -20 dBFS after 1 s of quiet.
-    let mut onsets = Vec::new();
-    let mut quiet = usize::MAX / 2;
-    for (i, x) in out.samples.iter().enumerate() {
-        if x.abs() > 0.1 {
-            if quiet as f64 > rate * 1.0 {
-                onsets.push(i as f64 / rate);
+    // Each burst's time: the energy centroid of the 1 s around where it
+    // rises above -20 dBFS (AAC spreads a 40 ms burst over its 128 ms
+    // frames, so the first loud sample is no precise mark; the centroid
+    // is).
+    let x = &out.samples;
+    let mut times = Vec::new();
+    let mut i = 0;
+    while i < x.len() {
+        if x[i].abs() > 0.1 {
+            let from = i.saturating_sub((rate * 0.5) as usize);
+            let to = (i + (rate * 0.5) as usize).min(x.len());
+            let (mut num, mut den) = (0.0f64, 0.0f64);
+            for (j, v) in x.iter().enumerate().take(to).skip(from) {
+                let e = (*v as f64) * (*v as f64);
+                num += e * j as f64;
+                den += e;
             }
-            quiet = 0;
+            times.push(num / den / rate);
+            i = to + (rate * 2.0) as usize;
         } else {
-            quiet += 1;
+            i += 1;
         }
     }
-    assert_eq!(onsets.len(), bursts.len(), "bursts found");
-    let worst = onsets
+    assert_eq!(times.len(), bursts.len(), "bursts found");
+    // Measured from the second burst: the first sits at the very start,
+    // where the encoder's priming frame (before the timeline's origin) is
+    // dropped and the decoder has no overlap to add, which shifts its
+    // centroid.
+    let worst = times[1..]
         .iter()
-        .zip(&bursts)
-        .map(|(got, want)| ((got - onsets[0]) - (want - bursts[0])).abs())
+        .zip(&bursts[1..])
+        .map(|(got, want)| ((got - times[1]) - (want - bursts[1])).abs())
         .fold(0.0, f64::max);
     assert!(worst < 0.040, "worst offset {:.1} ms", worst * 1000.0);
 }
