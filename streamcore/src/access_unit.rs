@@ -1,11 +1,19 @@
-//! Access-unit assembly (ITU-T H.264 7.4.1.2.3), sans-IO.
+//! Access-unit assembly, sans-IO, shared by the codecs.
 //!
 //! NAL units go in one at a time; complete access units (one coded picture
-//! with its parameter sets and SEI) come out. A new access unit starts at an
-//! AUD, SPS, PPS, SEI or prefix NAL that follows a picture's slices, or at a
-//! slice whose `first_mb_in_slice` is 0. The assembler keeps the parameter
-//! sets, reads the first slice header of each picture and computes its
-//! picture order count, so timing downstream can restore display order.
+//! with its parameter sets and SEI) come out. [`Assembler`] does what does
+//! not depend on the codec: it collects the access unit in progress, ends
+//! it where the codec says the next one begins (only once it holds a
+//! picture's slices), reuses emptied NAL lists, keeps the SPS of the last
+//! picture, marks the first picture after a format change, and bounds and
+//! counts. A [`NalSyntax`] is the codec's part: it reads NAL unit headers,
+//! parameter sets and the first slice header of each picture (its picture
+//! order count, so timing downstream can restore display order), and
+//! writes an access unit as the muxer's packet. H.264's is
+//! [`crate::h264::H264Syntax`] (ITU-T H.264 7.4.1.2.3), making
+//! [`AccessUnitAssembler`]; H.265's is [`crate::h265::HevcSyntax`] (ITU-T
+//! H.265 7.4.2.4.4), making [`crate::h265::HevcAssembler`]. Each is its
+//! codec's [`VideoParser`].
 //!
 //! The access unit being collected is bounded in NAL units and bytes: slices
 //! that never start a new picture (or endless SEI) would otherwise pile up.
@@ -14,14 +22,17 @@
 
 use bytes::Bytes;
 
-use crate::h264::{self, nal_type, ParamSets, PocState, SliceHeader, Sps};
+use crate::codec::{TimingHints, VideoCodec, VideoParser};
+use crate::error::{Error, Result};
+use crate::h264::H264Syntax;
 
 /// One coded picture and the non-VCL NAL units that precede it.
 #[derive(Debug, Clone, Default)]
 pub struct AccessUnit {
     /// NAL units without start codes, in stream order.
     pub nals: Vec<Bytes>,
-    /// Contains an IDR slice: decoding can start here.
+    /// Contains an IDR slice (H.265: an IRAP picture's): decoding can start
+    /// here.
     pub keyframe: bool,
     pub has_sps: bool,
     pub has_pps: bool,
@@ -38,29 +49,26 @@ pub struct AccessUnit {
     pub payload_bytes: usize,
 }
 
+/// The Annex-B start code written before each NAL unit.
+pub(crate) const START_CODE: [u8; 4] = [0, 0, 0, 1];
+
 impl AccessUnit {
     /// The access unit as Annex-B bytes: each NAL unit after a 4-byte start
     /// code, in stream order (what a JT/T 1078 frame or a file holds).
     pub fn to_annexb(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.payload_bytes + 4 * self.nals.len());
         for nal in &self.nals {
-            out.extend_from_slice(&[0, 0, 0, 1]);
+            out.extend_from_slice(&START_CODE);
             out.extend_from_slice(nal);
         }
         out
     }
 }
 
-/// Splits a whole Annex-B buffer (a file, a test fixture) into its access
-/// units, in decode order.
+/// Splits a whole H.264 Annex-B buffer (a file, a test fixture) into its
+/// access units, in decode order.
 pub fn split_access_units(annexb: &[u8]) -> Vec<AccessUnit> {
-    let mut asm = AccessUnitAssembler::new();
-    let mut units: Vec<AccessUnit> = crate::annexb::split_nals(annexb)
-        .into_iter()
-        .filter_map(|nal| asm.push(nal, None))
-        .collect();
-    units.extend(asm.flush());
-    units
+    AccessUnitAssembler::split(annexb)
 }
 
 /// Counters of what the assembler could not use.
@@ -82,21 +90,75 @@ pub const DEFAULT_MAX_AU_NALS: usize = 1024;
 /// Default bound on the payload bytes of one access unit.
 pub const DEFAULT_MAX_AU_BYTES: usize = 16 * 1024 * 1024;
 
-/// Groups NAL units into access units.
+/// A codec's part in access-unit assembly: how its NAL units delimit
+/// access units, what its parameter sets and first slice headers say, and
+/// how an access unit is written for the muxer. [`Assembler`] calls it and
+/// does the rest.
+pub trait NalSyntax: Default + std::fmt::Debug + Send {
+    /// The codec, as [`VideoParser::codec`] reports it.
+    const CODEC: VideoCodec;
+    /// What is read of every NAL unit first (its type; for H.265 its layer
+    /// and temporal id too).
+    type Header: Copy;
+    /// A sequence parameter set: the picture format and timing.
+    type Sps: Clone + PartialEq + std::fmt::Debug + Send;
+
+    /// The header of `nal`; `None` when the bytes cannot be a NAL unit of
+    /// this codec (the assembler drops them, counted as orphans).
+    fn header(nal: &[u8]) -> Option<Self::Header>;
+    /// Whether `nal` begins the next access unit. Asked only once the
+    /// access unit in progress holds a picture's slices.
+    fn begins_access_unit(h: Self::Header, nal: &[u8]) -> bool;
+    /// Reads `nal`, about to join `au`, into the parameter-set state, and
+    /// sets the flags of `au` it decides (keyframe, parameter sets, AUD).
+    fn read(&mut self, nal: &Bytes, h: Self::Header, au: &mut AccessUnit) -> NalRead<Self::Sps>;
+    /// Reads the first slice of a picture: its picture order count and the
+    /// SPS it uses.
+    fn first_slice(&mut self, nal: &[u8], h: Self::Header) -> Result<(i64, &Self::Sps)>;
+    /// The access unit in progress was completed or dropped: what the
+    /// syntax keeps per access unit starts over.
+    fn next_access_unit(&mut self) {}
+    /// A decoder must be reset going from pictures of `old` to those of
+    /// `new`.
+    fn changes_format(old: &Self::Sps, new: &Self::Sps) -> bool;
+    /// What `sps` says about timing.
+    fn timing_hints(sps: &Self::Sps) -> TimingHints;
+    /// As [`VideoParser::has_parameter_sets`].
+    fn has_parameter_sets(&self) -> bool;
+    /// As [`VideoParser::write_packet`].
+    fn write_packet(&self, au: &AccessUnit, out: &mut Vec<u8>);
+}
+
+/// What [`NalSyntax::read`] made of a NAL unit.
 #[derive(Debug)]
-pub struct AccessUnitAssembler {
-    current: AccessUnit,
+pub enum NalRead<S> {
+    /// Joins the access unit; nothing more for the assembler to do.
+    Carried,
+    /// A slice of the picture: the access unit's first has its header read.
+    Slice,
+    /// A sequence parameter set, stored in place of `replaced` (the one of
+    /// the same id before it): whether it changes the format is the
+    /// assembler's to track.
+    Sps { replaced: Option<S>, sps: S },
+    /// A parameter set that could not be parsed: dropped and counted.
+    Unusable { kind: &'static str, error: Error },
+}
+
+/// Groups NAL units into access units, with `C` reading them.
+#[derive(Debug)]
+pub struct Assembler<C: NalSyntax> {
+    /// The access unit being collected. Crate-visible for the codec
+    /// modules' unit tests, which check the bounds on it.
+    pub(crate) current: AccessUnit,
     current_has_vcl: bool,
-    params: ParamSets,
-    poc: PocState,
-    active_sps: Option<Sps>,
-    /// Latest SPS and PPS NAL units seen, re-inserted before keyframes
-    /// that lack them (devices often send them once).
-    last_sps_nal: Option<Bytes>,
-    last_pps_nal: Option<Bytes>,
+    syntax: C,
+    /// The SPS of the last picture whose first slice header was read.
+    active_sps: Option<C::Sps>,
+    /// An SPS that changes the format has arrived: the next picture that
+    /// is read is marked.
     pending_format_change: bool,
-    /// Emptied NAL lists handed back by [`AccessUnitAssembler::recycle`],
-    /// so a warm stream builds access units without allocating.
+    /// Emptied NAL lists handed back by [`Assembler::recycle`], so a warm
+    /// stream builds access units without allocating.
     spare_nals: Vec<Vec<Bytes>>,
     stats: AssemblerStats,
     max_nals: usize,
@@ -106,7 +168,10 @@ pub struct AccessUnitAssembler {
     discarding: bool,
 }
 
-impl Default for AccessUnitAssembler {
+/// The H.264 assembler.
+pub type AccessUnitAssembler = Assembler<H264Syntax>;
+
+impl<C: NalSyntax> Default for Assembler<C> {
     fn default() -> Self {
         Self::with_limits(DEFAULT_MAX_AU_NALS, DEFAULT_MAX_AU_BYTES)
     }
@@ -116,7 +181,8 @@ impl Default for AccessUnitAssembler {
 /// depth plus one) rarely exceed this.
 const MAX_SPARE_NAL_LISTS: usize = 8;
 
-impl AccessUnitAssembler {
+impl<C: NalSyntax> Assembler<C> {
+    /// An assembler with the default bounds.
     pub fn new() -> Self {
         Self::default()
     }
@@ -124,14 +190,11 @@ impl AccessUnitAssembler {
     /// An assembler that drops access units of more than `max_nals` NAL
     /// units or `max_bytes` payload bytes.
     pub fn with_limits(max_nals: usize, max_bytes: usize) -> Self {
-        AccessUnitAssembler {
+        Assembler {
             current: AccessUnit::default(),
             current_has_vcl: false,
-            params: ParamSets::default(),
-            poc: PocState::default(),
+            syntax: C::default(),
             active_sps: None,
-            last_sps_nal: None,
-            last_pps_nal: None,
             pending_format_change: false,
             spare_nals: Vec::new(),
             stats: AssemblerStats::default(),
@@ -141,38 +204,46 @@ impl AccessUnitAssembler {
         }
     }
 
+    /// Splits a whole Annex-B buffer (a file, a test fixture) into its
+    /// access units, in decode order.
+    pub fn split(annexb: &[u8]) -> Vec<AccessUnit> {
+        let mut asm = Self::new();
+        let mut units: Vec<AccessUnit> = crate::annexb::split_nals(annexb)
+            .into_iter()
+            .filter_map(|nal| asm.push(nal, None))
+            .collect();
+        units.extend(asm.flush());
+        units
+    }
+
+    /// What could not be used so far.
     pub fn stats(&self) -> AssemblerStats {
         self.stats
     }
 
-    /// The active SPS (of the last completed picture).
-    pub fn active_sps(&self) -> Option<&Sps> {
+    /// The active SPS (of the last picture whose slice header was read).
+    pub fn active_sps(&self) -> Option<&C::Sps> {
         self.active_sps.as_ref()
     }
 
-    /// Cached SPS and PPS NAL units, for keyframes sent without them.
-    pub fn cached_parameter_sets(&self) -> (Option<&Bytes>, Option<&Bytes>) {
-        (self.last_sps_nal.as_ref(), self.last_pps_nal.as_ref())
+    /// The codec's state: its parameter sets.
+    pub(crate) fn syntax(&self) -> &C {
+        &self.syntax
     }
 
-    /// Adds a NAL unit; returns the access unit it completed, if any.
+    /// Adds a NAL unit (without start code); returns the access unit it
+    /// completed, if any.
     pub fn push(&mut self, nal: Bytes, capture_ms: Option<i64>) -> Option<AccessUnit> {
-        let t = h264::nal_unit_type(&nal);
+        let Some(h) = C::header(&nal) else {
+            // Not a NAL unit of this codec (a forbidden header): a decoder
+            // could only choke on it.
+            self.stats.orphan_nals += 1;
+            return None;
+        };
         // While discarding, the dropped picture counts as "had slices": the
         // next picture's first NAL unit ends the discard.
         let had_vcl = self.current_has_vcl || self.discarding;
-        let begins_new = if h264::is_vcl(t) {
-            had_vcl
-                && SliceHeader::first_mb(&nal)
-                    .map(|mb| mb == 0)
-                    .unwrap_or(false)
-        } else {
-            had_vcl
-                && matches!(
-                    t,
-                    nal_type::AUD | nal_type::SPS | nal_type::PPS | nal_type::SEI | 14..=18
-                )
-        };
+        let begins_new = had_vcl && C::begins_access_unit(h, &nal);
         if self.discarding {
             if !begins_new {
                 self.stats.oversize_nals += 1;
@@ -182,33 +253,13 @@ impl AccessUnitAssembler {
         }
         let done = if begins_new { self.take() } else { None };
         if self.current.nals.len() >= self.max_nals
-            || self.current.payload_bytes + nal.len() > self.max_bytes
+            || self.current.payload_bytes.saturating_add(nal.len()) > self.max_bytes
         {
             self.drop_oversize();
             return done;
         }
-        self.add(nal, t, capture_ms);
+        self.add(nal, h, capture_ms);
         done
-    }
-
-    /// Throws the access unit in progress away (with the NAL unit that did
-    /// not fit) and discards until the next one begins.
-    fn drop_oversize(&mut self) {
-        self.stats.oversize_access_units += 1;
-        self.stats.oversize_nals += self.current.nals.len() as u64 + 1;
-        tracing::debug!(
-            nals = self.current.nals.len(),
-            bytes = self.current.payload_bytes,
-            "access unit over the bound dropped"
-        );
-        let next = AccessUnit {
-            nals: self.spare_nals.pop().unwrap_or_default(),
-            ..AccessUnit::default()
-        };
-        let dropped = std::mem::replace(&mut self.current, next);
-        self.recycle_nals(dropped.nals);
-        self.current_has_vcl = false;
-        self.discarding = true;
     }
 
     /// Completes the access unit in progress (end of a frame or stream).
@@ -232,82 +283,77 @@ impl AccessUnitAssembler {
         }
     }
 
-    fn add(&mut self, nal: Bytes, t: u8, capture_ms: Option<i64>) {
+    /// Replaces the access unit in progress with an empty one (on a spare
+    /// NAL list) and returns it.
+    fn replace_current(&mut self) -> AccessUnit {
+        let next = AccessUnit {
+            nals: self.spare_nals.pop().unwrap_or_default(),
+            ..AccessUnit::default()
+        };
+        self.current_has_vcl = false;
+        self.syntax.next_access_unit();
+        std::mem::replace(&mut self.current, next)
+    }
+
+    /// Throws the access unit in progress away (with the NAL unit that did
+    /// not fit) and discards until the next one begins.
+    fn drop_oversize(&mut self) {
+        self.stats.oversize_access_units += 1;
+        self.stats.oversize_nals += self.current.nals.len() as u64 + 1;
+        tracing::debug!(
+            codec = %C::CODEC,
+            nals = self.current.nals.len(),
+            bytes = self.current.payload_bytes,
+            "access unit over the bound dropped"
+        );
+        let dropped = self.replace_current();
+        self.recycle_nals(dropped.nals);
+        self.discarding = true;
+    }
+
+    fn add(&mut self, nal: Bytes, h: C::Header, capture_ms: Option<i64>) {
         if self.current.nals.is_empty() || self.current.capture_ms.is_none() {
             self.current.capture_ms = capture_ms;
         }
-        match t {
-            nal_type::SPS => match h264::Sps::parse(&nal) {
-                Ok(sps) => {
-                    self.current.has_sps = true;
-                    cache_parameter_set(&mut self.last_sps_nal, &nal);
-                    if let Some(old) = self.params.put_sps(sps.clone()) {
-                        if old.changes_format(&sps) {
-                            self.pending_format_change = true;
-                        }
-                    } else if let Some(active) = &self.active_sps {
-                        if active.changes_format(&sps) {
-                            self.pending_format_change = true;
-                        }
-                    }
-                }
-                Err(e) => {
-                    self.stats.bad_parameter_sets += 1;
-                    tracing::warn!(error = %e, "dropping unparsable SPS");
-                    return;
-                }
-            },
-            nal_type::PPS => match h264::Pps::parse(&nal) {
-                Ok(pps) => {
-                    self.current.has_pps = true;
-                    cache_parameter_set(&mut self.last_pps_nal, &nal);
-                    self.params.put_pps(pps);
-                }
-                Err(e) => {
-                    self.stats.bad_parameter_sets += 1;
-                    tracing::warn!(error = %e, "dropping unparsable PPS");
-                    return;
-                }
-            },
-            nal_type::AUD => self.current.has_aud = true,
-            _ if h264::is_vcl(t) => {
+        match self.syntax.read(&nal, h, &mut self.current) {
+            NalRead::Carried => {}
+            NalRead::Slice => {
                 if !self.current_has_vcl {
                     self.current_has_vcl = true;
-                    self.read_first_slice(&nal);
-                }
-                if t == nal_type::IDR {
-                    self.current.keyframe = true;
+                    self.read_first_slice(&nal, h);
                 }
             }
-            _ => {}
+            NalRead::Sps { replaced, sps } => {
+                // Against the SPS of the same id, or else the active one: a
+                // stream may switch SPS ids along with the format.
+                if let Some(old) = replaced.as_ref().or(self.active_sps.as_ref()) {
+                    if C::changes_format(old, &sps) {
+                        self.pending_format_change = true;
+                    }
+                }
+            }
+            NalRead::Unusable { kind, error } => {
+                self.stats.bad_parameter_sets += 1;
+                tracing::warn!(codec = %C::CODEC, error = %error, "dropping unparsable {kind}");
+                return;
+            }
         }
         self.current.payload_bytes += nal.len();
         self.current.nals.push(nal);
     }
 
-    fn read_first_slice(&mut self, nal: &[u8]) {
-        let parsed = SliceHeader::parse(nal, &self.params).and_then(|sh| {
-            let pps = self
-                .params
-                .pps(sh.pps_id)
-                .expect("checked by SliceHeader::parse");
-            let sps = self
-                .params
-                .sps(pps.sps_id)
-                .expect("checked by SliceHeader::parse");
-            let poc = self.poc.compute(sps, &sh)?;
-            Ok((poc, sps.clone()))
-        });
-        match parsed {
+    fn read_first_slice(&mut self, nal: &[u8], h: C::Header) {
+        match self.syntax.first_slice(nal, h) {
             Ok((poc, sps)) => {
                 self.current.poc = Some(poc);
                 if let Some(active) = &self.active_sps {
-                    if active.changes_format(&sps) {
+                    if C::changes_format(active, sps) {
                         self.pending_format_change = true;
                     }
                 }
-                if self.active_sps.as_ref() != Some(&sps) {
-                    self.active_sps = Some(sps);
+                // Cloned only when it changed.
+                if self.active_sps.as_ref() != Some(sps) {
+                    self.active_sps = Some(sps.clone());
                 }
                 if self.pending_format_change {
                     self.current.format_change = true;
@@ -316,7 +362,11 @@ impl AccessUnitAssembler {
             }
             Err(e) => {
                 self.stats.bad_slice_headers += 1;
-                tracing::debug!(error = %e, "slice header unreadable (no parameter sets yet?)");
+                tracing::debug!(
+                    codec = %C::CODEC,
+                    error = %e,
+                    "slice header unreadable (no parameter sets yet?)"
+                );
             }
         }
     }
@@ -325,12 +375,8 @@ impl AccessUnitAssembler {
         if self.current.nals.is_empty() {
             return None;
         }
-        let has_vcl = std::mem::replace(&mut self.current_has_vcl, false);
-        let next = AccessUnit {
-            nals: self.spare_nals.pop().unwrap_or_default(),
-            ..AccessUnit::default()
-        };
-        let au = std::mem::replace(&mut self.current, next);
+        let has_vcl = self.current_has_vcl;
+        let au = self.replace_current();
         if !has_vcl {
             // Parameter sets or SEI with no picture after them: keep the
             // parameter sets (already cached), drop the rest.
@@ -343,9 +389,67 @@ impl AccessUnitAssembler {
     }
 }
 
+impl<C: NalSyntax> VideoParser for Assembler<C> {
+    fn codec(&self) -> VideoCodec {
+        C::CODEC
+    }
+
+    fn push(&mut self, nal: Bytes, capture_ms: Option<i64>) -> Option<AccessUnit> {
+        Assembler::push(self, nal, capture_ms)
+    }
+
+    fn flush(&mut self) -> Option<AccessUnit> {
+        Assembler::flush(self)
+    }
+
+    fn recycle(&mut self, au: AccessUnit) {
+        Assembler::recycle(self, au)
+    }
+
+    fn has_parameter_sets(&self) -> bool {
+        self.syntax.has_parameter_sets()
+    }
+
+    fn timing_hints(&self) -> TimingHints {
+        self.active_sps
+            .as_ref()
+            .map(C::timing_hints)
+            .unwrap_or_default()
+    }
+
+    fn write_packet(&self, au: &AccessUnit, out: &mut Vec<u8>) {
+        self.syntax.write_packet(au, out)
+    }
+
+    fn stats(&self) -> AssemblerStats {
+        self.stats
+    }
+}
+
+/// Reads a parameter set NAL unit for a [`NalSyntax::read`]: when `parse`
+/// accepts it, keeps its bytes in `cache` (the latest of its kind, for
+/// keyframes sent without it) and returns what `store` makes of the set;
+/// else it is unusable.
+pub(crate) fn read_parameter_set<T, S>(
+    nal: &Bytes,
+    kind: &'static str,
+    parse: fn(&[u8]) -> Result<T>,
+    cache: &mut Option<Bytes>,
+    store: impl FnOnce(T) -> NalRead<S>,
+) -> NalRead<S> {
+    match parse(nal) {
+        Ok(set) => {
+            cache_parameter_set(cache, nal);
+            store(set)
+        }
+        Err(error) => NalRead::Unusable { kind, error },
+    }
+}
+
 /// Keeps a copy of a parameter set NAL unit, made only when it changed: a
 /// slice of the framer's buffer would pin that whole buffer until the next
-/// parameter set arrives, and devices repeat identical ones at every IDR.
+/// parameter set arrives, and devices repeat identical ones at every
+/// keyframe.
 fn cache_parameter_set(cache: &mut Option<Bytes>, nal: &Bytes) {
     if cache.as_deref() != Some(&nal[..]) {
         *cache = Some(Bytes::copy_from_slice(nal));

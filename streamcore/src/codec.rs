@@ -6,14 +6,14 @@
 //! boundaries, keyframes, picture order count, format changes), remembers
 //! the parameter sets, tells the timeline what they say about timing
 //! ([`TimingHints`]), and writes an access unit as the packet the muxer
-//! wants. H.264 ([`crate::access_unit::AccessUnitAssembler`], ITU-T H.264
-//! 7.4.1.2.3) and H.265 ([`crate::h265::HevcAssembler`], ITU-T H.265
-//! 7.4.2.4.4) implement it.
+//! wants. One implementation serves both codecs:
+//! [`crate::access_unit::Assembler`], with H.264's syntax
+//! ([`crate::access_unit::AccessUnitAssembler`], ITU-T H.264 7.4.1.2.3) or
+//! H.265's ([`crate::h265::HevcAssembler`], ITU-T H.265 7.4.2.4.4).
 
 use bytes::Bytes;
 
 use crate::access_unit::{AccessUnit, AccessUnitAssembler, AssemblerStats};
-use crate::h264::{self, nal_type};
 use crate::time::Dur90k;
 
 /// A video codec the pipeline handles. Its name (`h264`, `h265`) is what
@@ -99,68 +99,6 @@ pub fn parser(codec: VideoCodec, max_au_nals: usize, max_au_bytes: usize) -> Box
             max_au_nals,
             max_au_bytes,
         )),
-    }
-}
-
-const START_CODE: [u8; 4] = [0, 0, 0, 1];
-const H264_AUD: [u8; 6] = [0, 0, 0, 1, nal_type::AUD, 0xf0];
-
-impl VideoParser for AccessUnitAssembler {
-    fn codec(&self) -> VideoCodec {
-        VideoCodec::H264
-    }
-
-    fn push(&mut self, nal: Bytes, capture_ms: Option<i64>) -> Option<AccessUnit> {
-        AccessUnitAssembler::push(self, nal, capture_ms)
-    }
-
-    fn flush(&mut self) -> Option<AccessUnit> {
-        AccessUnitAssembler::flush(self)
-    }
-
-    fn recycle(&mut self, au: AccessUnit) {
-        AccessUnitAssembler::recycle(self, au)
-    }
-
-    fn has_parameter_sets(&self) -> bool {
-        self.cached_parameter_sets().0.is_some()
-    }
-
-    fn timing_hints(&self) -> TimingHints {
-        self.active_sps()
-            .map(|sps| TimingHints {
-                nominal_frame: sps.nominal_frame_duration(),
-                reorder_depth: sps.reorder_depth(),
-            })
-            .unwrap_or_default()
-    }
-
-    fn write_packet(&self, au: &AccessUnit, out: &mut Vec<u8>) {
-        out.clear();
-        // Our own AUD: libavformat would otherwise copy the packet to
-        // insert one.
-        out.extend_from_slice(&H264_AUD);
-        let insert_params = au.keyframe && !(au.has_sps && au.has_pps);
-        if insert_params {
-            if let (Some(sps), Some(pps)) = self.cached_parameter_sets() {
-                for nal in [sps, pps] {
-                    out.extend_from_slice(&START_CODE);
-                    out.extend_from_slice(nal);
-                }
-            }
-        }
-        for nal in &au.nals {
-            let t = h264::nal_unit_type(nal);
-            if t == nal_type::AUD || (insert_params && (t == nal_type::SPS || t == nal_type::PPS)) {
-                continue;
-            }
-            out.extend_from_slice(&START_CODE);
-            out.extend_from_slice(nal);
-        }
-    }
-
-    fn stats(&self) -> AssemblerStats {
-        AccessUnitAssembler::stats(self)
     }
 }
 

@@ -5,8 +5,9 @@
 //! scaling_list_data 7.3.4, st_ref_pic_set 7.3.7 and VUI timing E.2.1 read
 //! only to get past them), the slice segment header up to
 //! `slice_pic_order_cnt_lsb` (7.3.6.1), picture order count (8.3.1), and
-//! [`HevcAssembler`], the [`VideoParser`] for H.265 (access units per
-//! 7.4.2.4.4).
+//! [`HevcSyntax`], H.265's part in access-unit assembly (7.4.2.4.4) for
+//! [`HevcAssembler`], the [`VideoParser`](crate::codec::VideoParser) for
+//! H.265, which also writes the muxer's packets.
 //!
 //! The RBSP is read through H.264's [`BitReader`]: emulation prevention is
 //! the same in both standards (7.4.2). Everything here reads untrusted
@@ -16,8 +17,13 @@
 
 use bytes::Bytes;
 
-use crate::access_unit::{AccessUnit, AssemblerStats, DEFAULT_MAX_AU_BYTES, DEFAULT_MAX_AU_NALS};
-use crate::codec::{TimingHints, VideoCodec, VideoParser};
+use crate::access_unit::{
+    read_parameter_set, AccessUnit, Assembler, NalRead, NalSyntax, START_CODE,
+};
+use crate::codec::{TimingHints, VideoCodec};
+// The unit tests drive the assembler through the trait, as the stream does.
+#[cfg(test)]
+use crate::codec::VideoParser;
 use crate::error::{Error, Result};
 use crate::h264::BitReader;
 use crate::time::Dur90k;
@@ -749,132 +755,56 @@ impl PocState {
 /// Splits a whole H.265 Annex-B buffer (a file, a test fixture) into its
 /// access units, in decode order.
 pub fn split_access_units(annexb: &[u8]) -> Vec<AccessUnit> {
-    let mut asm = HevcAssembler::new();
-    let mut units: Vec<AccessUnit> = crate::annexb::split_nals(annexb)
-        .into_iter()
-        .filter_map(|nal| asm.push(nal, None))
-        .collect();
-    units.extend(asm.flush());
-    units
+    HevcAssembler::split(annexb)
 }
 
-/// Emptied NAL lists kept for reuse (as in the H.264 assembler): the frames
-/// in flight at once (reorder depth plus one) rarely exceed this.
-const MAX_SPARE_NAL_LISTS: usize = 8;
-
-/// Groups H.265 NAL units into access units (7.4.2.4.4), with the same
-/// bounds and counters as H.264's [`crate::access_unit::AccessUnitAssembler`]:
-/// an access unit over `max_nals` NAL units or `max_bytes` bytes is dropped
-/// and counted, and NAL units are discarded until the next one begins.
+/// The H.265 assembler: groups NAL units into access units (7.4.2.4.4),
+/// bounded and counted as [`Assembler`] does for both codecs.
 ///
 /// Only the base layer (`nuh_layer_id` 0) is parsed and delimits access
 /// units; NAL units of other layers ride along in the access unit.
-#[derive(Debug)]
-pub struct HevcAssembler {
-    current: AccessUnit,
-    current_has_vcl: bool,
+pub type HevcAssembler = Assembler<HevcSyntax>;
+
+/// H.265's part in access-unit assembly (7.4.2.4.4): the parameter sets by
+/// id, the POC state, and the latest VPS, SPS and PPS NAL units,
+/// re-inserted before keyframes that lack them.
+#[derive(Debug, Default)]
+pub struct HevcSyntax {
+    params: ParamSets,
+    poc: PocState,
     /// The access unit in progress carries a VPS / an SPS; `has_sps` is set
     /// only with both, so that a keyframe lacking either gets the cached
     /// ones.
     current_has_vps: bool,
     current_has_sps: bool,
-    params: ParamSets,
-    poc: PocState,
-    active_sps: Option<Sps>,
-    /// Latest VPS, SPS and PPS NAL units seen, re-inserted before
-    /// keyframes that lack them.
     last_vps_nal: Option<Bytes>,
     last_sps_nal: Option<Bytes>,
     last_pps_nal: Option<Bytes>,
-    pending_format_change: bool,
-    spare_nals: Vec<Vec<Bytes>>,
-    stats: AssemblerStats,
-    max_nals: usize,
-    max_bytes: usize,
-    /// The access unit in progress outgrew the bounds: its remaining NAL
-    /// units are discarded until the next access unit begins.
-    discarding: bool,
-}
-
-impl Default for HevcAssembler {
-    fn default() -> Self {
-        Self::with_limits(DEFAULT_MAX_AU_NALS, DEFAULT_MAX_AU_BYTES)
-    }
 }
 
 /// Our access-unit delimiter: type 35, layer 0, temporal id 0, pic_type 2
 /// (any slice type), then the RBSP stop bit.
 const HEVC_AUD: [u8; 7] = [0, 0, 0, 1, 0x46, 0x01, 0x50];
-const START_CODE: [u8; 4] = [0, 0, 0, 1];
 
-impl HevcAssembler {
-    /// An assembler with the default bounds.
-    pub fn new() -> Self {
-        Self::default()
+impl NalSyntax for HevcSyntax {
+    const CODEC: VideoCodec = VideoCodec::H265;
+    type Header = NalHeader;
+    type Sps = Sps;
+
+    fn header(nal: &[u8]) -> Option<NalHeader> {
+        NalHeader::parse(nal)
     }
 
-    /// An assembler that drops access units of more than `max_nals` NAL
-    /// units or `max_bytes` payload bytes.
-    pub fn with_limits(max_nals: usize, max_bytes: usize) -> Self {
-        HevcAssembler {
-            current: AccessUnit::default(),
-            current_has_vcl: false,
-            current_has_vps: false,
-            current_has_sps: false,
-            params: ParamSets::default(),
-            poc: PocState::default(),
-            active_sps: None,
-            last_vps_nal: None,
-            last_sps_nal: None,
-            last_pps_nal: None,
-            pending_format_change: false,
-            spare_nals: Vec::new(),
-            stats: AssemblerStats::default(),
-            max_nals: max_nals.max(1),
-            max_bytes: max_bytes.max(1),
-            discarding: false,
-        }
-    }
-
-    /// What could not be used so far.
-    pub fn stats(&self) -> AssemblerStats {
-        self.stats
-    }
-
-    /// The active SPS (of the last picture whose slice header was read).
-    pub fn active_sps(&self) -> Option<&Sps> {
-        self.active_sps.as_ref()
-    }
-
-    /// Cached VPS, SPS and PPS NAL units, for keyframes sent without them.
-    pub fn cached_parameter_sets(&self) -> [Option<&Bytes>; 3] {
-        [
-            self.last_vps_nal.as_ref(),
-            self.last_sps_nal.as_ref(),
-            self.last_pps_nal.as_ref(),
-        ]
-    }
-
-    /// Adds a NAL unit (without start code); returns the access unit it
-    /// completed, if any.
-    pub fn push(&mut self, nal: Bytes, capture_ms: Option<i64>) -> Option<AccessUnit> {
-        let Some(h) = NalHeader::parse(&nal) else {
-            // Not an H.265 NAL unit (a forbidden header): a decoder could
-            // only choke on it.
-            self.stats.orphan_nals += 1;
-            return None;
-        };
-        let t = h.nal_type;
-        // While discarding, the dropped picture counts as "had slices": the
-        // next picture's first NAL unit ends the discard.
-        let had_vcl = self.current_has_vcl || self.discarding;
-        let begins_new = had_vcl
-            && h.layer_id == 0
-            && if is_vcl(t) {
-                SliceHeader::first_in_picture(&nal)
+    /// A base-layer VPS, SPS, PPS, AUD, prefix SEI or reserved type
+    /// 41..=44 or 48..=55, or the first slice segment of a base-layer
+    /// picture.
+    fn begins_access_unit(h: NalHeader, nal: &[u8]) -> bool {
+        h.layer_id == 0
+            && if is_vcl(h.nal_type) {
+                SliceHeader::first_in_picture(nal)
             } else {
                 matches!(
-                    t,
+                    h.nal_type,
                     nal_type::VPS
                         | nal_type::SPS
                         | nal_type::PPS
@@ -883,234 +813,99 @@ impl HevcAssembler {
                         | 41..=44
                         | 48..=55
                 )
-            };
-        if self.discarding {
-            if !begins_new {
-                self.stats.oversize_nals += 1;
-                return None;
             }
-            self.discarding = false;
-        }
-        let done = if begins_new { self.take() } else { None };
-        if self.current.nals.len() >= self.max_nals
-            || self.current.payload_bytes.saturating_add(nal.len()) > self.max_bytes
-        {
-            self.drop_oversize();
-            return done;
-        }
-        self.add(nal, h, capture_ms);
-        done
     }
 
-    /// Completes the access unit in progress (end of a frame or stream).
-    pub fn flush(&mut self) -> Option<AccessUnit> {
-        self.discarding = false;
-        self.take()
-    }
-
-    /// Hands back an access unit that has been used up, so its NAL list
-    /// can be reused.
-    pub fn recycle(&mut self, au: AccessUnit) {
-        self.recycle_nals(au.nals);
-    }
-
-    fn recycle_nals(&mut self, mut nals: Vec<Bytes>) {
-        if self.spare_nals.len() < MAX_SPARE_NAL_LISTS && nals.capacity() > 0 {
-            nals.clear();
-            self.spare_nals.push(nals);
-        }
-    }
-
-    /// Replaces the access unit in progress with an empty one.
-    fn replace_current(&mut self) -> AccessUnit {
-        let next = AccessUnit {
-            nals: self.spare_nals.pop().unwrap_or_default(),
-            ..AccessUnit::default()
-        };
-        self.current_has_vps = false;
-        self.current_has_sps = false;
-        std::mem::replace(&mut self.current, next)
-    }
-
-    fn drop_oversize(&mut self) {
-        self.stats.oversize_access_units += 1;
-        self.stats.oversize_nals += self.current.nals.len() as u64 + 1;
-        tracing::debug!(
-            nals = self.current.nals.len(),
-            bytes = self.current.payload_bytes,
-            "HEVC access unit over the bound dropped"
-        );
-        let dropped = self.replace_current();
-        self.recycle_nals(dropped.nals);
-        self.current_has_vcl = false;
-        self.discarding = true;
-    }
-
-    fn add(&mut self, nal: Bytes, h: NalHeader, capture_ms: Option<i64>) {
-        if self.current.nals.is_empty() || self.current.capture_ms.is_none() {
-            self.current.capture_ms = capture_ms;
-        }
+    // Per NAL unit: inlined into the assembler's loop, where the returned
+    // `NalRead` folds away (as a call, callgrind counted ~30 more
+    // instructions per access unit).
+    #[inline]
+    fn read(&mut self, nal: &Bytes, h: NalHeader, au: &mut AccessUnit) -> NalRead<Sps> {
         // Parameter sets and slices of other layers have other syntax
         // (F.7.3): they are carried, not read.
-        if h.layer_id == 0 && !self.read_nal(&nal, h) {
-            return;
+        if h.layer_id != 0 {
+            return NalRead::Carried;
         }
-        self.current.has_sps = self.current_has_vps && self.current_has_sps;
-        self.current.payload_bytes += nal.len();
-        self.current.nals.push(nal);
-    }
-
-    /// Reads a base-layer NAL unit into the state; false when it is an
-    /// unusable parameter set, to be dropped.
-    fn read_nal(&mut self, nal: &Bytes, h: NalHeader) -> bool {
-        match h.nal_type {
-            nal_type::VPS => match Vps::parse(nal) {
-                Ok(vps) => {
+        let read = match h.nal_type {
+            nal_type::VPS => {
+                read_parameter_set(nal, "VPS", Vps::parse, &mut self.last_vps_nal, |vps| {
                     self.current_has_vps = true;
-                    cache_parameter_set(&mut self.last_vps_nal, nal);
                     self.params.put_vps(vps);
-                }
-                Err(e) => return self.bad_parameter_set("VPS", e),
-            },
-            nal_type::SPS => match Sps::parse(nal) {
-                Ok(sps) => {
+                    NalRead::Carried
+                })
+            }
+            nal_type::SPS => {
+                read_parameter_set(nal, "SPS", Sps::parse, &mut self.last_sps_nal, |sps| {
                     self.current_has_sps = true;
-                    cache_parameter_set(&mut self.last_sps_nal, nal);
-                    let before = self.params.put_sps(sps.clone());
-                    if let Some(old) = before.as_ref().or(self.active_sps.as_ref()) {
-                        if old.changes_format(&sps) {
-                            self.pending_format_change = true;
-                        }
-                    }
-                }
-                Err(e) => return self.bad_parameter_set("SPS", e),
-            },
-            nal_type::PPS => match Pps::parse(nal) {
-                Ok(pps) => {
-                    self.current.has_pps = true;
-                    cache_parameter_set(&mut self.last_pps_nal, nal);
+                    let replaced = self.params.put_sps(sps.clone());
+                    NalRead::Sps { replaced, sps }
+                })
+            }
+            nal_type::PPS => {
+                read_parameter_set(nal, "PPS", Pps::parse, &mut self.last_pps_nal, |pps| {
+                    au.has_pps = true;
                     self.params.put_pps(pps);
-                }
-                Err(e) => return self.bad_parameter_set("PPS", e),
-            },
-            nal_type::AUD => self.current.has_aud = true,
+                    NalRead::Carried
+                })
+            }
+            nal_type::AUD => {
+                au.has_aud = true;
+                NalRead::Carried
+            }
             // After the end of a sequence or bitstream the next picture
             // starts one.
-            nal_type::EOS | nal_type::EOB => self.poc.end_of_sequence(),
+            nal_type::EOS | nal_type::EOB => {
+                self.poc.end_of_sequence();
+                NalRead::Carried
+            }
             t if is_vcl(t) => {
-                if !self.current_has_vcl {
-                    self.current_has_vcl = true;
-                    self.read_first_slice(nal, h);
-                }
                 if is_irap(t) {
-                    self.current.keyframe = true;
+                    au.keyframe = true;
                 }
+                NalRead::Slice
             }
-            _ => {}
+            _ => NalRead::Carried,
+        };
+        au.has_sps = self.current_has_vps && self.current_has_sps;
+        read
+    }
+
+    // Per picture, inlined for the same reason as `read`.
+    #[inline]
+    fn first_slice(&mut self, nal: &[u8], h: NalHeader) -> Result<(i64, &Sps)> {
+        let sh = SliceHeader::parse(nal, &self.params)?;
+        if sh.dependent_slice_segment {
+            return Err(bad(
+                "slice header",
+                "picture begins with a dependent slice segment",
+            ));
         }
-        true
+        let sps = self
+            .params
+            .pps(sh.pps_id)
+            .and_then(|pps| self.params.sps(pps.sps_id))
+            .ok_or_else(|| bad("slice header", "parameter sets vanished"))?;
+        Ok((self.poc.compute(sps, &sh, h.temporal_id), sps))
     }
 
-    fn bad_parameter_set(&mut self, kind: &str, e: Error) -> bool {
-        self.stats.bad_parameter_sets += 1;
-        tracing::warn!(error = %e, "dropping unparsable HEVC {kind}");
-        false
+    fn next_access_unit(&mut self) {
+        self.current_has_vps = false;
+        self.current_has_sps = false;
     }
 
-    fn read_first_slice(&mut self, nal: &[u8], h: NalHeader) {
-        let parsed = SliceHeader::parse(nal, &self.params).and_then(|sh| {
-            if sh.dependent_slice_segment {
-                return Err(bad(
-                    "slice header",
-                    "picture begins with a dependent slice segment",
-                ));
-            }
-            let sps = self
-                .params
-                .pps(sh.pps_id)
-                .and_then(|pps| self.params.sps(pps.sps_id))
-                .ok_or_else(|| bad("slice header", "parameter sets vanished"))?;
-            Ok((self.poc.compute(sps, &sh, h.temporal_id), sps.clone()))
-        });
-        match parsed {
-            Ok((poc, sps)) => {
-                self.current.poc = Some(poc);
-                if let Some(active) = &self.active_sps {
-                    if active.changes_format(&sps) {
-                        self.pending_format_change = true;
-                    }
-                }
-                if self.active_sps.as_ref() != Some(&sps) {
-                    self.active_sps = Some(sps);
-                }
-                if self.pending_format_change {
-                    self.current.format_change = true;
-                    self.pending_format_change = false;
-                }
-            }
-            Err(e) => {
-                self.stats.bad_slice_headers += 1;
-                tracing::debug!(error = %e, "HEVC slice header unreadable (no parameter sets yet?)");
-            }
+    fn changes_format(old: &Sps, new: &Sps) -> bool {
+        old.changes_format(new)
+    }
+
+    fn timing_hints(sps: &Sps) -> TimingHints {
+        TimingHints {
+            nominal_frame: sps.nominal_frame_duration(),
+            reorder_depth: sps.reorder_depth(),
         }
-    }
-
-    fn take(&mut self) -> Option<AccessUnit> {
-        if self.current.nals.is_empty() {
-            return None;
-        }
-        let has_vcl = std::mem::replace(&mut self.current_has_vcl, false);
-        let au = self.replace_current();
-        if !has_vcl {
-            // Parameter sets or SEI with no picture after them: the
-            // parameter sets are cached, the rest is dropped.
-            self.stats.orphan_nals += au.nals.len() as u64;
-            self.recycle_nals(au.nals);
-            return None;
-        }
-        self.stats.access_units += 1;
-        Some(au)
-    }
-}
-
-/// Keeps a copy of a parameter set NAL unit, made only when it changed (a
-/// slice would pin the framer's whole buffer, and encoders repeat identical
-/// parameter sets at every keyframe).
-fn cache_parameter_set(cache: &mut Option<Bytes>, nal: &Bytes) {
-    if cache.as_deref() != Some(&nal[..]) {
-        *cache = Some(Bytes::copy_from_slice(nal));
-    }
-}
-
-impl VideoParser for HevcAssembler {
-    fn codec(&self) -> VideoCodec {
-        VideoCodec::H265
-    }
-
-    fn push(&mut self, nal: Bytes, capture_ms: Option<i64>) -> Option<AccessUnit> {
-        HevcAssembler::push(self, nal, capture_ms)
-    }
-
-    fn flush(&mut self) -> Option<AccessUnit> {
-        HevcAssembler::flush(self)
-    }
-
-    fn recycle(&mut self, au: AccessUnit) {
-        HevcAssembler::recycle(self, au)
     }
 
     fn has_parameter_sets(&self) -> bool {
         self.cached_parameter_sets().iter().all(Option::is_some)
-    }
-
-    fn timing_hints(&self) -> TimingHints {
-        self.active_sps
-            .as_ref()
-            .map(|sps| TimingHints {
-                nominal_frame: sps.nominal_frame_duration(),
-                reorder_depth: sps.reorder_depth(),
-            })
-            .unwrap_or_default()
     }
 
     fn write_packet(&self, au: &AccessUnit, out: &mut Vec<u8>) {
@@ -1150,9 +945,23 @@ impl VideoParser for HevcAssembler {
             out.extend_from_slice(nal);
         }
     }
+}
 
-    fn stats(&self) -> AssemblerStats {
-        HevcAssembler::stats(self)
+impl HevcSyntax {
+    /// Cached VPS, SPS and PPS NAL units, for keyframes sent without them.
+    fn cached_parameter_sets(&self) -> [Option<&Bytes>; 3] {
+        [
+            self.last_vps_nal.as_ref(),
+            self.last_sps_nal.as_ref(),
+            self.last_pps_nal.as_ref(),
+        ]
+    }
+}
+
+impl HevcAssembler {
+    /// Cached VPS, SPS and PPS NAL units, for keyframes sent without them.
+    pub fn cached_parameter_sets(&self) -> [Option<&Bytes>; 3] {
+        self.syntax().cached_parameter_sets()
     }
 }
 

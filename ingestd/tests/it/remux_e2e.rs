@@ -398,7 +398,8 @@ async fn audio_and_h265_from_a_device_become_hls() {
     app.shutdown().await;
     let ch1 = metrics.stream("013912345678_1").unwrap();
     assert_eq!(ch1.remux.audio_rejected, 0, "{ch1:?}");
-    assert!(ch1.remux.audio_frames_muxed > 250, "{ch1:?}");
+    // 10 s of audio in AAC frames of 1024 samples at 8 kHz: about 78.
+    assert!(ch1.remux.audio_frames_muxed >= 70, "{ch1:?}");
     assert_eq!(ch1.remux.frames_muxed, video.len() as u64, "{ch1:?}");
     let rendered = metrics.render(0, 0);
     assert!(

@@ -37,18 +37,6 @@ fn remux_file(input: &Path) -> (tempfile::TempDir, StreamStats) {
     (dir, s.stats())
 }
 
-fn output(cmd: &mut Command) -> String {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e} (install ffmpeg)"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// Decodes with `-xerror` (stop at the first error); returns what ffmpeg
 /// printed at `-v error` (empty when clean).
 fn strict_decode_errors(input: &Path) -> String {
@@ -64,28 +52,6 @@ fn strict_decode_errors(input: &Path) -> String {
     } else {
         format!("exit {}: {err}", out.status)
     }
-}
-
-/// Codec names ffprobe reports for a file's streams (listed once per
-/// program too).
-fn codec_names(input: &Path) -> Vec<String> {
-    output(
-        Command::new("ffprobe")
-            .args([
-                "-v",
-                "error",
-                "-show_entries",
-                "stream=codec_name",
-                "-of",
-                "csv=p=0",
-            ])
-            .arg(input),
-    )
-    .lines()
-    .map(str::trim)
-    .filter(|l| !l.is_empty())
-    .map(str::to_string)
-    .collect()
 }
 
 /// The stream types of the first PMT of a TS file (ISO/IEC 13818-1 2.4.4.8).
@@ -117,22 +83,11 @@ fn pmt_stream_types(ts: &[u8], pmt_pid: u16) -> Vec<u8> {
 
 /// (pts, dts) of every video packet, in decode order.
 fn pts_dts(input: &Path) -> Vec<(i64, i64)> {
-    output(
-        Command::new("ffprobe")
-            .args([
-                "-v",
-                "error",
-                "-select_streams",
-                "v",
-                "-show_entries",
-                "packet=pts,dts",
-                "-of",
-                "csv=p=0",
-            ])
-            .arg(input),
+    ffprobe_csv(
+        input,
+        &["-select_streams", "v", "-show_entries", "packet=pts,dts"],
     )
-    .lines()
-    .filter(|l| !l.trim().is_empty())
+    .iter()
     .map(|l| {
         let mut f = l.split(',');
         let mut next = |what| f.next().and_then(|v| v.parse().ok()).expect(what);
@@ -143,22 +98,11 @@ fn pts_dts(input: &Path) -> Vec<(i64, i64)> {
 
 /// PTS of every decoded frame, in display (output) order.
 fn frame_pts(input: &Path) -> Vec<i64> {
-    output(
-        Command::new("ffprobe")
-            .args([
-                "-v",
-                "error",
-                "-select_streams",
-                "v",
-                "-show_entries",
-                "frame=pts",
-                "-of",
-                "csv=p=0",
-            ])
-            .arg(input),
+    ffprobe_csv(
+        input,
+        &["-select_streams", "v", "-show_entries", "frame=pts"],
     )
-    .lines()
-    .filter(|l| !l.trim().is_empty())
+    .iter()
     .map(|l| l.split(',').next().unwrap().parse().expect("frame pts"))
     .collect()
 }
@@ -327,22 +271,10 @@ fn hevc_poc_and_keyframes_match_ffmpeg() {
             .collect();
         assert_eq!(ours, lsbs, "{name}: POC LSBs in decode order");
 
-        let flags: Vec<bool> = output(
-            Command::new("ffprobe")
-                .args([
-                    "-v",
-                    "error",
-                    "-show_entries",
-                    "packet=flags",
-                    "-of",
-                    "csv=p=0",
-                ])
-                .arg(&source),
-        )
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| l.starts_with('K'))
-        .collect();
+        let flags: Vec<bool> = ffprobe_csv(&source, &["-show_entries", "packet=flags"])
+            .iter()
+            .map(|l| l.starts_with('K'))
+            .collect();
         let keyframes: Vec<bool> = units.iter().map(|u| u.keyframe).collect();
         assert_eq!(keyframes, flags, "{name}: keyframes");
     }

@@ -85,31 +85,53 @@ pub fn frame_md5s(input: &Path) -> Vec<String> {
         .collect()
 }
 
+/// The lines (trimmed, blank ones left out) of
+/// `ffprobe -v error ARGS -of csv=p=0 INPUT`, where `args` name the entries
+/// (`-show_entries ...`) and optionally the streams (`-select_streams ...`).
+pub fn ffprobe_csv(input: &Path, args: &[&str]) -> Vec<String> {
+    let (out, _) = run(Command::new("ffprobe")
+        .args(["-v", "error"])
+        .args(args)
+        .args(["-of", "csv=p=0"])
+        .arg(input));
+    out.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Codec names ffprobe reports for a file's streams (listed once per
+/// program too).
+pub fn codec_names(input: &Path) -> Vec<String> {
+    ffprobe_csv(input, &["-show_entries", "stream=codec_name"])
+        .iter()
+        .map(|l| l.trim_end_matches(',').to_string())
+        .filter(|l| !l.is_empty())
+        .collect()
+}
+
 /// (pts, duration, keyframe) of every video packet of a file, per ffprobe.
 pub fn packets(input: &Path) -> Vec<(i64, i64, bool)> {
-    let (out, _) = run(Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
+    ffprobe_csv(
+        input,
+        &[
             "-select_streams",
             "v",
             "-show_entries",
             "packet=pts,duration,flags",
-            "-of",
-            "csv=p=0",
-        ])
-        .arg(input));
-    out.lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| {
-            let f: Vec<&str> = l.split(',').collect();
-            (
-                f[0].parse().expect("pts"),
-                f[1].parse().unwrap_or(0),
-                f.get(2).is_some_and(|s| s.starts_with('K')),
-            )
-        })
-        .collect()
+        ],
+    )
+    .iter()
+    .map(|l| {
+        let f: Vec<&str> = l.split(',').collect();
+        (
+            f[0].parse().expect("pts"),
+            f[1].parse().unwrap_or(0),
+            f.get(2).is_some_and(|s| s.starts_with('K')),
+        )
+    })
+    .collect()
 }
 
 /// (EXTINF seconds, URI) of each segment, and TARGETDURATION.
