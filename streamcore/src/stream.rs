@@ -318,9 +318,13 @@ impl AudioOnlyClock {
         let ms = capture_ms?;
         let pts = match (self.anchor, self.last) {
             (Some((ams, apts)), Some((lms, _)))
-                if ms >= lms - 1000 && Dur90k((ms - lms).saturating_mul(90)) <= max_gap =>
+                if ms >= lms.saturating_sub(1000)
+                    && ms.saturating_sub(lms).saturating_mul(90) <= max_gap.0 =>
             {
-                apts + Dur90k(ms.saturating_sub(ams).saturating_mul(90))
+                Ts90k(
+                    apts.0
+                        .saturating_add(ms.saturating_sub(ams).saturating_mul(90)),
+                )
             }
             (_, Some((_, lpts))) => {
                 // A jump: follow on from the last packet (40 ms, a typical
@@ -1012,7 +1016,11 @@ impl LiveStream {
             None => {
                 let mapped = capture_ms.and_then(|ms| self.timeline.presentation_of_capture(ms));
                 match (mapped, self.timeline.end()) {
-                    (Some(p), Some(end)) if (p - end).0.abs() <= MAX_AUDIO_SKEW.0 => Some(p),
+                    (Some(p), Some(end))
+                        if p.0.saturating_sub(end.0).unsigned_abs() <= MAX_AUDIO_SKEW.0 as u64 =>
+                    {
+                        Some(p)
+                    }
                     // Another clock than the video's: start at the video,
                     // then follow on.
                     (_, end) if !transcoder.is_running() => end,

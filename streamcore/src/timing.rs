@@ -156,8 +156,11 @@ impl Timeline {
     /// later than its decode slot.
     pub fn presentation_of_capture(&self, capture_ms: i64) -> Option<Ts90k> {
         let (ms, dts) = self.capture_anchor?;
-        let delta = Dur90k(capture_ms.saturating_sub(ms).saturating_mul(90));
-        Some(dts + delta + self.step * self.reorder as i64)
+        // Capture times are whatever the device sent: a wild one maps
+        // nowhere rather than overflowing.
+        let delta = capture_ms.checked_sub(ms)?.checked_mul(90)?;
+        let shift = self.step.0.checked_mul(self.reorder as i64)?;
+        Some(Ts90k(dts.0.checked_add(delta)?.checked_add(shift)?))
     }
 
     /// The source broke (reconnect): the next frame continues the timeline

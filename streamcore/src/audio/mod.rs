@@ -190,7 +190,11 @@ struct Encoding {
 
 impl Encoding {
     fn expected(&self) -> Ts90k {
-        self.epoch + samples_to_ticks(self.fed as i64, DEVICE_RATE)
+        Ts90k(
+            self.epoch
+                .0
+                .saturating_add(samples_to_ticks(self.fed as i64, DEVICE_RATE).0),
+        )
     }
 }
 
@@ -366,8 +370,9 @@ impl AudioTranscoder {
         let restart_at = match (&self.output, pts) {
             (None, p) => Some(p.unwrap_or(Ts90k(0))),
             (Some(Output::Encode(e)), Some(p)) => {
-                let diff = p - e.expected();
-                if diff.0.abs() <= CONTIGUOUS.0 {
+                // Any i64 may come in: saturate rather than overflow.
+                let diff = Dur90k(p.0.saturating_sub(e.expected().0));
+                if diff.0.unsigned_abs() <= CONTIGUOUS.0 as u64 {
                     None
                 } else if diff > Dur90k::ZERO && diff <= MAX_BRIDGE {
                     let silence = ticks_to_samples(diff, DEVICE_RATE) as usize;
@@ -376,7 +381,7 @@ impl AudioTranscoder {
                     pcm.splice(0..0, std::iter::repeat_n(0i16, silence));
                     self.pcm = pcm;
                     None
-                } else if diff < Dur90k::ZERO && -diff.0 <= MAX_BRIDGE.0 {
+                } else if diff < Dur90k::ZERO && diff.0 >= -MAX_BRIDGE.0 {
                     skip = (ticks_to_samples(Dur90k(-diff.0), DEVICE_RATE) as usize)
                         .min(self.pcm.len());
                     self.stats.trimmed_samples += skip as u64;
@@ -430,7 +435,11 @@ impl AudioTranscoder {
         for f in self.encoded.drain(..) {
             self.stats.frames_out += 1;
             out.push(AudioPacket {
-                pts: epoch + samples_to_ticks(f.pts_samples, rate),
+                pts: Ts90k(
+                    epoch
+                        .0
+                        .saturating_add(samples_to_ticks(f.pts_samples, rate).0),
+                ),
                 duration,
                 data: f.adts,
             });
@@ -476,7 +485,9 @@ impl AudioTranscoder {
             _ => None,
         };
         let mut t = match (next, pts) {
-            (Some(n), Some(p)) if (p - n).0.abs() <= CONTIGUOUS.0 => n,
+            (Some(n), Some(p)) if p.0.saturating_sub(n.0).unsigned_abs() <= CONTIGUOUS.0 as u64 => {
+                n
+            }
             (_, Some(p)) => p,
             (Some(n), None) => n,
             (None, None) => Ts90k(0),
@@ -489,7 +500,7 @@ impl AudioTranscoder {
                 duration,
                 data: bytes.to_vec(),
             });
-            t += duration;
+            t = Ts90k(t.0.saturating_add(duration.0));
         }
         self.fixed = Some((config, true));
         self.output = Some(Output::Passthrough { next_pts: Some(t) });

@@ -70,6 +70,8 @@ pub struct TsMuxer {
     sink: SinkHandle,
     stream: String,
     tracks: usize,
+    /// An audio track exists (its frames are buffered into PES packets).
+    has_audio: bool,
 }
 
 impl TsMuxer {
@@ -135,6 +137,7 @@ impl TsMuxer {
             sink,
             stream: stream.to_string(),
             tracks: tracks.len(),
+            has_audio: tracks.iter().any(|t| matches!(t, Track::Audio(_))),
         })
     }
 }
@@ -211,10 +214,18 @@ impl SegmentMuxer for TsMuxer {
     }
 
     fn end_segment(&mut self) -> FinishedSegment {
-        // SAFETY: `octx` is live and its `pb` is the custom AVIO context
-        // installed by output_to_stream, kept alive by `octx`. avio_flush
-        // only calls our write callback, which does not re-enter libav.
+        // SAFETY: `octx` is live with its header written; a null packet
+        // asks a muxer with AVFMT_ALLOW_FLUSH (mpegts has it) to write out
+        // what it buffers: mpegts gathers audio frames into PES packets of
+        // up to ~2.9 kB, which would otherwise land in the next segment (an
+        // audio-only segment would be left empty, the stream's last audio
+        // lost). `pb` is the custom AVIO context installed by
+        // output_to_stream, kept alive by `octx`; avio_flush only calls our
+        // write callback, which does not re-enter libav.
         unsafe {
+            if self.has_audio {
+                ffi::av_write_frame(self.octx.as_mut_ptr(), std::ptr::null_mut());
+            }
             let pb = (*self.octx.as_mut_ptr()).pb;
             if !pb.is_null() {
                 ffi::avio_flush(pb);

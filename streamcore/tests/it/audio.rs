@@ -524,3 +524,42 @@ fn alaw_encode(x: i16) -> u8 {
     };
     ((sign | (seg << 4) | mant) as u8) ^ 0x55
 }
+
+/// Found by the live_stream_frames fuzz target: the MPEG-TS muxer gathers
+/// audio frames into PES packets and wrote them out only when one filled,
+/// so a short audio-only segment was published empty and a stream's last
+/// audio was lost. Segments now end with the muxer's buffers flushed.
+#[test]
+fn the_last_audio_is_in_the_last_segment() {
+    for packets in [1usize, 20] {
+        let storage = streamcore::MemoryStorage::new();
+        let mut s = LiveStream::with_storage(
+            "cab",
+            std::sync::Arc::new(storage.clone()),
+            config(G726Packing::Le),
+        )
+        .unwrap();
+        let data = std::fs::read(fixture("audio/tone1k_g711a.raw")).unwrap();
+        for (k, p) in data.chunks(320).take(packets).enumerate() {
+            s.push_audio(AudioCodec::G711A, p, Some(ORIGIN_MS + k as i64 * 40))
+                .unwrap();
+        }
+        s.finish(true).unwrap();
+        let ts = storage.get("0.ts").expect("a segment");
+        assert!(
+            !ts.is_empty() && ts.len().is_multiple_of(188),
+            "{} bytes",
+            ts.len()
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("0.ts");
+        std::fs::write(&path, &ts).unwrap();
+        let out = decode_with_ffmpeg(&["-i".to_string(), path.display().to_string()]).unwrap();
+        let secs = out.samples.len() as f64 / out.sample_rate as f64;
+        let sent = packets as f64 * 0.04;
+        assert!(
+            secs + 0.128 >= sent,
+            "{packets} packets: {secs:.3} s decoded of {sent:.3} s sent"
+        );
+    }
+}
