@@ -8,6 +8,7 @@ mod audio;
 #[cfg(feature = "catalog")]
 mod catalog;
 mod chunking_props;
+mod clip;
 mod fuzz_regressions;
 mod h265;
 mod remux_ffprobe;
