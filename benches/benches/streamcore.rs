@@ -13,6 +13,10 @@
 //!   `h264/VID_1280x720_cabac_temporal_direct.264` (720p30, B-frames) from
 //!   the third-party captures (`docs/captures.md`), when present.
 //! - `baseline`, `high_b3`: the small committed fixtures (320x240).
+//! - `hevc_nob`, `hevc_b`: the committed H.265 fixtures (320x240, 25 fps,
+//!   10 s, ~200 kbit/s; no B-frames, and 3 B-frames in a pyramid). Only
+//!   `memcpy` and `whole_stream` run on them (the other stages are the
+//!   H.264 parser's).
 //!
 //! Groups, each a superset of the work of the one before, except the muxer
 //! and playlist groups which isolate one stage:
@@ -100,10 +104,10 @@ fn bench_720p() -> Option<Vec<u8>> {
     std::fs::read(&path).ok()
 }
 
-fn inputs() -> Vec<(&'static str, Vec<u8>)> {
+fn inputs() -> Vec<(&'static str, VideoCodec, Vec<u8>)> {
     let mut v = Vec::new();
     if let Some(b) = bench_720p() {
-        v.push(("720p25_2700k", b));
+        v.push(("720p25_2700k", VideoCodec::H264, b));
     }
     let cabac = captures::capture(
         "h264/VID_1280x720_cabac_temporal_direct.264",
@@ -112,12 +116,18 @@ fn inputs() -> Vec<(&'static str, Vec<u8>)> {
     if let Some(path) = cabac {
         v.push((
             "720p30_cabac_bframes",
+            VideoCodec::H264,
             std::fs::read(path).expect("readable capture"),
         ));
     }
-    for name in ["baseline", "high_b3"] {
-        let p = repo_root().join("fixtures").join(format!("{name}.h264"));
-        v.push((name, std::fs::read(p).expect("committed fixture")));
+    for (name, codec, ext) in [
+        ("baseline", VideoCodec::H264, "h264"),
+        ("high_b3", VideoCodec::H264, "h264"),
+        ("hevc_nob", VideoCodec::H265, "h265"),
+        ("hevc_b", VideoCodec::H265, "h265"),
+    ] {
+        let p = repo_root().join("fixtures").join(format!("{name}.{ext}"));
+        v.push((name, codec, std::fs::read(p).expect("committed fixture")));
     }
     v
 }
@@ -170,7 +180,7 @@ fn mux_packets(data: &[u8]) -> Vec<(Vec<u8>, TimedFrame)> {
 }
 
 fn stages(c: &mut Criterion) {
-    for (name, data) in inputs() {
+    for (name, codec, data) in inputs() {
         let bytes = data.len() as u64;
 
         let mut g = c.benchmark_group("memcpy");
@@ -184,12 +194,49 @@ fn stages(c: &mut Criterion) {
         });
         g.finish();
 
+        if codec == VideoCodec::H264 {
+            h264_stages(c, name, &data);
+        }
+
+        let mut g = c.benchmark_group("whole_stream");
+        g.throughput(Throughput::Bytes(bytes));
+        let cfg = StreamConfig {
+            codec,
+            ..StreamConfig::default()
+        };
+        g.bench_function(name, |b| {
+            b.iter_batched(
+                || {
+                    LiveStream::with_storage(
+                        "bench",
+                        Arc::new(MemoryStorage::discarding()),
+                        cfg.clone(),
+                    )
+                    .unwrap()
+                },
+                |mut s| {
+                    let mut events = s.push_bytes(black_box(&data)).unwrap();
+                    events.extend(s.finish(true).unwrap());
+                    assert!(!events.is_empty());
+                    (s, events)
+                },
+                BatchSize::PerIteration,
+            )
+        });
+        g.finish();
+    }
+}
+
+/// The stages of the H.264 parser, each with the work of the one before.
+fn h264_stages(c: &mut Criterion, name: &str, data: &[u8]) {
+    let bytes = data.len() as u64;
+    {
         let mut g = c.benchmark_group("annexb_framing");
         g.throughput(Throughput::Bytes(bytes));
         g.bench_function(name, |b| {
             b.iter(|| {
                 let mut framer = AnnexBFramer::new();
-                framer.push(black_box(&data));
+                framer.push(black_box(data));
                 framer.finish();
                 let mut n = 0usize;
                 pull_all(&mut framer, |nal| n += nal.len());
@@ -204,7 +251,7 @@ fn stages(c: &mut Criterion) {
             b.iter(|| {
                 let mut framer = AnnexBFramer::new();
                 let mut asm = AccessUnitAssembler::new();
-                framer.push(black_box(&data));
+                framer.push(black_box(data));
                 framer.finish();
                 let mut n = 0usize;
                 pull_all(&mut framer, |nal| {
@@ -225,7 +272,7 @@ fn stages(c: &mut Criterion) {
                 let mut framer = AnnexBFramer::new();
                 let mut asm = AccessUnitAssembler::new();
                 let mut timeline = Timeline::new(TimingConfig::default());
-                framer.push(black_box(&data));
+                framer.push(black_box(data));
                 framer.finish();
                 let mut last = Ts90k(0);
                 let mut step = |asm: &AccessUnitAssembler, au, frames: &mut Vec<TimedFrame>| {
@@ -250,7 +297,7 @@ fn stages(c: &mut Criterion) {
         });
         g.finish();
 
-        let packets = mux_packets(&data);
+        let packets = mux_packets(data);
         let mut g = c.benchmark_group("ts_mux");
         g.throughput(Throughput::Bytes(bytes));
         let storage = MemoryStorage::discarding();
@@ -273,29 +320,6 @@ fn stages(c: &mut Criterion) {
                 done.writer.unwrap().commit().unwrap();
                 done.bytes
             })
-        });
-        g.finish();
-
-        let mut g = c.benchmark_group("whole_stream");
-        g.throughput(Throughput::Bytes(bytes));
-        g.bench_function(name, |b| {
-            b.iter_batched(
-                || {
-                    LiveStream::with_storage(
-                        "bench",
-                        Arc::new(MemoryStorage::discarding()),
-                        StreamConfig::default(),
-                    )
-                    .unwrap()
-                },
-                |mut s| {
-                    let mut events = s.push_bytes(black_box(&data)).unwrap();
-                    events.extend(s.finish(true).unwrap());
-                    assert!(!events.is_empty());
-                    (s, events)
-                },
-                BatchSize::PerIteration,
-            )
         });
         g.finish();
     }

@@ -343,12 +343,22 @@ def run(args):
               "--input", args.input, "--loop", "--duration", str(args.duration),
               "--ramp", str(args.ramp), "--fps", str(FPS),
               "--keyframe-log", os.path.join(work, "keyframes.log")]
+    if args.audio:
+        # JT/T 1078 approaches only: devsim interleaves the audio packets
+        # with the video (one every 40 ms; ADTS frames for AAC).
+        if args.approach not in ("ingestd", "floor"):
+            raise SystemExit("--audio needs a JT/T 1078 approach (ingestd, floor)")
+        devsim += ["--audio", args.audio, "--audio-pt", str(args.audio_pt),
+                   "--audio-packet-bytes", str(args.audio_packet_bytes)]
     servers = []  # Popen objects of the system under test
     sample_every = max(1, n // args.latency_sample)
     watch_dirs = {}
     children = False
     result = {"approach": args.approach, "streams": n, "duration_s": args.duration, "label": args.label,
-              "input": os.path.basename(args.input), "cores": os.cpu_count()}
+              "input": os.path.basename(args.input), "cores": os.cpu_count(),
+              "audio": os.path.basename(args.audio) if args.audio else None}
+    if args.ingestd_arg:
+        result["ingestd_args"] = args.ingestd_arg
 
     if args.approach == "ingestd":
         data = os.path.join(work, "data")
@@ -359,7 +369,7 @@ def run(args):
             [args.ingestd_bin, "--data-dir", data,
              "--jt808-listen", p("jt808"), "--jt1078-listen", p("jt1078"),
              "--raw-listen", p("raw"), "--http-listen", p("http"),
-             "--max-connections", str(n + 1000)],
+             "--max-connections", str(n + 1000)] + args.ingestd_arg,
             stdout=log, stderr=log, env={**os.environ, "RUST_LOG": "warn"}))
         metrics_url = f"http://{p('http')}/metrics"
         wait_http(metrics_url)
@@ -462,6 +472,9 @@ def run(args):
             "publish_p99_ms": round(histogram_quantile(buckets, 0.99) * 1000, 2),
             "publish_samples": buckets[-1][1],
         })
+        # Audio counters (audio_packets, audio_payloads, audio_frames_muxed,
+        # audio_rejected, ...), when the build has them.
+        result.update({k: v for k, v in tot.items() if k.startswith("audio")})
     elif args.approach == "ffmpeg-hls":
         frames = 0
         failed = 0
@@ -544,7 +557,9 @@ def run(args):
     result["cpu_pct_per_stream"] = round(win["server_cpu_pct"] / n, 4)
     result["streams_per_core"] = round(100 / result["cpu_pct_per_stream"]) if result["cpu_pct_per_stream"] else None
     if "frames_muxed" in result:
-        result["lost_frames"] = sent["frames_sent"] - result["frames_muxed"]
+        # devsim counts the audio payloads it sends among its frames.
+        taken = result["frames_muxed"] + (result.get("audio_payloads", 0) if args.audio else 0)
+        result["lost_frames"] = sent["frames_sent"] - taken
     result["wall_s"] = round(t_end - t_start, 1)
     if not args.keep_work:
         shutil.rmtree(work, ignore_errors=True)
@@ -566,6 +581,14 @@ def main():
                     help="watch at most about this many playlists for the external latency")
     ap.add_argument("--ingestd-bin", default=os.path.join(ROOT, "target/release/ingestd"),
                     help="the ingestd binary (to compare builds side by side)")
+    ap.add_argument("--audio", help="audio payloads for devsim --audio (e.g. fixtures/audio/tone1k_g711a.raw), "
+                    "interleaved with the video; JT/T 1078 approaches only")
+    ap.add_argument("--audio-pt", type=int, default=6,
+                    help="JT/T 1078 payload type of --audio (6 G.711A, 7 G.711U, 8 G.726, 19 AAC, 26 ADPCM)")
+    ap.add_argument("--audio-packet-bytes", type=int, default=320,
+                    help="bytes of one 40 ms --audio payload (ignored for AAC)")
+    ap.add_argument("--ingestd-arg", action="append", default=[],
+                    help="one more argument for ingestd (repeat; e.g. --ingestd-arg=--audio=off)")
     ap.add_argument("--label", help="recorded in the result (e.g. which build)")
     ap.add_argument("--out", help="append the JSON result to this file")
     ap.add_argument("--keep-work", action="store_true")

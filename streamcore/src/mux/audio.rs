@@ -7,7 +7,7 @@
 //! samples, so the MPEG-TS muxer passes them through untouched and every
 //! frame carries the same AudioSpecificConfig for the life of the stream.
 //! FFmpeg's native `aac` encoder with its `fast` coder is used: the
-//! `twoloop` default costs about twice the CPU for no audible gain on
+//! `twoloop` default costs 2.2-3.9 times the CPU for no audible gain on
 //! 8 kHz telephone-band input (BENCHMARKS.md).
 
 use ffmpeg::ffi;
