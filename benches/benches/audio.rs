@@ -100,14 +100,8 @@ fn linear_to_alaw(pcm: i16) -> u8 {
     (a ^ mask) as u8
 }
 
-const IMA_STEP: [i32; 89] = [
-    7, 8, 9, 10, 11, 12, 13, 14, 16, 17, 19, 21, 23, 25, 28, 31, 34, 37, 41, 45, 50, 55, 60, 66,
-    73, 80, 88, 97, 107, 118, 130, 143, 157, 173, 190, 209, 230, 253, 279, 307, 337, 371, 408, 449,
-    494, 544, 598, 658, 724, 796, 876, 963, 1060, 1166, 1282, 1411, 1552, 1707, 1878, 2066, 2272,
-    2499, 2749, 3024, 3327, 3660, 4026, 4428, 4871, 5358, 5894, 6484, 7132, 7845, 8630, 9493,
-    10442, 11487, 12635, 13899, 15289, 16818, 18500, 20350, 22385, 24623, 27086, 29794, 32767,
-];
-const IMA_INDEX: [i32; 8] = [-1, -1, -1, -1, 2, 4, 6, 8];
+// The IMA tables are the standard's; streamcore's decoder publishes them.
+use streamcore::audio::adpcm::{INDEX_STEP as IMA_INDEX, STEP as IMA_STEP};
 
 /// IMA ADPCM packets as dashcams send them (payload type 26): the state the
 /// packet starts from (predictor i16 LE, step index, 0), then two codes a

@@ -9,7 +9,8 @@
 /// Bytes of decoder state before the codes.
 pub const STATE_BYTES: usize = 4;
 
-const STEP: [i32; 89] = [
+/// The IMA step sizes (index 0-88).
+pub const STEP: [i32; 89] = [
     7, 8, 9, 10, 11, 12, 13, 14, 16, 17, 19, 21, 23, 25, 28, 31, 34, 37, 41, 45, 50, 55, 60, 66,
     73, 80, 88, 97, 107, 118, 130, 143, 157, 173, 190, 209, 230, 253, 279, 307, 337, 371, 408, 449,
     494, 544, 598, 658, 724, 796, 876, 963, 1060, 1166, 1282, 1411, 1552, 1707, 1878, 2066, 2272,
@@ -17,7 +18,8 @@ const STEP: [i32; 89] = [
     10442, 11487, 12635, 13899, 15289, 16818, 18500, 20350, 22385, 24623, 27086, 29794, 32767,
 ];
 
-const INDEX_STEP: [i32; 8] = [-1, -1, -1, -1, 2, 4, 6, 8];
+/// How a code's magnitude moves the step index.
+pub const INDEX_STEP: [i32; 8] = [-1, -1, -1, -1, 2, 4, 6, 8];
 
 /// Why a packet could not be decoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
