@@ -222,6 +222,18 @@ fn check_at(case: &Case, sample_rate: u32) {
 
 const ALAW: &[&str] = &["-f", "alaw", "-ar", "8000", "-ac", "1"];
 
+/// The 1 kHz A-law tone, the case most tests start from.
+fn g711a_tone() -> Case {
+    Case {
+        file: "tone1k_g711a.raw",
+        codec: AudioCodec::G711A,
+        packet: 320,
+        source: Source::Ffmpeg(ALAW),
+        freq: 1000.0,
+        packing: G726Packing::Le,
+    }
+}
+
 #[test]
 fn g711a_tone_plays_at_its_frequency_and_level() {
     check(&Case {
@@ -369,14 +381,7 @@ fn aac_adts_passes_through() {
 
 #[test]
 fn audio_only_channel_is_audio_only_hls() {
-    let case = Case {
-        file: "tone1k_g711a.raw",
-        codec: AudioCodec::G711A,
-        packet: 320,
-        source: Source::Ffmpeg(ALAW),
-        freq: 1000.0,
-        packing: G726Packing::Le,
-    };
+    let case = g711a_tone();
     let dir = tempfile::tempdir().unwrap();
     let stats = mux(dir.path(), &case, 8000, false, |_, _| None);
     let playlist = dir.path().join("index.m3u8");
@@ -408,14 +413,7 @@ fn audio_only_channel_is_audio_only_hls() {
 /// is complete and the good audio still plays.
 #[test]
 fn hostile_audio_leaves_the_video_whole() {
-    let case = Case {
-        file: "tone1k_g711a.raw",
-        codec: AudioCodec::G711A,
-        packet: 320,
-        source: Source::Ffmpeg(ALAW),
-        freq: 1000.0,
-        packing: G726Packing::Le,
-    };
+    let case = g711a_tone();
     let dir = tempfile::tempdir().unwrap();
     let stats = mux(dir.path(), &case, 8000, true, |k, p| match k % 10 {
         // Empty, and a bare HiSilicon header.

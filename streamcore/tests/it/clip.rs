@@ -173,23 +173,6 @@ fn packet_times(input: &Path, kind: &str) -> Vec<(i64, i64)> {
         .collect()
 }
 
-/// Decodes every stream with `-xerror` (stop at the first error); what
-/// ffmpeg printed at `-v error` (empty when clean).
-fn strict_decode_errors(input: &Path) -> String {
-    let out = Command::new("ffmpeg")
-        .args(["-nostdin", "-v", "error", "-xerror", "-i"])
-        .arg(input)
-        .args(["-map", "0", "-f", "null", "-"])
-        .output()
-        .expect("cannot run ffmpeg (install it)");
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    if out.status.success() {
-        err
-    } else {
-        format!("exit {}: {err}", out.status)
-    }
-}
-
 /// Sum of the durations ffprobe gives the segments' video.
 fn video_seconds(segs: &[ClipSegment]) -> f64 {
     segs.iter()

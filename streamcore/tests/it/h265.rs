@@ -37,23 +37,6 @@ fn remux_file(input: &Path) -> (tempfile::TempDir, StreamStats) {
     (dir, s.stats())
 }
 
-/// Decodes with `-xerror` (stop at the first error); returns what ffmpeg
-/// printed at `-v error` (empty when clean).
-fn strict_decode_errors(input: &Path) -> String {
-    let out = Command::new("ffmpeg")
-        .args(["-nostdin", "-v", "error", "-xerror", "-i"])
-        .arg(input)
-        .args(["-f", "null", "-"])
-        .output()
-        .expect("cannot run ffmpeg (install it)");
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    if out.status.success() {
-        err
-    } else {
-        format!("exit {}: {err}", out.status)
-    }
-}
-
 /// The stream types of the first PMT of a TS file (ISO/IEC 13818-1 2.4.4.8).
 fn pmt_stream_types(ts: &[u8], pmt_pid: u16) -> Vec<u8> {
     for pkt in ts.chunks_exact(188) {

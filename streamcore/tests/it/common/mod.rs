@@ -164,3 +164,20 @@ pub fn parse_playlist_with_discontinuities(text: &str) -> (Vec<(f64, String, boo
     }
     (segs, target)
 }
+
+/// Decodes every stream with `-xerror` (stop at the first error); what
+/// ffmpeg printed at `-v error` (empty when clean).
+pub fn strict_decode_errors(input: &Path) -> String {
+    let out = Command::new("ffmpeg")
+        .args(["-nostdin", "-v", "error", "-xerror", "-i"])
+        .arg(input)
+        .args(["-map", "0", "-f", "null", "-"])
+        .output()
+        .expect("cannot run ffmpeg (install it)");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    if out.status.success() {
+        err
+    } else {
+        format!("exit {}: {err}", out.status)
+    }
+}
