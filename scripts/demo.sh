@@ -16,22 +16,24 @@ DATA_DIR=${DATA_DIR:-./data}
 HTTP_PORT=${HTTP_PORT:-8080}
 DEVICES=${DEVICES:-1}
 INPUT=${INPUT:-fixtures/high_b2.h264}
+# Where cargo put the binaries (CARGO_TARGET_DIR when set).
+BIN=${CARGO_TARGET_DIR:-target}/release
 mkdir -p "$DATA_DIR"
 pids=()
 cleanup() { kill -TERM "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
 trap cleanup EXIT INT TERM
 
-target/release/ingestd --data-dir "$DATA_DIR" \
+"$BIN"/ingestd --data-dir "$DATA_DIR" \
   --jt808-listen 127.0.0.1:6808 --jt1078-listen 127.0.0.1:6809 &
 pids+=($!)
-target/release/hlsd --data-dir "$DATA_DIR" --listen "0.0.0.0:$HTTP_PORT" \
+"$BIN"/hlsd --data-dir "$DATA_DIR" --listen "0.0.0.0:$HTTP_PORT" \
   --ingestd-url http://127.0.0.1:6811 &
 pids+=($!)
 for _ in $(seq 1 50); do
   (exec 3<>/dev/tcp/127.0.0.1/6809) 2>/dev/null && break
   sleep 0.2
 done
-target/release/devsim --jt808 127.0.0.1:6808 --jt1078 127.0.0.1:6809 \
+"$BIN"/devsim --jt808 127.0.0.1:6808 --jt1078 127.0.0.1:6809 \
   --devices "$DEVICES" --input "$INPUT" --loop --position-interval 2 &
 pids+=($!)
 
