@@ -23,8 +23,12 @@ pids=()
 cleanup() { kill -TERM "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
 trap cleanup EXIT INT TERM
 
+# Alarms open incidents on channels 1 and 2: channel 1 streams live (its
+# incident video is the live recording), channel 2 does not (its video is
+# fetched from the simulated SD card with 0x9201).
 "$BIN"/ingestd --data-dir "$DATA_DIR" \
-  --jt808-listen 127.0.0.1:6808 --jt1078-listen 127.0.0.1:6809 &
+  --jt808-listen 127.0.0.1:6808 --jt1078-listen 127.0.0.1:6809 \
+  --incident-channels 1,2 &
 pids+=($!)
 "$BIN"/hlsd --data-dir "$DATA_DIR" --listen "0.0.0.0:$HTTP_PORT" \
   --ingestd-url http://127.0.0.1:6811 &
@@ -33,8 +37,12 @@ for _ in $(seq 1 50); do
   (exec 3<>/dev/tcp/127.0.0.1/6809) 2>/dev/null && break
   sleep 0.2
 done
+# Each simulated dashcam also has an SD card (recordings on channels 1 and
+# 2, listed on 0x9205, played back on 0x9201) and raises an overspeed alarm
+# 20 s in.
 "$BIN"/devsim --jt808 127.0.0.1:6808 --jt1078 127.0.0.1:6809 \
-  --devices "$DEVICES" --input "$INPUT" --loop --position-interval 2 &
+  --devices "$DEVICES" --input "$INPUT" --loop --position-interval 2 \
+  --sd-channels 1,2 --alarm-at 20 &
 pids+=($!)
 
 stream="013800000000_1"
@@ -48,6 +56,7 @@ cat <<MSG
   Web page:       http://127.0.0.1:$HTTP_PORT/
   Live playlist:  http://127.0.0.1:$HTTP_PORT/live/$stream/index.m3u8
   API:            http://127.0.0.1:$HTTP_PORT/api/streams
+  SD card:        http://127.0.0.1:$HTTP_PORT/api/devices/013800000000/recordings?channel=0
   Metrics:        http://127.0.0.1:6811/metrics
   Ctrl-C stops everything.
 

@@ -1,1 +1,4 @@
-//! Benchmarks and load tools for the video backbone.
+//! Benchmarks and load tools for the video backbone, and the simulated
+//! dashcam's SD card `devsim` plays recordings from ([`sdcard`]).
+
+pub mod sdcard;

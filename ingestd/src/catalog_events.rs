@@ -1,10 +1,9 @@
-//! Ingest events (positions, devices coming and going) into catalog records.
+//! Ingest events (positions, devices coming and going, records made by the
+//! control API and the incident task) into catalog records.
 //!
 //! Runs on its own thread, reading the bounded event channel the listeners
-//! `try_send` into. A lasting 808 alarm becomes one incident whose end moves
-//! with each report, until the alarm bits clear.
-
-use std::collections::HashMap;
+//! `try_send` into. Alarm incidents are [`crate::incidents`]' business; this
+//! only stores the positions they come from.
 
 use streamcore::catalog::{CatalogWriter, Record};
 
@@ -12,7 +11,6 @@ use crate::sessions::IngestEvent;
 
 /// Converts and forwards events until the channel closes.
 pub fn run(events: crossbeam_channel::Receiver<IngestEvent>, writer: &CatalogWriter) {
-    let mut alarms: HashMap<String, (i64, u32)> = HashMap::new();
     for ev in events {
         match ev {
             IngestEvent::Position(p) => {
@@ -25,7 +23,7 @@ pub fn run(events: crossbeam_channel::Receiver<IngestEvent>, writer: &CatalogWri
                     at: p.received_ms,
                 });
                 writer.send(Record::Position {
-                    sim: p.sim.clone(),
+                    sim: p.sim,
                     device_time_ms: at,
                     lat: loc.lat_e6 as f64 / 1e6,
                     lon: loc.lon_e6 as f64 / 1e6,
@@ -34,27 +32,6 @@ pub fn run(events: crossbeam_channel::Receiver<IngestEvent>, writer: &CatalogWri
                     altitude: loc.altitude_m as i32,
                     alarm: loc.alarm,
                     status: loc.status,
-                });
-                if loc.alarm == 0 {
-                    alarms.remove(&p.sim);
-                    continue;
-                }
-                let (from, bits) = *alarms
-                    .entry(p.sim.clone())
-                    .and_modify(|e| {
-                        if e.1 != loc.alarm {
-                            *e = (at, loc.alarm);
-                        }
-                    })
-                    .or_insert((at, loc.alarm));
-                writer.send(Record::Incident {
-                    sim: p.sim,
-                    channel: None,
-                    from_ms: from,
-                    to_ms: at.max(from),
-                    kind: format!("alarm:{bits:08x}"),
-                    source: "jt808".into(),
-                    session_id: None,
                 });
             }
             IngestEvent::DeviceOnline { sim, at_ms, .. }
@@ -65,6 +42,9 @@ pub fn run(events: crossbeam_channel::Receiver<IngestEvent>, writer: &CatalogWri
                     auth_code: None,
                     at: at_ms,
                 });
+            }
+            IngestEvent::Record(r) => {
+                writer.send(r);
             }
             // Media sessions are recorded by the remux workers, which own
             // the segments that belong to them.

@@ -132,6 +132,32 @@ pub struct Cli {
         hide_env_values = true
     )]
     pub auth_secret: Option<String>,
+    /// Time zone of the devices' clocks (every BCD time in JT/T 808/1078) as a UTC offset [default: +08:00].
+    #[arg(long, env = "INGESTD_DEVICE_UTC_OFFSET", value_name = "+HH:MM")]
+    pub device_utc_offset: Option<String>,
+    /// Seconds to wait for a device's answer to a command (0x1205 list of recordings, 0x0001 reply) [default: 10].
+    #[arg(long, env = "INGESTD_DEVICE_ANSWER_TIMEOUT", value_name = "SECS")]
+    pub device_answer_timeout: Option<u64>,
+    /// Seconds of video before an alarm that its incident covers [default: 15].
+    #[arg(long, env = "INGESTD_INCIDENT_BEFORE", value_name = "SECS")]
+    pub incident_before: Option<u64>,
+    /// Seconds of video after an alarm ends that its incident covers [default: 15].
+    #[arg(long, env = "INGESTD_INCIDENT_AFTER", value_name = "SECS")]
+    pub incident_after: Option<u64>,
+    /// Video channels an alarm's incident covers (comma-separated) [default: 1].
+    #[arg(
+        long,
+        env = "INGESTD_INCIDENT_CHANNELS",
+        value_name = "CH,...",
+        value_delimiter = ','
+    )]
+    pub incident_channels: Option<Vec<u8>>,
+    /// Fetch an incident's video from the device (0x9201) when the channel was not streaming live: "on" or "off" [default: on].
+    #[arg(long, env = "INGESTD_INCIDENT_FETCH", value_name = "on|off", value_parser = parse_on_off)]
+    pub incident_fetch: Option<bool>,
+    /// Uploads of incident video a device runs at once [default: 1].
+    #[arg(long, env = "INGESTD_INCIDENT_UPLOADS_PER_DEVICE", value_name = "N")]
+    pub incident_uploads_per_device: Option<usize>,
 }
 
 /// The TOML file: the same settings, unknown keys rejected.
@@ -159,6 +185,16 @@ pub struct FileConfig {
     pub audio_bitrate: Option<u32>,
     pub g726_packing: Option<String>,
     pub g726_other_packing_sims: Option<Vec<String>>,
+    pub device_utc_offset: Option<String>,
+    pub device_answer_timeout: Option<u64>,
+    pub incident_before: Option<u64>,
+    pub incident_after: Option<u64>,
+    pub incident_channels: Option<Vec<u8>>,
+    pub incident_fetch: Option<bool>,
+    pub incident_uploads_per_device: Option<usize>,
+    /// Per-alarm overrides, keyed by alarm name or bit number (config file
+    /// only): `[incident_rules.collision_warning] before = 30`.
+    pub incident_rules: Option<std::collections::BTreeMap<String, crate::incidents::RuleOverride>>,
 }
 
 impl FileConfig {
@@ -199,6 +235,12 @@ pub struct Config {
     pub audio: streamcore::audio::AudioConfig,
     /// SIMs whose G.726 packing is the other one than `audio.g726_packing`.
     pub g726_other_packing_sims: Vec<String>,
+    /// The devices' time zone.
+    pub device_clock: crate::jt808::DeviceClock,
+    /// How long a command waits for the device's answer.
+    pub device_answer_timeout: Duration,
+    /// Which alarms open incidents on which channels, and their fetching.
+    pub incidents: crate::incidents::IncidentConfig,
 }
 
 fn addr(what: &'static str, v: Option<String>, default: &str) -> Result<SocketAddr, ConfigError> {
@@ -288,9 +330,43 @@ impl Config {
                 "g726-other-packing-sims: {bad:?} is not a 12-digit SIM"
             )));
         }
+        let device_clock = match cli.device_utc_offset.or(f.device_utc_offset) {
+            Some(s) => s
+                .parse()
+                .map_err(|e| ConfigError::Invalid(format!("device-utc-offset: {e}")))?,
+            None => crate::jt808::DeviceClock::UTC8,
+        };
+        let incident_defaults = crate::incidents::IncidentConfig::default();
+        let incidents = crate::incidents::IncidentConfig::new(
+            cli.incident_before
+                .or(f.incident_before)
+                .map_or(incident_defaults.before, Duration::from_secs),
+            cli.incident_after
+                .or(f.incident_after)
+                .map_or(incident_defaults.after, Duration::from_secs),
+            cli.incident_channels
+                .or(f.incident_channels)
+                .unwrap_or(incident_defaults.channels.clone()),
+            cli.incident_fetch
+                .or(f.incident_fetch)
+                .unwrap_or(incident_defaults.fetch),
+            cli.incident_uploads_per_device
+                .or(f.incident_uploads_per_device)
+                .unwrap_or(incident_defaults.uploads_per_device),
+            f.incident_rules.unwrap_or_default(),
+        )
+        .map_err(ConfigError::Invalid)?;
         Ok(Config {
             audio,
             g726_other_packing_sims,
+            device_clock,
+            device_answer_timeout: Duration::from_secs(
+                cli.device_answer_timeout
+                    .or(f.device_answer_timeout)
+                    .unwrap_or(10)
+                    .max(1),
+            ),
+            incidents,
             jt808_listen: addr(
                 "jt808-listen",
                 cli.jt808_listen.or(f.jt808_listen),
@@ -367,6 +443,10 @@ impl Config {
             auth_secret: "test-secret".into(),
             audio: Default::default(),
             g726_other_packing_sims: Vec::new(),
+            device_clock: crate::jt808::DeviceClock::UTC8,
+            // Test devices that never answer should not hold a test for long.
+            device_answer_timeout: Duration::from_secs(2),
+            incidents: Default::default(),
         }
     }
 }

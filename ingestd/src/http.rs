@@ -9,13 +9,31 @@
 //! - `POST .../stop`: send 0x9102 (default: close audio and video). Optional
 //!   body `{"command":0,"close_type":0,"stream_type":0}`.
 //! - `POST .../playback`: send 0x9201; body `{"start_ms":..,"end_ms":..}` plus
-//!   optional `av_type`, `stream_type`, `storage_type`, `mode`, `speed`.
+//!   optional `av_type`, `stream_type`, `storage_type`, `mode` (0 normal,
+//!   1 fast forward, 2 keyframe rewind, 3 keyframes only, 4 single frame),
+//!   `speed` (multiplier 1, 2, 4, 8 or 16) and `replace` (stop a running
+//!   playback of the channel first instead of answering 409). One playback
+//!   per channel at a time, on the stream `<SIM>_<ch>_pb`: JT/T 1078 packets
+//!   carry only SIM and channel, so two uploads of one channel could not be
+//!   told apart. Answers once the device acknowledged (or connected), with
+//!   `stream` and `playback_id` besides the fields below.
+//! - `POST .../playback/control`: send 0x9202; body `{"action": "pause" |
+//!   "resume" | "stop" | "speed" | "seek" | "keyframes" | "rewind"}` with
+//!   `speed` (multiplier) for speed/rewind and `seek_ms` for seek.
+//! - `GET /api/devices/<sim>/recordings?channel=&from=&to=` (Unix ms; plus
+//!   optional `alarm_mask`, `av_type`, `stream_type`, `storage_type`,
+//!   `timeout_ms`): send 0x9205 and answer the device's 0x1205 list as a JSON
+//!   array of `{channel, start_ms, end_ms, alarm, av_type, stream_type,
+//!   storage_type, size}`.
 //!
 //! Answers: 200 with `{"sim","channel","msg_id","serial","server"}`, 404 when
 //! the device is not connected, 400 for a bad request, 413 for a body over
-//! 16 KiB. A body is optional where it is: a POST with no body may come
-//! without a Content-Length (`curl -X POST`, hyper's empty bodies), and a
-//! chunked body must say its length instead.
+//! 16 KiB, 504 when the device does not answer in time (the answer timeout,
+//! `--device-answer-timeout`), 502 when it refuses (its result code in
+//! `result`), 409 when a playback of the channel runs. A body is optional
+//! where it is: a POST with no body may come without a Content-Length (`curl
+//! -X POST`, hyper's empty bodies), and a chunked body must say its length
+//! instead.
 
 use std::sync::Arc;
 
@@ -23,8 +41,13 @@ use serde::Deserialize;
 use warp::http::StatusCode;
 use warp::{Filter, Rejection, Reply};
 
-use crate::context::Ctx;
-use crate::jt808::PlatformCommand;
+use std::time::Duration;
+
+use streamcore::StreamName;
+
+use crate::context::{CommandError, Ctx, PlaybackParams};
+use crate::jt808::{msg, playback_control, playback_mode, speed_code, PlatformCommand};
+use crate::sessions::Answer;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -59,8 +82,22 @@ struct PlaybackBody {
     storage_type: u8,
     #[serde(default)]
     mode: u8,
+    /// A multiplier (1, 2, 4, 8, 16); 0 or absent: none.
     #[serde(default)]
-    speed: u8,
+    speed: u32,
+    #[serde(default)]
+    replace: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlaybackControlBody {
+    action: String,
+    /// A multiplier (1, 2, 4, 8, 16).
+    #[serde(default)]
+    speed: Option<u32>,
+    #[serde(default)]
+    seek_ms: Option<i64>,
 }
 
 /// Largest request body of the control API.
@@ -122,6 +159,244 @@ fn parse_body<T: for<'de> Deserialize<'de> + Default>(b: &[u8]) -> Result<T, ser
     }
 }
 
+/// The device's SIM as the registry knows it, or why not (a 400).
+fn parse_sim(sim: &str) -> Result<String, &'static str> {
+    if sim.is_empty() || sim.len() > 20 || !sim.bytes().all(|b| b.is_ascii_digit()) {
+        return Err("sim must be 1-20 decimal digits");
+    }
+    Ok(crate::bcd::normalize_sim(&format!("{sim:0>12}")))
+}
+
+fn offline(sim: &str) -> warp::reply::Response {
+    json_status(
+        serde_json::json!({ "error": "device not connected", "sim": sim }),
+        StatusCode::NOT_FOUND,
+    )
+}
+
+/// The answer for a command that failed.
+fn command_failed(sim: &str, e: &CommandError) -> warp::reply::Response {
+    let (code, extra) = match e {
+        CommandError::Offline => return offline(sim),
+        CommandError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, serde_json::Value::Null),
+        CommandError::Refused(r) => (StatusCode::BAD_GATEWAY, serde_json::json!(r)),
+        CommandError::Busy(id) => (StatusCode::CONFLICT, serde_json::json!(id)),
+        CommandError::Unexpected => (StatusCode::BAD_GATEWAY, serde_json::Value::Null),
+    };
+    let mut v = serde_json::json!({ "error": e.to_string(), "sim": sim });
+    match e {
+        CommandError::Refused(_) => v["result"] = extra,
+        CommandError::Busy(_) => v["playback_id"] = extra,
+        _ => {}
+    }
+    json_status(v, code)
+}
+
+/// A time from the API as the device's BCD can hold it (years 2000-2099 in
+/// its zone), or why not (a 400).
+fn device_time(ctx: &Ctx, what: &str, t: i64) -> Result<i64, String> {
+    match ctx.config.device_clock.checked_to_bcd(t) {
+        Some(_) => Ok(t),
+        // Anything else would be sent as a wrapped, wrong date.
+        None => Err(format!(
+            "{what} must fall in the years 2000-2099 (device time, UTC{})",
+            ctx.config.device_clock
+        )),
+    }
+}
+
+/// `POST .../playback`: 0x9201.
+async fn playback(ctx: &Ctx, sim: &str, channel: u8, body: &[u8]) -> warp::reply::Response {
+    let b = match serde_json::from_slice::<PlaybackBody>(body) {
+        Ok(b) => b,
+        Err(e) => return bad(e),
+    };
+    for (what, t) in [("start_ms", b.start_ms), ("end_ms", b.end_ms)] {
+        if let Err(why) = device_time(ctx, what, t) {
+            return bad(why);
+        }
+    }
+    if b.end_ms < b.start_ms {
+        return bad("end_ms is before start_ms");
+    }
+    if b.mode > playback_mode::SINGLE_FRAME {
+        return bad(
+            "mode: 0 normal, 1 fast forward, 2 keyframe rewind, 3 keyframes only, 4 single frame",
+        );
+    }
+    let Some(speed) = speed_code(b.speed) else {
+        return bad("speed: a multiplier of 1, 2, 4, 8 or 16");
+    };
+    if channel == 0 {
+        return bad("channel 0 is not a video channel");
+    }
+    if b.replace {
+        if let Some(old) = ctx.registry.current_playback(sim, channel) {
+            old.stopped
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            let stop = PlatformCommand::PlaybackControl {
+                channel,
+                control: playback_control::STOP,
+                speed: 0,
+                seek_ms: None,
+            };
+            let _ = ctx.ask(sim, stop, ctx.config.device_answer_timeout).await;
+            ctx.registry.cancel_playback(sim, channel, &old.id);
+            ctx.registry.playback_ended(sim, channel, &old.id);
+        }
+    }
+    let params = PlaybackParams {
+        channel,
+        av_type: b.av_type,
+        stream_type: b.stream_type,
+        storage_type: b.storage_type,
+        mode: b.mode,
+        speed,
+        start_ms: b.start_ms,
+        end_ms: b.end_ms,
+    };
+    match ctx.start_playback(sim, params, None).await {
+        Ok(p) => json_status(
+            serde_json::json!({
+                "sim": sim, "channel": channel, "msg_id": msg::PLAYBACK_REQUEST,
+                "serial": p.serial, "server": p.server,
+                "stream": StreamName::playback(sim, channel).to_string(),
+                "playback_id": p.ticket.id, "acknowledged": p.acknowledged,
+            }),
+            StatusCode::OK,
+        ),
+        Err(e) => command_failed(sim, &e),
+    }
+}
+
+/// `POST .../playback/control`: 0x9202.
+async fn playback_control_route(
+    sim: String,
+    channel: u8,
+    body: bytes::Bytes,
+    ctx: Arc<Ctx>,
+) -> warp::reply::Response {
+    let sim = match parse_sim(&sim) {
+        Ok(s) => s,
+        Err(why) => return bad(why),
+    };
+    let b = match serde_json::from_slice::<PlaybackControlBody>(&body) {
+        Ok(b) => b,
+        Err(e) => return bad(e),
+    };
+    let speed = match b.speed.map(speed_code) {
+        None => 0,
+        Some(Some(c)) => c,
+        Some(None) => return bad("speed: a multiplier of 1, 2, 4, 8 or 16"),
+    };
+    let mut seek_ms = None;
+    let control = match b.action.as_str() {
+        "resume" => playback_control::RESUME,
+        "pause" => playback_control::PAUSE,
+        "stop" => playback_control::STOP,
+        "speed" if speed > 0 => playback_control::FAST_FORWARD,
+        "rewind" if speed > 0 => playback_control::KEYFRAME_REWIND,
+        "speed" | "rewind" => return bad("speed and rewind need \"speed\": 1, 2, 4, 8 or 16"),
+        "keyframes" => playback_control::KEYFRAMES_ONLY,
+        "seek" => match b.seek_ms.map(|t| device_time(&ctx, "seek_ms", t)) {
+            Some(Ok(t)) => {
+                seek_ms = Some(t);
+                playback_control::SEEK
+            }
+            Some(Err(why)) => return bad(why),
+            None => return bad("seek needs \"seek_ms\" (Unix ms)"),
+        },
+        other => {
+            return bad(format!(
+                "unknown action {other:?} (pause, resume, stop, speed, seek, keyframes, rewind)"
+            ))
+        }
+    };
+    let playback = ctx.registry.current_playback(&sim, channel);
+    if let Some(t) = &playback {
+        use std::sync::atomic::Ordering::Relaxed;
+        match control {
+            playback_control::STOP => t.stopped.store(true, Relaxed),
+            playback_control::KEYFRAME_REWIND => t.rewinding.store(true, Relaxed),
+            // Pausing keeps the direction; seeking and the others play forward.
+            playback_control::PAUSE => {}
+            _ => t.rewinding.store(false, Relaxed),
+        }
+    }
+    let cmd = PlatformCommand::PlaybackControl {
+        channel,
+        control,
+        speed,
+        seek_ms,
+    };
+    match ctx.ask(&sim, cmd, ctx.config.device_answer_timeout).await {
+        Ok((serial, _)) => json_status(
+            serde_json::json!({
+                "sim": sim, "channel": channel, "msg_id": msg::PLAYBACK_CONTROL,
+                "serial": serial, "action": b.action,
+                "playback_id": playback.map(|t| t.id),
+            }),
+            StatusCode::OK,
+        ),
+        Err(e) => command_failed(&sim, &e),
+    }
+}
+
+/// Query parameters of `GET .../recordings`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RecordingsQuery {
+    #[serde(default)]
+    channel: u8,
+    from: Option<i64>,
+    to: Option<i64>,
+    #[serde(default)]
+    alarm_mask: u64,
+    #[serde(default)]
+    av_type: u8,
+    #[serde(default)]
+    stream_type: u8,
+    #[serde(default)]
+    storage_type: u8,
+    timeout_ms: Option<u64>,
+}
+
+/// `GET /api/devices/<sim>/recordings`: 0x9205, answered by 0x1205.
+async fn recordings(sim: String, raw_query: String, ctx: Arc<Ctx>) -> warp::reply::Response {
+    let sim = match parse_sim(&sim) {
+        Ok(s) => s,
+        Err(why) => return bad(why),
+    };
+    let q: RecordingsQuery = match serde_urlencoded::from_str(&raw_query) {
+        Ok(q) => q,
+        Err(e) => return bad(format!("query: {e}")),
+    };
+    for (what, t) in [("from", q.from), ("to", q.to)] {
+        if let Some(Err(why)) = t.map(|t| device_time(&ctx, what, t)) {
+            return bad(why);
+        }
+    }
+    let timeout = q.timeout_ms.map_or(ctx.config.device_answer_timeout, |ms| {
+        Duration::from_millis(ms.clamp(100, 60_000))
+    });
+    let cmd = PlatformCommand::QueryResources {
+        channel: q.channel,
+        start_ms: q.from,
+        end_ms: q.to,
+        alarm_mask: q.alarm_mask,
+        av_type: q.av_type,
+        stream_type: q.stream_type,
+        storage_type: q.storage_type,
+    };
+    match ctx.ask(&sim, cmd, timeout).await {
+        Ok((_, Answer::Resources(list))) => {
+            json_status(serde_json::json!(list.items), StatusCode::OK)
+        }
+        Ok((_, Answer::Reply(_))) => command_failed(&sim, &CommandError::Unexpected),
+        Err(e) => command_failed(&sim, &e),
+    }
+}
+
 async fn control(
     sim: String,
     channel: u8,
@@ -129,10 +404,10 @@ async fn control(
     body: bytes::Bytes,
     ctx: Arc<Ctx>,
 ) -> warp::reply::Response {
-    if sim.is_empty() || sim.len() > 20 || !sim.bytes().all(|b| b.is_ascii_digit()) {
-        return bad("sim must be 1-20 decimal digits");
-    }
-    let sim = crate::bcd::normalize_sim(&format!("{sim:0>12}"));
+    let sim = match parse_sim(&sim) {
+        Ok(s) => s,
+        Err(why) => return bad(why),
+    };
     let Some((_, local)) = ctx.registry.device_handle(&sim) else {
         return json_status(
             serde_json::json!({ "error": "device not connected", "sim": sim }),
@@ -162,31 +437,7 @@ async fn control(
             },
             Err(e) => return bad(e),
         },
-        "playback" => match serde_json::from_slice::<PlaybackBody>(&body) {
-            Ok(b)
-                if [b.start_ms, b.end_ms]
-                    .iter()
-                    .any(|&t| crate::jt808::checked_unix_ms_to_bcd_time(t).is_none()) =>
-            {
-                // The BCD time field holds 2000-2099 only; anything else
-                // would be sent as a wrapped, wrong date.
-                return bad("start_ms and end_ms must fall in the years 2000-2099 (UTC+8)");
-            }
-            Ok(b) => PlatformCommand::Playback {
-                ip: ip.clone(),
-                tcp_port: port,
-                udp_port: 0,
-                channel,
-                av_type: b.av_type,
-                stream_type: b.stream_type,
-                storage_type: b.storage_type,
-                mode: b.mode,
-                speed: b.speed,
-                start_ms: b.start_ms,
-                end_ms: b.end_ms,
-            },
-            Err(e) => return bad(e),
-        },
+        "playback" => return playback(&ctx, &sim, channel, &body).await,
         other => return bad(format!("unknown action {other:?} (live, stop, playback)")),
     };
     let msg_id = cmd.msg_id();
@@ -228,6 +479,19 @@ pub fn routes(
         .and(warp::get())
         .and(with_ctx.clone())
         .map(|ctx: Arc<Ctx>| warp::reply::json(&ctx.registry.devices()).into_response());
+    let recordings = warp::path!("api" / "devices" / String / "recordings")
+        .and(warp::get())
+        .and(warp::query::raw().or(warp::any().map(String::new)).unify())
+        .and(with_ctx.clone())
+        .then(recordings);
+    let playback_control =
+        warp::path!("api" / "devices" / String / "channels" / u8 / "playback" / "control")
+            .and(warp::post())
+            .and(bounded_body())
+            .and(with_ctx.clone())
+            .then(playback_control_route)
+            .recover(body_refused)
+            .unify();
     let control = warp::path!("api" / "devices" / String / "channels" / u8 / String)
         .and(warp::post())
         .and(bounded_body())
@@ -235,5 +499,13 @@ pub fn routes(
         .then(control)
         .recover(body_refused)
         .unify();
-    metrics.or(devices).unify().or(control).unify()
+    metrics
+        .or(devices)
+        .unify()
+        .or(recordings)
+        .unify()
+        .or(playback_control)
+        .unify()
+        .or(control)
+        .unify()
 }

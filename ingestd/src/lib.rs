@@ -25,6 +25,7 @@ pub mod config;
 mod conn;
 pub mod context;
 pub mod http;
+pub mod incidents;
 pub mod jt1078;
 pub mod jt808;
 pub mod media;

@@ -53,6 +53,8 @@ pub struct MediaFrame {
     /// Annex-B for video; codec payload for audio.
     pub data: Bytes,
     pub session: SessionKind,
+    /// The request a playback upload answers (`None` for live video).
+    pub playback: Option<Arc<crate::sessions::PlaybackTicket>>,
     /// When the frame's last byte was read from the socket (publish latency).
     pub received: Instant,
 }

@@ -19,13 +19,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use streamcore::audio::{AudioCodec, G726Packing};
-use streamcore::catalog::{self, CatalogWriter, Record, INCIDENT_KIND_PLAYBACK};
+use streamcore::catalog::{self, CatalogWriter, PlaybackState, Record, INCIDENT_KIND_PLAYBACK};
 use streamcore::codec::VideoCodec;
 use streamcore::{layout, LiveStream, StreamConfig, StreamEvent};
 use tracing::{error, info, warn};
 
+use crate::context::playback_record;
 use crate::media::{FrameKind, MediaHandler, MediaMsg, SessionKind};
 use crate::metrics::{Metrics, StreamCounters, StreamStats};
+use crate::sessions::{IncidentKey, PlaybackTicket};
 
 /// JT/T 1078 payload types of video codecs.
 const PT_H264: u8 = 98;
@@ -63,6 +65,8 @@ struct OpenSession {
     started_ms: i64,
     /// Media time (PROGRAM-DATE-TIME) covered by the session's segments.
     media_span_ms: Option<(i64, i64)>,
+    /// The 0x9201 request a playback upload answers.
+    playback: Option<Arc<PlaybackTicket>>,
 }
 
 /// Remuxes the streams of one worker thread.
@@ -163,6 +167,7 @@ impl RemuxHandler {
         kind: SessionKind,
         sim: Option<&str>,
         channel: Option<u8>,
+        playback: Option<&Arc<PlaybackTicket>>,
     ) {
         let Some(a) = self.streams.get_mut(name) else {
             return;
@@ -179,10 +184,11 @@ impl RemuxHandler {
             channel,
             started_ms,
             media_span_ms: None,
+            playback: playback.cloned(),
         });
         info!(stream = name, session = %id, ?kind, "media session started");
         self.record(Record::SessionStarted {
-            session_id: id,
+            session_id: id.clone(),
             stream: name.to_string(),
             sim: sim.map(str::to_string),
             channel,
@@ -190,6 +196,17 @@ impl RemuxHandler {
             started_ms,
             host: self.cfg.host.clone(),
         });
+        if let Some(t) = playback {
+            self.record(playback_record(
+                t,
+                PlaybackState::Uploading,
+                None,
+                Some(id.clone()),
+            ));
+            if let Some(key) = &t.incident {
+                self.record(incident_video(key, "uploading", None, Some(id)));
+            }
+        }
     }
 
     /// The playlist listing a new segment is in place when `push_*` returns:
@@ -285,6 +302,9 @@ impl RemuxHandler {
             session_id: s.id.clone(),
             ended_ms,
         });
+        if let Some(t) = &s.playback {
+            self.playback_outcome(t, &s.id, s.media_span_ms);
+        }
         if let (SessionKind::Playback, Some(sim)) = (s.kind, s.sim) {
             // The recorded time the upload covers (the device's clock when
             // it is plausible Unix time), else when it was uploaded.
@@ -297,8 +317,63 @@ impl RemuxHandler {
                 kind: INCIDENT_KIND_PLAYBACK.into(),
                 source: "jt1078".into(),
                 session_id: Some(s.id),
+                open: false,
+                alarm: 0,
+                lat: None,
+                lon: None,
+                video_state: None,
+                video_reason: None,
             });
         }
+    }
+
+    /// Catalogues how a playback upload ended: complete (with a note when
+    /// it covers less than was asked), stopped by the operator, or failed
+    /// when it carried no video; an incident it fetched for gets its video.
+    fn playback_outcome(&self, t: &PlaybackTicket, session: &str, span: Option<(i64, i64)>) {
+        let (from, to) = t.span_ms();
+        let stopped = t.stopped.load(std::sync::atomic::Ordering::Relaxed);
+        let (state, reason) = match span {
+            None => (
+                PlaybackState::Failed,
+                Some("the upload carried no complete segment of video".to_string()),
+            ),
+            Some(_) if stopped => (
+                PlaybackState::Stopped,
+                Some("stopped by the operator".to_string()),
+            ),
+            Some((a, b)) => {
+                // Device clocks and GOP boundaries blur the edges by a second or two.
+                let covered = (b.min(to) - a.max(from)).max(0);
+                let asked = (to - from).max(1);
+                let short = covered * 10 < asked * 9;
+                (
+                    PlaybackState::Complete,
+                    short.then(|| {
+                        format!(
+                            "the device sent {:.1} s of the {:.1} s asked for",
+                            covered as f64 / 1000.0,
+                            asked as f64 / 1000.0
+                        )
+                    }),
+                )
+            }
+        };
+        info!(playback = %t.id, session, ?state, ?reason, "playback upload ended");
+        if let Some(key) = &t.incident {
+            let video = if state == PlaybackState::Failed {
+                "failed"
+            } else {
+                "fetched"
+            };
+            self.record(incident_video(
+                key,
+                video,
+                reason.clone(),
+                Some(session.to_string()),
+            ));
+        }
+        self.record(playback_record(t, state, reason, Some(session.to_string())));
     }
 
     /// One audio packet: muxed with the stream's video (or alone), or
@@ -323,7 +398,13 @@ impl RemuxHandler {
             return;
         };
         a.counters.add(&handled);
-        self.ensure_session(&f.stream, f.session, Some(&f.sim), Some(f.channel));
+        self.ensure_session(
+            &f.stream,
+            f.session,
+            Some(&f.sim),
+            Some(f.channel),
+            f.playback.as_ref(),
+        );
         let Some(a) = self.streams.get_mut(&*f.stream) else {
             return;
         };
@@ -379,7 +460,13 @@ impl MediaHandler for RemuxHandler {
                     });
                     return;
                 }
-                self.ensure_session(&f.stream, f.session, Some(&f.sim), Some(f.channel));
+                self.ensure_session(
+                    &f.stream,
+                    f.session,
+                    Some(&f.sim),
+                    Some(f.channel),
+                    f.playback.as_ref(),
+                );
                 let Some(a) = self.streams.get_mut(&*f.stream) else {
                     return;
                 };
@@ -394,7 +481,7 @@ impl MediaHandler for RemuxHandler {
                     return;
                 };
                 a.counters.add(&handled);
-                self.ensure_session(&r.stream, SessionKind::Raw, None, None);
+                self.ensure_session(&r.stream, SessionKind::Raw, None, None, None);
                 let Some(a) = self.streams.get_mut(&*r.stream) else {
                     return;
                 };
@@ -423,5 +510,24 @@ impl MediaHandler for RemuxHandler {
         for name in names {
             self.close(&name);
         }
+    }
+}
+
+/// The record setting the video of the incident `key`.
+fn incident_video(
+    key: &IncidentKey,
+    state: &str,
+    reason: Option<String>,
+    session_id: Option<String>,
+) -> Record {
+    Record::IncidentVideo {
+        sim: key.sim.clone(),
+        channel: key.channel,
+        from_ms: key.from_ms,
+        kind: key.kind.clone(),
+        source: key.source.clone(),
+        video_state: state.into(),
+        video_reason: reason,
+        session_id,
     }
 }

@@ -74,14 +74,19 @@ pub async fn start(config: Config, hooks: Hooks) -> std::io::Result<Running> {
         .media
         .unwrap_or_else(|| CountingHandler::factory(metrics.clone()));
     let pool = MediaPool::start(config.media_workers, config.queue_depth, factory);
+    // Alarm reports are few (one per position): a full queue drops them
+    // rather than stall a device's connection.
+    let (alarm_tx, alarm_rx) = mpsc::channel(4096);
     let ctx = Arc::new(Ctx {
         metrics,
         registry: Arc::new(Registry::default()),
         media: pool.sender(),
         events: hooks.events,
+        incidents: Some(alarm_tx),
         jt1078_addr: l1078.local_addr()?,
         config,
     });
+    tokio::spawn(crate::incidents::run(ctx.clone(), alarm_rx));
     let (stop, stop_rx) = watch::channel(false);
     let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
     let limit = Arc::new(Semaphore::new(ctx.config.max_connections));

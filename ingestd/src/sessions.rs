@@ -8,13 +8,13 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::jt808::{Location, PlatformCommand};
+use crate::jt808::{GeneralReply, Location, PlatformCommand, ResourceList};
 use crate::media::SessionKind;
 
 /// How long a 0x9201 request waits for the device's media connection.
@@ -50,7 +50,7 @@ pub struct MediaSessionRecord {
 }
 
 /// Events for the catalog writer (the lead connects the receiver).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum IngestEvent {
     Position(PositionRecord),
     DeviceOnline {
@@ -64,6 +64,9 @@ pub enum IngestEvent {
     },
     MediaSessionStarted(MediaSessionRecord),
     MediaSessionEnded(MediaSessionRecord),
+    /// A catalog record made outside the media workers (playback requests,
+    /// incidents).
+    Record(streamcore::catalog::Record),
 }
 
 /// A command for a device's connection task; the reply is the serial used
@@ -72,6 +75,18 @@ pub enum IngestEvent {
 pub struct CommandRequest {
     pub cmd: PlatformCommand,
     pub reply: oneshot::Sender<Option<u16>>,
+    /// Where the device's answer to the command goes, when the caller
+    /// waits for one (see [`Answer`]).
+    pub answer: Option<oneshot::Sender<Answer>>,
+}
+
+/// What a device answered to a platform command, matched by the command's
+/// serial: its 0x0001 general reply, or for a 0x9205 query the 0x1205 list
+/// (a query's 0x0001 with result 0 only says the list is coming).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    Reply(GeneralReply),
+    Resources(ResourceList),
 }
 
 #[derive(Debug, Clone)]
@@ -98,12 +113,63 @@ pub struct DeviceInfo {
     pub media: Vec<MediaSessionRecord>,
 }
 
+/// The incident a playback fetches the video of (its catalog key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IncidentKey {
+    pub sim: String,
+    pub channel: Option<u8>,
+    pub from_ms: i64,
+    pub kind: String,
+    pub source: String,
+}
+
+/// One 0x9201 request, from the command to the end of its upload: the
+/// catalog's playback row, and what links the upload's session to the
+/// device recording (and incident) it came from.
+#[derive(Debug, Clone)]
+pub struct PlaybackTicket {
+    pub id: String,
+    pub sim: String,
+    pub channel: u8,
+    /// The 0x9201 as sent (span, mode, speed, types).
+    pub cmd: PlatformCommand,
+    pub requested_ms: i64,
+    pub incident: Option<IncidentKey>,
+    /// Set when the operator stops the upload (0x9202 stop).
+    pub stopped: Arc<AtomicBool>,
+    /// The device plays backwards (0x9201 mode 2, or 0x9202 control 4 until
+    /// another control): its timestamps decrease.
+    pub rewinding: Arc<AtomicBool>,
+}
+
+impl PlaybackTicket {
+    /// The requested span (Unix ms).
+    pub fn span_ms(&self) -> (i64, i64) {
+        match &self.cmd {
+            PlatformCommand::Playback {
+                start_ms, end_ms, ..
+            } => (*start_ms, *end_ms),
+            _ => (0, 0),
+        }
+    }
+}
+
+/// Why a playback request was not made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PlaybackBusy {
+    /// An upload of that channel runs (or was asked for and is awaited).
+    Uploading(String),
+}
+
 #[derive(Debug, Default)]
 pub struct Registry {
     next_id: AtomicU64,
     devices: Mutex<HashMap<String, Device>>,
     media: Mutex<HashMap<u64, MediaSessionRecord>>,
-    playback: Mutex<HashMap<(String, u8), Instant>>,
+    /// Playbacks asked for whose media connection has not come yet.
+    playback: Mutex<HashMap<(String, u8), (Instant, PlaybackTicket)>>,
+    /// Playbacks whose upload runs.
+    uploading: Mutex<HashMap<(String, u8), PlaybackTicket>>,
 }
 
 impl Registry {
@@ -207,19 +273,84 @@ impl Registry {
         v
     }
 
-    pub fn expect_playback(&self, sim: &str, channel: u8) {
+    /// Records that a playback of `ticket`'s channel was asked for, unless
+    /// one is awaited or uploading there already.
+    pub fn expect_playback(&self, ticket: PlaybackTicket) -> Result<(), PlaybackBusy> {
+        let key = (ticket.sim.clone(), ticket.channel);
+        if let Some(t) = self.uploading.lock().expect("registry lock").get(&key) {
+            return Err(PlaybackBusy::Uploading(t.id.clone()));
+        }
+        let mut p = self.playback.lock().expect("registry lock");
+        p.retain(|_, (t, _)| t.elapsed() < PLAYBACK_EXPECTATION);
+        if let Some((_, t)) = p.get(&key) {
+            return Err(PlaybackBusy::Uploading(t.id.clone()));
+        }
+        p.insert(key, (Instant::now(), ticket));
+        Ok(())
+    }
+
+    /// Forgets an expected playback the device refused or never got.
+    pub fn cancel_playback(&self, sim: &str, channel: u8, id: &str) {
+        let mut p = self.playback.lock().expect("registry lock");
+        if p.get(&(sim.to_string(), channel))
+            .is_some_and(|(_, t)| t.id == id)
+        {
+            p.remove(&(sim.to_string(), channel));
+        }
+    }
+
+    /// The playback request a media connection for `sim`/`channel` answers,
+    /// if any (it becomes the uploading one).
+    pub fn take_playback(&self, sim: &str, channel: u8) -> Option<PlaybackTicket> {
+        let mut p = self.playback.lock().expect("registry lock");
+        p.retain(|_, (t, _)| t.elapsed() < PLAYBACK_EXPECTATION);
+        let (_, ticket) = p.remove(&(sim.to_string(), channel))?;
+        self.uploading
+            .lock()
+            .expect("registry lock")
+            .insert((sim.to_string(), channel), ticket.clone());
+        Some(ticket)
+    }
+
+    /// The upload of `id` ended (its media connection closed).
+    pub fn playback_ended(&self, sim: &str, channel: u8, id: &str) {
+        let mut u = self.uploading.lock().expect("registry lock");
+        if u.get(&(sim.to_string(), channel))
+            .is_some_and(|t| t.id == id)
+        {
+            u.remove(&(sim.to_string(), channel));
+        }
+    }
+
+    /// Whether the upload of `id` runs on that channel.
+    pub fn is_uploading(&self, sim: &str, channel: u8, id: &str) -> bool {
+        self.uploading
+            .lock()
+            .expect("registry lock")
+            .get(&(sim.to_string(), channel))
+            .is_some_and(|t| t.id == id)
+    }
+
+    /// The playback awaited or uploading on a channel.
+    pub fn current_playback(&self, sim: &str, channel: u8) -> Option<PlaybackTicket> {
+        let key = (sim.to_string(), channel);
+        if let Some(t) = self.uploading.lock().expect("registry lock").get(&key) {
+            return Some(t.clone());
+        }
         self.playback
             .lock()
             .expect("registry lock")
-            .insert((sim.to_string(), channel), Instant::now());
+            .get(&key)
+            .map(|(_, t)| t.clone())
     }
 
-    /// Whether a media connection for `sim`/`channel` answers a playback
-    /// request (consumes the expectation).
-    pub fn take_playback(&self, sim: &str, channel: u8) -> bool {
-        let mut p = self.playback.lock().expect("registry lock");
-        p.retain(|_, t| t.elapsed() < PLAYBACK_EXPECTATION);
-        p.remove(&(sim.to_string(), channel)).is_some()
+    /// Whether `sim` is online now.
+    pub fn is_online(&self, sim: &str) -> bool {
+        self.devices
+            .lock()
+            .expect("registry lock")
+            .get(sim)
+            .is_some_and(|d| d.online)
     }
 
     /// Starts a media session; `None` if a raw stream of that name is busy.

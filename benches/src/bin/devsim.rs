@@ -10,6 +10,17 @@
 //! most 950 bytes). Pacing is
 //! real time by the timestamps, or flat out. In raw mode each device sends
 //! `STREAM <name>\n` and Annex-B bytes to the raw port instead.
+//!
+//! Every device with a JT/T 808 connection also behaves as a dashcam with an
+//! SD card (JT/T 1078-2016 section 5.5; the card itself is
+//! `benches::sdcard`): it answers a 0x9205 query with a 0x0001 and then a
+//! 0x1205 list (sub-packaged when long) of synthetic recordings; on 0x9201
+//! it opens a new media connection and uploads the span asked for, cut from
+//! the looped input, with the recording's own Unix-ms timestamps, paced at
+//! real time times the speed (backwards for keyframe rewind), and closes it
+//! at the end; 0x9202 pauses, resumes, stops, changes speed or mode and
+//! seeks that upload. Any span can be played back, listed or not.
+//! `--alarm-at` makes its position reports carry alarm bits for a while.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -17,14 +28,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use benches::sdcard::{
+    AlarmPlan, AlarmSpan, ControlOutcome, Playback, ResourceQuery, SdCard, Tape,
+};
 use bytes::{Bytes, BytesMut};
 use clap::Parser;
 use ingestd::jt1078::{
     self, DataType, Jt1078Event, Jt1078Packet, Jt1078Parser, PacketizeParams, Sim,
 };
-use ingestd::jt808::{self, Jt808Event, Jt808Parser, Location, OutHeader};
+use ingestd::jt808::{
+    self, DeviceClock, GeneralReply, Jt808Event, Jt808Parser, Location, OutHeader, PlatformCommand,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 #[derive(Debug, Clone, Parser)]
@@ -112,6 +130,42 @@ struct Args {
     /// Codec of Annex-B --input: h264 or h265 (JT/T 1078 payload type 98 or 99).
     #[arg(long, default_value = "h264")]
     video_codec: streamcore::codec::VideoCodec,
+    /// Channels the SD card holds recordings of, e.g. `1,2` (default: --channel).
+    #[arg(long, value_delimiter = ',')]
+    sd_channels: Vec<u8>,
+    /// Length of each recording on the SD card, in seconds.
+    #[arg(long, default_value_t = 60)]
+    sd_clip_secs: u64,
+    /// A recording starts every this many seconds (aligned to Unix time).
+    #[arg(long, default_value_t = 300)]
+    sd_every_secs: u64,
+    /// The SD card holds the recordings of this many hours before now.
+    #[arg(long, default_value_t = 24.0)]
+    sd_hours: f64,
+    /// Raise an alarm this many seconds after login (repeatable, or a comma
+    /// list): position reports carry --alarm-bits while it lasts.
+    #[arg(long, value_delimiter = ',')]
+    alarm_at: Vec<f64>,
+    /// The 0x0200 alarm word of --alarm-at (hex; 0x2 = overspeed).
+    #[arg(long, default_value = "0x2", value_parser = parse_hex_u32)]
+    alarm_bits: u32,
+    /// How long each --alarm-at alarm lasts, in seconds (positions every
+    /// second meanwhile).
+    #[arg(long, default_value_t = 5.0)]
+    alarm_secs: f64,
+    /// UTC offset of the device clock (BCD times in positions, recordings
+    /// and playback requests).
+    #[arg(long, default_value = "+08:00")]
+    device_utc_offset: DeviceClock,
+}
+
+fn parse_hex_u32(s: &str) -> Result<u32, String> {
+    let t = s.trim();
+    let digits = t
+        .strip_prefix("0x")
+        .or_else(|| t.strip_prefix("0X"))
+        .unwrap_or(t);
+    u32::from_str_radix(digits, 16).map_err(|e| format!("{s:?}: not a 32-bit hex number ({e})"))
 }
 
 /// One access unit / frame with its timestamp.
@@ -255,6 +309,115 @@ fn load(path: &PathBuf, fps: u32, codec: streamcore::codec::VideoCodec) -> anyho
     ))
 }
 
+/// The input as whole frames (capture packets joined again), in time order
+/// from its start: what the SD card's recordings are cut from.
+fn frames_of(src: &Source) -> Vec<Unit> {
+    match src {
+        Source::Units(u) => u.clone(),
+        Source::Packets(pkts) => {
+            let base = pkts.iter().find_map(|p| p.timestamp_ms).unwrap_or(0);
+            let mut out = Vec::new();
+            let mut body = BytesMut::new();
+            for p in pkts {
+                let Some(ts) = p.timestamp_ms else { continue };
+                if matches!(
+                    p.sub,
+                    jt1078::SubPackage::Atomic | jt1078::SubPackage::First
+                ) {
+                    body.clear();
+                }
+                body.extend_from_slice(&p.body);
+                if matches!(p.sub, jt1078::SubPackage::Atomic | jt1078::SubPackage::Last) {
+                    out.push(Unit {
+                        ts_ms: ts.saturating_sub(base),
+                        data_type: p.data_type,
+                        payload_type: p.payload_type,
+                        data: body.split().freeze(),
+                    });
+                }
+            }
+            out.sort_by_key(|u| u.ts_ms);
+            out
+        }
+    }
+}
+
+/// What every device's SD card holds and plays back.
+struct Card {
+    sd: SdCard,
+    tape: Arc<Tape>,
+    /// The frames the tape's entries index.
+    units: Vec<Unit>,
+    plan: AlarmPlan,
+}
+
+impl Card {
+    fn new(args: &Args, src: &Source) -> anyhow::Result<Card> {
+        if args.sd_every_secs == 0 || args.sd_clip_secs == 0 {
+            bail!("--sd-every-secs and --sd-clip-secs must be at least 1");
+        }
+        if args.sd_clip_secs > args.sd_every_secs {
+            bail!("--sd-clip-secs is longer than --sd-every-secs");
+        }
+        if !(args.sd_hours.is_finite() && args.sd_hours >= 0.0) {
+            bail!("--sd-hours must be a number of hours >= 0");
+        }
+        if args.alarm_at.iter().any(|s| !(s.is_finite() && *s >= 0.0))
+            || !(args.alarm_secs.is_finite() && args.alarm_secs > 0.0)
+        {
+            bail!("--alarm-at needs seconds >= 0 and --alarm-secs seconds > 0");
+        }
+        let units = frames_of(src);
+        let tape = Tape::new(units.iter().map(|u| {
+            let audio = u.data_type == DataType::Audio;
+            (u.ts_ms, u.data_type == DataType::IFrame, audio)
+        }))
+        .context("no frames in --input to play back")?;
+        let on_tape = |f: fn(&Unit) -> bool| tape.frames().iter().any(|t| f(&units[t.unit]));
+        let av_type = match (
+            on_tape(|u| u.data_type == DataType::Audio),
+            on_tape(|u| u.data_type.is_video()),
+        ) {
+            (true, true) => 0,
+            (true, false) => 1,
+            _ => 2,
+        };
+        let bytes: u64 = tape
+            .frames()
+            .iter()
+            .map(|t| units[t.unit].data.len() as u64)
+            .sum();
+        let sd = SdCard {
+            channels: if args.sd_channels.is_empty() {
+                vec![args.channel]
+            } else {
+                args.sd_channels.clone()
+            },
+            clip_ms: args.sd_clip_secs as i64 * 1000,
+            every_ms: args.sd_every_secs as i64 * 1000,
+            history_ms: (args.sd_hours * 3_600_000.0) as i64,
+            av_type,
+            bytes_per_sec: bytes * 1000 / tape.period_ms().max(1),
+        };
+        let at: Vec<Duration> = args
+            .alarm_at
+            .iter()
+            .map(|&s| Duration::from_secs_f64(s))
+            .collect();
+        let plan = AlarmPlan::new(
+            &at,
+            Duration::from_secs_f64(args.alarm_secs),
+            args.alarm_bits,
+        );
+        Ok(Card {
+            sd,
+            tape: Arc::new(tape),
+            units,
+            plan,
+        })
+    }
+}
+
 #[derive(Debug, Default, Clone)]
 struct Stats {
     frames: u64,
@@ -269,6 +432,13 @@ struct Stats {
     max_lag_ms: u64,
     /// (media ms, unix ns) of each keyframe sent.
     keyframes: Vec<(u64, u128)>,
+    /// 0x9205 queries answered, 0x9201 uploads started, and what the
+    /// uploads sent.
+    queries: u64,
+    playbacks: u64,
+    playback_frames: u64,
+    playback_packets: u64,
+    playback_bytes: u64,
     error: Option<String>,
 }
 
@@ -277,15 +447,20 @@ fn sim_of(args: &Args, i: u32) -> String {
 }
 
 /// Point on a 2 km circle round Shenzhen, one lap per 10 minutes, each
-/// device offset along the circle.
-fn position(i: u32, t_s: f64, now_ms: i64) -> Location {
+/// device offset along the circle, with the alarm word and the time in the
+/// device's zone.
+fn position(i: u32, t_s: f64, now_ms: i64, alarm: u32, clock: DeviceClock) -> Location {
     let phase = t_s / 600.0 * std::f64::consts::TAU + i as f64 * 0.7;
     let (lat0, lon0, r_deg) = (22.543_096, 114.057_865, 0.018);
     let lat = lat0 + r_deg * phase.sin();
     let lon = lon0 + r_deg * phase.cos() / lat0.to_radians().cos();
     let heading = ((90.0 - phase.to_degrees() + 360.0 * 4.0) % 360.0) as u16;
     // 2 km radius, one lap per 600 s: about 75 km/h.
-    Location::new((lat * 1e6) as i64, (lon * 1e6) as i64, 754, heading, now_ms)
+    let mut l = Location::new((lat * 1e6) as i64, (lon * 1e6) as i64, 754, heading, now_ms);
+    l.alarm = alarm;
+    l.time_bcd = clock.to_bcd(now_ms);
+    l.time_ms = clock.to_unix_ms(&l.time_bcd);
+    l
 }
 
 fn now_ms() -> i64 {
@@ -313,10 +488,137 @@ async fn read_808(
     }
 }
 
+/// The device's end of its JT/T 808 connection: its phone number, the
+/// serial of the next message, and what is queued for the socket.
+struct Signalling {
+    sim: String,
+    serial: u16,
+    out: BytesMut,
+}
+
+/// Largest body of one sub-package this device sends (the header's length
+/// field has 10 bits, so a frame body stays below 1024 bytes).
+const PART_BODY: usize = 1000;
+
+impl Signalling {
+    /// Queues one message; a body too long for one frame goes out as
+    /// sub-packages (total and index from 1, each with its own serial), as
+    /// devices send long 0x1205 lists.
+    fn send(&mut self, msg_id: u16, body: &[u8]) {
+        let parts: Vec<&[u8]> = if body.len() <= 0x3ff {
+            vec![body]
+        } else {
+            body.chunks(PART_BODY).collect()
+        };
+        let total = parts.len() as u16;
+        for (i, part) in parts.into_iter().enumerate() {
+            jt808::encode_frame(
+                &OutHeader {
+                    msg_id,
+                    phone: &self.sim,
+                    serial: self.serial,
+                    version: None,
+                    subpackage: (total > 1).then_some((total, i as u16 + 1)),
+                },
+                part,
+                &mut self.out,
+            );
+            self.serial = self.serial.wrapping_add(1);
+        }
+    }
+
+    /// Queues a 0x0001 general reply to `m`.
+    fn reply(&mut self, m: &jt808::Jt808Message, result: u8) {
+        let ack = GeneralReply {
+            serial: m.header.serial,
+            msg_id: m.header.msg_id,
+            result,
+        };
+        self.send(jt808::msg::TERMINAL_REPLY, &ack.encode());
+    }
+
+    async fn flush(&mut self, sock: &mut TcpStream) -> std::io::Result<()> {
+        if !self.out.is_empty() {
+            sock.write_all(&self.out).await?;
+            self.out.clear();
+        }
+        Ok(())
+    }
+}
+
+/// A 0x9202 control on its way to the upload it concerns.
+#[derive(Debug, Clone, Copy)]
+struct Ctl {
+    control: u8,
+    speed: u8,
+    seek_ms: Option<i64>,
+}
+
+/// How one playback upload went.
+struct PlaybackReport {
+    channel: u8,
+    frames: u64,
+    packets: u64,
+    bytes: u64,
+    /// "complete" (the span was sent), "stopped" (0x9202 stop, a newer
+    /// request for the channel, or the device going away) or "failed".
+    outcome: &'static str,
+    error: Option<String>,
+}
+
+/// The device's running uploads: one per channel, each steered through its
+/// control channel (dropping the sender stops it).
+struct Uploads {
+    controls: std::collections::HashMap<u8, mpsc::UnboundedSender<Ctl>>,
+    tasks: JoinSet<PlaybackReport>,
+}
+
+impl Uploads {
+    /// Passes a control to the upload of `channel` (0: every upload);
+    /// false if none is running.
+    fn control(&mut self, channel: u8, ctl: Ctl) -> bool {
+        self.controls.retain(|_, tx| !tx.is_closed());
+        let mut any = false;
+        for (&ch, tx) in &self.controls {
+            if (channel == 0 || ch == channel) && tx.send(ctl).is_ok() {
+                any = true;
+            }
+        }
+        any
+    }
+}
+
+fn record_upload(
+    sim: &str,
+    done: Result<PlaybackReport, tokio::task::JoinError>,
+    stats: &mut Stats,
+) {
+    match done {
+        Ok(r) => {
+            stats.playback_frames += r.frames;
+            stats.playback_packets += r.packets;
+            stats.playback_bytes += r.bytes;
+            eprintln!(
+                "devsim: {sim} channel {} playback {}: frames {} packets {} bytes {}{}",
+                r.channel,
+                r.outcome,
+                r.frames,
+                r.packets,
+                r.bytes,
+                r.error.map(|e| format!(" ERROR {e}")).unwrap_or_default()
+            );
+        }
+        Err(e) => eprintln!("devsim: {sim} playback task: {e}"),
+    }
+}
+
 /// The signalling side of one device. Sends the media address of a 0x9101
-/// request through `live` (on-demand mode).
+/// request through `live` (on-demand mode); answers recording queries and
+/// runs playback uploads from `card`.
+#[allow(clippy::too_many_arguments)]
 async fn run_808(
     args: Arc<Args>,
+    card: Arc<Card>,
     i: u32,
     addr: SocketAddr,
     deadline: Option<Instant>,
@@ -325,24 +627,15 @@ async fn run_808(
     stats: &mut Stats,
 ) -> anyhow::Result<()> {
     let sim = sim_of(&args, i);
+    let media_sim = Sim::parse(&sim).context("SIM does not fit 12 digits")?;
+    let clock = args.device_utc_offset;
     let mut sock = TcpStream::connect(addr).await.context("connect 808")?;
     let mut parser = Jt808Parser::new();
     let mut buf = BytesMut::with_capacity(4096);
-    let mut out = BytesMut::new();
-    let mut serial: u16 = 0;
-    let mut send = |msg_id: u16, body: &[u8], out: &mut BytesMut| {
-        jt808::encode_frame(
-            &OutHeader {
-                msg_id,
-                phone: &sim,
-                serial,
-                version: None,
-                subpackage: None,
-            },
-            body,
-            out,
-        );
-        serial = serial.wrapping_add(1);
+    let mut sig = Signalling {
+        sim: sim.clone(),
+        serial: 0,
+        out: BytesMut::new(),
     };
     let reg = jt808::Register {
         province: 44,
@@ -353,9 +646,8 @@ async fn run_808(
         plate_color: 1,
         plate: format!("SIM{i:05}"),
     };
-    send(jt808::msg::REGISTER, &reg.encode(false), &mut out);
-    sock.write_all(&out).await?;
-    out.clear();
+    sig.send(jt808::msg::REGISTER, &reg.encode(false));
+    sig.flush(&mut sock).await?;
     let reply = read_808(&mut sock, &mut parser, &mut buf).await?;
     if reply.header.msg_id != jt808::msg::REGISTER_REPLY
         || reply.body.len() < 3
@@ -369,9 +661,8 @@ async fn run_808(
         imei: None,
         software_version: None,
     };
-    send(jt808::msg::AUTHENTICATE, &auth.encode(false), &mut out);
-    sock.write_all(&out).await?;
-    out.clear();
+    sig.send(jt808::msg::AUTHENTICATE, &auth.encode(false));
+    sig.flush(&mut sock).await?;
     let reply = read_808(&mut sock, &mut parser, &mut buf).await?;
     let r = jt808::GeneralReply::decode(&reply.body, reply.header.msg_id)?;
     if r.result != 0 {
@@ -381,13 +672,13 @@ async fn run_808(
     // Where the device is, as soon as it is logged in (as dashcams do), so
     // even a short clip sent flat out has a position to go with it.
     let start = Instant::now();
-    send(
+    let alarms: Vec<AlarmSpan> = card.plan.spans(now_ms());
+    let bits = card.plan.bits_at(Duration::ZERO);
+    sig.send(
         jt808::msg::LOCATION,
-        &position(i, 0.0, now_ms()).encode(),
-        &mut out,
+        &position(i, 0.0, now_ms(), bits, clock).encode(),
     );
-    sock.write_all(&out).await?;
-    out.clear();
+    sig.flush(&mut sock).await?;
     stats.positions += 1;
     // A real device sends media only once logged in; without --on-demand
     // it starts right away, else it waits for 0x9101.
@@ -398,7 +689,13 @@ async fn run_808(
     }
     let mut hb = tokio::time::interval(Duration::from_secs(args.heartbeat.max(1)));
     let every = Duration::from_secs(args.position_interval.max(1));
-    let mut pos = tokio::time::interval_at(start + every, every);
+    // When the next position is due, counted from login: every `every`,
+    // and every second while an --alarm-at alarm lasts.
+    let mut next_pos = card.plan.next_report(Duration::ZERO, every);
+    let mut uploads = Uploads {
+        controls: std::collections::HashMap::new(),
+        tasks: JoinSet::new(),
+    };
     // Ends at the deadline, or when the media side finishes (its sender is
     // dropped); signalling-only devices run until the deadline or forever.
     let end = async {
@@ -423,22 +720,26 @@ async fn run_808(
         tokio::select! {
             _ = &mut end => break,
             _ = hb.tick() => {
-                send(jt808::msg::HEARTBEAT, &[], &mut out);
+                sig.send(jt808::msg::HEARTBEAT, &[]);
                 stats.heartbeats += 1;
             }
-            _ = pos.tick() => {
-                let l = position(i, start.elapsed().as_secs_f64(), now_ms());
-                send(jt808::msg::LOCATION, &l.encode(), &mut out);
+            _ = tokio::time::sleep_until(start + next_pos) => {
+                let bits = card.plan.bits_at(next_pos);
+                let l = position(i, start.elapsed().as_secs_f64(), now_ms(), bits, clock);
+                sig.send(jt808::msg::LOCATION, &l.encode());
                 stats.positions += 1;
+                next_pos = card.plan.next_report(next_pos, every);
+            }
+            Some(done) = uploads.tasks.join_next(), if !uploads.tasks.is_empty() => {
+                record_upload(&sim, done, stats);
             }
             m = read_808(&mut sock, &mut parser, &mut buf) => {
                 let m = m?;
                 match m.header.msg_id {
                     jt808::msg::PLATFORM_REPLY => stats.replies += 1,
-                    id @ (jt808::msg::LIVE_REQUEST | jt808::msg::LIVE_CONTROL | jt808::msg::PLAYBACK_REQUEST) => {
-                        let ack = jt808::GeneralReply { serial: m.header.serial, msg_id: id, result: 0 };
-                        send(jt808::msg::TERMINAL_REPLY, &ack.encode(), &mut out);
-                        if id == jt808::msg::LIVE_REQUEST && m.body.len() > 1 {
+                    jt808::msg::LIVE_REQUEST | jt808::msg::LIVE_CONTROL => {
+                        sig.reply(&m, jt808::result::OK);
+                        if m.header.msg_id == jt808::msg::LIVE_REQUEST && m.body.len() > 1 {
                             let n = m.body[0] as usize;
                             if m.body.len() >= 1 + n + 2 {
                                 let ip = String::from_utf8_lossy(&m.body[1..1 + n]).into_owned();
@@ -449,16 +750,236 @@ async fn run_808(
                             }
                         }
                     }
+                    jt808::msg::PLAYBACK_REQUEST => {
+                        start_playback(&args, &card, &sim, media_sim, &m, &mut sig, &mut uploads, stats);
+                    }
+                    jt808::msg::PLAYBACK_CONTROL => {
+                        let result = match PlatformCommand::decode(m.header.msg_id, &m.body, clock) {
+                            Ok(PlatformCommand::PlaybackControl { channel, control, speed, seek_ms })
+                                if Playback::accepts(control, seek_ms) =>
+                            {
+                                let ctl = Ctl { control, speed, seek_ms };
+                                if uploads.control(channel, ctl) {
+                                    jt808::result::OK
+                                } else {
+                                    jt808::result::FAILURE
+                                }
+                            }
+                            _ => jt808::result::MESSAGE_ERROR,
+                        };
+                        sig.reply(&m, result);
+                    }
+                    jt808::msg::QUERY_RESOURCES => {
+                        let q = PlatformCommand::decode(m.header.msg_id, &m.body, clock)
+                            .ok()
+                            .and_then(|c| ResourceQuery::from_command(&c));
+                        match q {
+                            Some(q) => {
+                                // Many devices acknowledge first, then list.
+                                sig.reply(&m, jt808::result::OK);
+                                let list = jt808::ResourceList {
+                                    serial: m.header.serial,
+                                    items: card.sd.query(now_ms(), &q, &alarms),
+                                };
+                                sig.send(jt808::msg::RESOURCE_LIST, &list.encode(clock));
+                                stats.queries += 1;
+                            }
+                            None => sig.reply(&m, jt808::result::MESSAGE_ERROR),
+                        }
+                    }
                     _ => {}
                 }
             }
         }
-        if !out.is_empty() {
-            sock.write_all(&out).await?;
-            out.clear();
-        }
+        sig.flush(&mut sock).await?;
     }
+    // The device goes away: its uploads see their control channels close
+    // and close their connections.
+    uploads.controls.clear();
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(done) = uploads.tasks.join_next().await {
+            record_upload(&sim, done, stats);
+        }
+    })
+    .await;
     Ok(())
+}
+
+/// Answers a 0x9201 and starts its upload on a new media connection; a
+/// request for a channel that is already uploading replaces that upload.
+#[allow(clippy::too_many_arguments)]
+fn start_playback(
+    args: &Arc<Args>,
+    card: &Arc<Card>,
+    sim: &str,
+    media_sim: Sim,
+    m: &jt808::Jt808Message,
+    sig: &mut Signalling,
+    uploads: &mut Uploads,
+    stats: &mut Stats,
+) {
+    let cmd = PlatformCommand::decode(m.header.msg_id, &m.body, args.device_utc_offset);
+    let Ok(PlatformCommand::Playback {
+        ip,
+        tcp_port,
+        channel,
+        av_type,
+        mode,
+        speed,
+        start_ms,
+        end_ms,
+        ..
+    }) = cmd
+    else {
+        sig.reply(m, jt808::result::MESSAGE_ERROR);
+        return;
+    };
+    sig.reply(m, jt808::result::OK);
+    let pb = Playback::new(card.tape.clone(), start_ms, end_ms, mode, speed, av_type);
+    eprintln!(
+        "devsim: {sim} channel {channel} playback {start_ms}..{end_ms} mode {mode} x{} to {ip}:{tcp_port}",
+        pb.speed()
+    );
+    let (tx, rx) = mpsc::unbounded_channel();
+    // Replacing the sender drops the old one, which stops that upload.
+    uploads.controls.insert(channel, tx);
+    uploads.tasks.spawn(run_playback(
+        args.clone(),
+        card.clone(),
+        media_sim,
+        channel,
+        (ip, tcp_port),
+        pb,
+        rx,
+    ));
+    stats.playbacks += 1;
+}
+
+/// One playback upload, start to end.
+async fn run_playback(
+    args: Arc<Args>,
+    card: Arc<Card>,
+    sim: Sim,
+    channel: u8,
+    addr: (String, u16),
+    mut pb: Playback,
+    mut ctl: mpsc::UnboundedReceiver<Ctl>,
+) -> PlaybackReport {
+    let mut r = PlaybackReport {
+        channel,
+        frames: 0,
+        packets: 0,
+        bytes: 0,
+        outcome: "failed",
+        error: None,
+    };
+    match upload(&args, &card, sim, channel, &addr, &mut pb, &mut ctl, &mut r).await {
+        Ok(outcome) => r.outcome = outcome,
+        Err(e) => r.error = Some(format!("{e:#}")),
+    }
+    r
+}
+
+/// Connects to the address of the 0x9201 and sends the playback's frames,
+/// each at its recording time divided by the speed after the one pacing
+/// counts from, obeying controls as they come; closes the connection at
+/// the end of the span or on stop.
+#[allow(clippy::too_many_arguments)]
+async fn upload(
+    args: &Args,
+    card: &Card,
+    sim: Sim,
+    channel: u8,
+    (host, port): &(String, u16),
+    pb: &mut Playback,
+    ctl: &mut mpsc::UnboundedReceiver<Ctl>,
+    r: &mut PlaybackReport,
+) -> anyhow::Result<&'static str> {
+    let mut sock = tokio::time::timeout(
+        Duration::from_secs(10),
+        TcpStream::connect((host.as_str(), *port)),
+    )
+    .await
+    .map_err(|_| anyhow::anyhow!("connect playback {host}:{port}: timed out"))?
+    .with_context(|| format!("connect playback {host}:{port}"))?;
+    sock.set_nodelay(true)?;
+    let mut seq: u16 = 0;
+    let mut out = BytesMut::with_capacity(64 * 1024);
+    // (wall time, recording time) that pacing counts from. Every control
+    // clears it, so a new speed, position or resume applies at once.
+    let mut anchor: Option<(Instant, i64)> = None;
+    let outcome = loop {
+        let next = if pb.is_paused() {
+            None
+        } else {
+            match pb.next_frame() {
+                Some(f) => Some(f),
+                None => break "complete",
+            }
+        };
+        let due = match (next, anchor) {
+            (Some(f), Some((wall, t))) => Some(wall + pb.wall_between(t, f.time_ms)),
+            (Some(_), None) => Some(Instant::now()),
+            (None, _) => None,
+        };
+        let wait = async {
+            match due {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            c = ctl.recv() => {
+                let Some(c) = c else { break "stopped" };
+                if pb.control(c.control, c.speed, c.seek_ms) == ControlOutcome::Stop {
+                    break "stopped";
+                }
+                anchor = None;
+                continue;
+            }
+            _ = wait => {}
+        }
+        let (Some(f), Some(due)) = (next, due) else {
+            continue;
+        };
+        if anchor.is_none() {
+            anchor = Some((due, f.time_ms));
+        }
+        let u = &card.units[f.unit];
+        out.clear();
+        let ts = u64::try_from(f.time_ms).unwrap_or(0);
+        r.packets += packetize_unit(sim, channel, args.fps, u, ts, &mut seq, &mut out) as u64;
+        sock.write_all(&out).await?;
+        r.bytes += out.len() as u64;
+        r.frames += 1;
+        pb.sent(&f);
+    };
+    sock.shutdown().await?;
+    Ok(outcome)
+}
+
+/// Packetizes one frame as JT/T 1078 packets with timestamp `ts` (bodies of
+/// at most 950 bytes, as devices cut them) into `out`; returns how many.
+fn packetize_unit(
+    sim: Sim,
+    channel: u8,
+    fps: u32,
+    u: &Unit,
+    ts: u64,
+    seq: &mut u16,
+    out: &mut BytesMut,
+) -> usize {
+    let p = PacketizeParams {
+        sim,
+        channel,
+        data_type: u.data_type,
+        payload_type: u.payload_type,
+        timestamp_ms: ts,
+        last_i_interval_ms: 0,
+        last_frame_interval_ms: (1000 / fps.max(1)) as u16,
+        max_body: 950,
+    };
+    jt1078::packetize(&p, seq, &u.data, out)
 }
 
 /// Sleeps until `rel_ms` after `t0` in real-time mode, counting sends
@@ -583,17 +1104,9 @@ async fn run_media(
                         continue;
                     }
                     out.clear();
-                    let p = PacketizeParams {
-                        sim,
-                        channel: args.channel,
-                        data_type: u.data_type,
-                        payload_type: u.payload_type,
-                        timestamp_ms: ts,
-                        last_i_interval_ms: 0,
-                        last_frame_interval_ms: (1000 / args.fps.max(1)) as u16,
-                        max_body: 950,
-                    };
-                    stats.packets += jt1078::packetize(&p, &mut seq, &u.data, &mut out) as u64;
+                    stats.packets +=
+                        packetize_unit(sim, args.channel, args.fps, u, ts, &mut seq, &mut out)
+                            as u64;
                     sock.write_all(&out).await?;
                     stats.bytes += out.len() as u64;
                     stats.frames += 1;
@@ -611,7 +1124,13 @@ async fn run_media(
     Ok(())
 }
 
-async fn device(args: Arc<Args>, i: u32, src: Arc<Source>, deadline: Option<Instant>) -> Stats {
+async fn device(
+    args: Arc<Args>,
+    card: Arc<Card>,
+    i: u32,
+    src: Arc<Source>,
+    deadline: Option<Instant>,
+) -> Stats {
     let mut st808 = Stats::default();
     let mut stm = Stats::default();
     let (tx, rx) = tokio::sync::oneshot::channel();
@@ -627,7 +1146,7 @@ async fn device(args: Arc<Args>, i: u32, src: Arc<Source>, deadline: Option<Inst
         let st = &mut st808;
         async move {
             match args.jt808 {
-                Some(a) => run_808(args.clone(), i, a, deadline, Some(tx), done_rx, st).await,
+                Some(a) => run_808(args.clone(), card, i, a, deadline, Some(tx), done_rx, st).await,
                 None => Ok(()),
             }
         }
@@ -664,6 +1183,11 @@ async fn device(args: Arc<Args>, i: u32, src: Arc<Source>, deadline: Option<Inst
         late_sends: stm.late_sends,
         max_lag_ms: stm.max_lag_ms,
         keyframes: stm.keyframes,
+        queries: st808.queries,
+        playbacks: st808.playbacks,
+        playback_frames: st808.playback_frames,
+        playback_packets: st808.playback_packets,
+        playback_bytes: st808.playback_bytes,
         error: None,
     };
     if let Err(e) = r808.and(rmedia) {
@@ -696,6 +1220,7 @@ async fn main() -> anyhow::Result<()> {
         let video = if args.audio_only { Vec::new() } else { video };
         src = Source::Units(interleave(video, audio));
     }
+    let card = Arc::new(Card::new(&args, &src)?);
     let src = Arc::new(src);
     let deadline = args
         .duration
@@ -703,7 +1228,13 @@ async fn main() -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let mut tasks = Vec::new();
     for i in 0..args.devices {
-        tasks.push(tokio::spawn(device(args.clone(), i, src.clone(), deadline)));
+        tasks.push(tokio::spawn(device(
+            args.clone(),
+            card.clone(),
+            i,
+            src.clone(),
+            deadline,
+        )));
     }
     let mut total = Stats::default();
     let mut failed = 0;
@@ -733,6 +1264,17 @@ async fn main() -> anyhow::Result<()> {
                 .map(|e| format!(" ERROR {e}"))
                 .unwrap_or_default()
         );
+        if s.queries > 0 || s.playbacks > 0 {
+            println!(
+                "{}: queries {} playbacks {} playback frames {} packets {} bytes {}",
+                sim_of(&args, i as u32),
+                s.queries,
+                s.playbacks,
+                s.playback_frames,
+                s.playback_packets,
+                s.playback_bytes
+            );
+        }
         failed += s.error.is_some() as u32;
         if let Some(w) = keyframe_log.as_mut() {
             use std::io::Write;

@@ -160,7 +160,8 @@ fn session_segments(
 /// An incident's video: the session it names (a playback upload), else the segments that
 /// overlap it (the first one contains its start) on the live stream of `channel` when asked,
 /// else on its own stream, else (a whole-device incident) on the device's first channel; and
-/// whether that video is complete.
+/// whether that video is complete. An open incident (the alarm still in progress) never is:
+/// its playlist is an EVENT playlist that grows until the alarm ends.
 fn incident_segments(
     cat: &Catalog,
     id: i64,
@@ -170,7 +171,13 @@ fn incident_segments(
         return Ok(None);
     };
     if let Some(session) = &inc.session_id {
-        return Ok(Some((cat.segments_of_session(session)?, true)));
+        // The upload is complete when its session has ended; a session retention has
+        // deleted ended long ago.
+        let ended = cat.session(session)?.is_none_or(|s| s.ended_ms.is_some());
+        return Ok(Some((
+            cat.segments_of_session(session)?,
+            ended && !inc.open,
+        )));
     }
     let stream = match (channel, inc.stream_name()) {
         (Some(c), Some(own)) if Some(c) == inc.channel() => Some(own),
@@ -192,10 +199,11 @@ fn incident_segments(
     // (no ENDLIST) so a player polls for the rest instead of stopping short.
     let covered = segments.last().is_some_and(|s| s.end_ms >= inc.to_ms);
     // Only when not covered: is the stream still live (a session open at the end of time)?
-    let finished = covered
-        || cat
-            .sessions_of_stream(&stream, i64::MAX - 1, i64::MAX)?
-            .is_empty();
+    let finished = !inc.open
+        && (covered
+            || cat
+                .sessions_of_stream(&stream, i64::MAX - 1, i64::MAX)?
+                .is_empty());
     Ok(Some((segments, finished)))
 }
 

@@ -88,6 +88,12 @@ impl Fixture {
             kind: "overspeed".into(),
             source: "0x0200 alarm".into(),
             session_id: None,
+            open: false,
+            alarm: 0,
+            lat: None,
+            lon: None,
+            video_state: None,
+            video_reason: None,
         });
         let cat = write_catalog(&default_url(&data), &records);
         let incident = cat.incidents(SIM, i64::MIN, i64::MAX).unwrap()[0].id;
@@ -788,6 +794,12 @@ async fn vod_session_and_incident_playlists() {
         kind: format!("ongoing-{channel}"),
         source: "test".into(),
         session_id: None,
+        open: false,
+        alarm: 0,
+        lat: None,
+        lon: None,
+        video_state: None,
+        video_reason: None,
     };
     let cat = write_catalog(&default_url(&fx.data()), &[later(1), later(2)]);
     for (channel, ended) in [(1, false), (2, true)] {
@@ -1347,6 +1359,12 @@ async fn vod_from_a_postgresql_catalog() {
         kind: "collision".into(),
         source: "0x0200 alarm".into(),
         session_id: None,
+        open: false,
+        alarm: 0,
+        lat: None,
+        lon: None,
+        video_state: None,
+        video_reason: None,
     });
     let cat = write_catalog(&pg.url, &records);
     let inc = cat.incidents(SIM, i64::MIN, i64::MAX).unwrap()[0].id;

@@ -21,7 +21,7 @@ use crate::jt1078::{
 };
 use crate::media::{FrameKind, MediaFrame, MediaMsg, PoolClosed, SessionKind};
 use crate::metrics::{StreamCounters, StreamStats};
-use crate::sessions::{now_ms, IngestEvent, MediaSessionRecord};
+use crate::sessions::{now_ms, IngestEvent, MediaSessionRecord, PlaybackTicket};
 use streamcore::StreamName;
 
 /// Resync warnings logged per connection before they turn into debug lines
@@ -77,6 +77,43 @@ struct StreamSlot {
     sim: Arc<str>,
     kind: SessionKind,
     session_id: u64,
+    /// The 0x9201 request this connection's upload answers.
+    playback: Option<Arc<PlaybackTicket>>,
+    /// The upload's timeline (rewinds run backwards on the device's clock).
+    clock: PlaybackClock,
+}
+
+/// Turns an upload's device timestamps into a timeline that runs forward.
+/// Played forward (any speed) the device's timestamps are used as they are:
+/// a 4x upload spans the recorded time. Rewinding, they decrease: they are
+/// mirrored about the frame where the rewind began, so each keyframe lasts
+/// as long as the recorded time between it and the next, and the output
+/// stays monotonic (HLS cannot run backwards).
+#[derive(Debug, Default, Clone, Copy)]
+struct PlaybackClock {
+    /// Device time where the current rewind began, and what it maps to.
+    mirror: Option<(i64, i64)>,
+    /// Last device time and the time it was mapped to.
+    last: Option<(i64, i64)>,
+}
+
+impl PlaybackClock {
+    fn map(&mut self, rewinding: bool, ts: i64) -> i64 {
+        let out = match (rewinding, self.mirror) {
+            (false, _) => {
+                self.mirror = None;
+                ts
+            }
+            (true, Some((origin, at))) => at + (origin - ts),
+            (true, None) => {
+                let (origin, at) = self.last.unwrap_or((ts, ts));
+                self.mirror = Some((origin, at));
+                at + (origin - ts)
+            }
+        };
+        self.last = Some((ts, out));
+        out
+    }
 }
 
 /// One media connection: its parser and reassembler, a stream slot per
@@ -168,7 +205,8 @@ impl<'a> Connection<'a> {
             return;
         };
         let sim = sim.to_string();
-        let kind = if ctx.registry.take_playback(&sim, channel) {
+        let playback = ctx.registry.take_playback(&sim, channel).map(Arc::new);
+        let kind = if playback.is_some() {
             SessionKind::Playback
         } else {
             SessionKind::Live
@@ -197,6 +235,8 @@ impl<'a> Connection<'a> {
                 sim: Arc::from(sim.as_str()),
                 kind,
                 session_id: rec.id,
+                playback,
+                clock: PlaybackClock::default(),
             });
         }
         if self.primary.is_none() {
@@ -206,7 +246,11 @@ impl<'a> Connection<'a> {
     }
 
     /// Sends one reassembled audio or video frame to the media workers.
-    async fn forward_frame(&self, frame: Jt1078Frame, read_at: Instant) -> Result<(), PoolClosed> {
+    async fn forward_frame(
+        &mut self,
+        frame: Jt1078Frame,
+        read_at: Instant,
+    ) -> Result<(), PoolClosed> {
         let kind = match frame.data_type {
             DataType::IFrame => FrameKind::IFrame,
             DataType::PFrame => FrameKind::PFrame,
@@ -215,18 +259,24 @@ impl<'a> Connection<'a> {
             // Transparent data is counted by the parser only.
             DataType::Transparent => return Ok(()),
         };
-        let Some(slot) = self.slots.get(&(frame.sim, frame.channel)) else {
+        let Some(slot) = self.slots.get_mut(&(frame.sim, frame.channel)) else {
             return Ok(());
         };
+        let mut capture_ms = frame.timestamp_ms.map(|t| t as i64);
+        if let (Some(t), Some(ticket)) = (capture_ms, &slot.playback) {
+            let rewinding = ticket.rewinding.load(Relaxed);
+            capture_ms = Some(slot.clock.map(rewinding, t));
+        }
         let msg = MediaMsg::Frame(MediaFrame {
             stream: slot.stream.clone(),
             sim: slot.sim.clone(),
             channel: frame.channel,
             payload_type: frame.payload_type,
             kind,
-            capture_ms: frame.timestamp_ms.map(|t| t as i64),
+            capture_ms,
             data: frame.data,
             session: slot.kind,
+            playback: slot.playback.clone(),
             received: read_at,
         });
         self.ctx.media.send(msg).await
@@ -278,10 +328,37 @@ impl<'a> Connection<'a> {
                     session: slot.kind,
                 })
                 .await;
+            if let Some(t) = &slot.playback {
+                ctx.registry.playback_ended(&t.sim, t.channel, &t.id);
+            }
             if let Some(rec) = ctx.registry.media_ended(slot.session_id) {
                 info!(stream = %slot.stream, "media session ended");
                 ctx.emit(IngestEvent::MediaSessionEnded(rec));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PlaybackClock;
+
+    #[test]
+    fn a_rewind_runs_forward_spaced_by_the_recorded_time() {
+        let mut c = PlaybackClock::default();
+        // Forward at 0, 40, 80; then keyframes backwards every 2 s; then forward again.
+        let fwd: Vec<i64> = [0, 40, 80].iter().map(|&t| c.map(false, t)).collect();
+        assert_eq!(fwd, [0, 40, 80]);
+        let back: Vec<i64> = [80, -1920, -3920].iter().map(|&t| c.map(true, t)).collect();
+        assert_eq!(back, [80, 2080, 4080]);
+        // A rewind from the very first frame mirrors about it.
+        let mut c = PlaybackClock::default();
+        assert_eq!(c.map(true, 10_000), 10_000);
+        assert_eq!(c.map(true, 8_000), 12_000);
+        assert_eq!(
+            c.map(false, 8_040),
+            8_040,
+            "forward again: the device's clock"
+        );
     }
 }

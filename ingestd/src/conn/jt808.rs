@@ -14,8 +14,17 @@ use tracing::{debug, info, warn};
 
 use super::{read_until, Gauge};
 use crate::context::Ctx;
-use crate::jt808::{Jt808Counters, Jt808Session, PlatformCommand, SessionEvent};
-use crate::sessions::{now_ms, CommandRequest, IngestEvent, PositionRecord};
+use crate::incidents::AlarmReport;
+use crate::jt808::{msg, result, Jt808Counters, Jt808Session, SessionEvent};
+use crate::sessions::{now_ms, Answer, CommandRequest, IngestEvent, PositionRecord};
+
+/// A command whose answer someone is waiting for.
+struct Waiter {
+    /// A 0x9205 query: the answer is the 0x1205 list; its 0x0001 only
+    /// counts when it refuses.
+    wants_list: bool,
+    tx: tokio::sync::oneshot::Sender<Answer>,
+}
 
 /// Serves one JT/T 808 connection until EOF, a read or write error, a
 /// timeout or shutdown.
@@ -81,6 +90,8 @@ struct Connection<'a> {
     sim: Option<String>,
     /// Session counters already added to the metrics.
     published: Jt808Counters,
+    /// Commands awaiting the device's answer, by serial.
+    waiting: std::collections::HashMap<u16, Waiter>,
 }
 
 impl<'a> Connection<'a> {
@@ -90,7 +101,7 @@ impl<'a> Connection<'a> {
         local: SocketAddr,
         commands: mpsc::Sender<CommandRequest>,
     ) -> Self {
-        let session = Jt808Session::new(&ctx.config.auth_secret);
+        let session = Jt808Session::with_clock(&ctx.config.auth_secret, ctx.config.device_clock);
         let published = *session.counters();
         Connection {
             ctx,
@@ -101,6 +112,7 @@ impl<'a> Connection<'a> {
             commands,
             sim: None,
             published,
+            waiting: Default::default(),
         }
     }
 
@@ -131,11 +143,32 @@ impl<'a> Connection<'a> {
     /// request with the serial used.
     fn send_command(&mut self, request: CommandRequest, out: &mut BytesMut) {
         let serial = self.session.command(&request.cmd, out);
-        if let (Some(s), PlatformCommand::Playback { channel, .. }) = (&self.sim, &request.cmd) {
-            self.ctx.registry.expect_playback(s, *channel);
-        }
         info!(?serial, cmd = ?request.cmd, "platform command sent");
+        if let (Some(serial), Some(tx)) = (serial, request.answer) {
+            // Callers that gave up (timed out) leave closed senders behind.
+            self.waiting.retain(|_, w| !w.tx.is_closed());
+            let wants_list = request.cmd.msg_id() == msg::QUERY_RESOURCES;
+            self.waiting.insert(serial, Waiter { wants_list, tx });
+        }
         let _ = request.reply.send(serial);
+    }
+
+    /// Hands a device's answer to whoever waits for it (by serial).
+    fn answered(&mut self, answer: Answer) {
+        let serial = match &answer {
+            Answer::Reply(r) => {
+                let acknowledges_query = r.result == result::OK
+                    && self.waiting.get(&r.serial).is_some_and(|w| w.wants_list);
+                if acknowledges_query {
+                    return;
+                }
+                r.serial
+            }
+            Answer::Resources(l) => l.serial,
+        };
+        if let Some(w) = self.waiting.remove(&serial) {
+            let _ = w.tx.send(answer);
+        }
     }
 
     /// Marks the device offline unless a newer connection has taken it over.
@@ -144,6 +177,10 @@ impl<'a> Connection<'a> {
         if let Some(s) = self.sim {
             if ctx.registry.device_gone(&s, self.conn_id) {
                 info!(sim = %s, "device offline");
+                ctx.report_alarm(AlarmReport::Offline {
+                    sim: s.clone(),
+                    at_ms: now_ms(),
+                });
                 ctx.emit(IngestEvent::DeviceOffline {
                     sim: s,
                     at_ms: now_ms(),
@@ -162,6 +199,7 @@ impl<'a> Connection<'a> {
             | SessionEvent::Heartbeat { sim }
             | SessionEvent::Position { sim, .. }
             | SessionEvent::TerminalReply { sim, .. }
+            | SessionEvent::Resources { sim, .. }
             | SessionEvent::Unsupported { sim, .. } => Some(sim.clone()),
             SessionEvent::Error(_) => None,
         };
@@ -175,6 +213,15 @@ impl<'a> Connection<'a> {
                 if location.alarm != 0 {
                     info!(%sim, alarm = format_args!("{:#010x}", location.alarm), "alarm flags set");
                 }
+                let received_ms = now_ms();
+                ctx.report_alarm(AlarmReport::Position {
+                    sim: sim.clone(),
+                    alarm: location.alarm,
+                    at_ms: location.time_ms.unwrap_or(received_ms),
+                    received_ms,
+                    lat: location.lat(),
+                    lon: location.lon(),
+                });
                 ctx.emit(IngestEvent::Position(PositionRecord {
                     sim,
                     received_ms: now_ms(),
@@ -191,7 +238,12 @@ impl<'a> Connection<'a> {
                 info!(%sim, plate = %register.plate, terminal = %register.terminal_id, "registered")
             }
             SessionEvent::Authenticated { sim } => info!(%sim, "authenticated"),
-            SessionEvent::Heartbeat { .. } | SessionEvent::TerminalReply { .. } => {}
+            SessionEvent::TerminalReply { reply, .. } => self.answered(Answer::Reply(reply)),
+            SessionEvent::Resources { sim, list } => {
+                info!(%sim, serial = list.serial, recordings = list.items.len(), "recording list");
+                self.answered(Answer::Resources(list));
+            }
+            SessionEvent::Heartbeat { .. } => {}
         }
     }
 

@@ -1,6 +1,7 @@
 //! Positions: 0x0200 location reports ([`Location`]), 0x0704 batches of them
 //! ([`LocationBatch`]), and the conversions between the `YYMMDDhhmmss` BCD
-//! time field (UTC+8) and Unix milliseconds.
+//! time field and Unix milliseconds ([`DeviceClock`]: the device's time
+//! zone, UTC+8 unless configured otherwise).
 
 use bytes::{BufMut, Bytes};
 
@@ -38,50 +39,159 @@ pub struct Location {
 /// Offset of the device clock (China Standard Time) from UTC.
 const UTC8_MS: i64 = 8 * 3600 * 1000;
 
+/// The time zone device clocks run in: every `YYMMDDhhmmss` BCD time a
+/// device sends or receives (positions, recordings, playback requests) is
+/// local time at this fixed offset from UTC. JT/T 808 says Beijing time
+/// (UTC+8), the default; fleets abroad set their devices' zone instead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeviceClock {
+    offset_ms: i64,
+}
+
+impl Default for DeviceClock {
+    fn default() -> Self {
+        DeviceClock::UTC8
+    }
+}
+
+impl std::fmt::Display for DeviceClock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let m = self.offset_ms / 60_000;
+        let sign = if m < 0 { '-' } else { '+' };
+        write!(f, "{sign}{:02}:{:02}", m.abs() / 60, m.abs() % 60)
+    }
+}
+
+impl std::str::FromStr for DeviceClock {
+    type Err = String;
+
+    /// `+08:00`, `-05:30`, `+8`, `UTC+8`, `Z`/`UTC` (offsets within ±14 h).
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("{s:?}: expected a UTC offset such as +08:00, -05:30 or UTC+8");
+        let t = s.trim();
+        let t = t
+            .strip_prefix("UTC")
+            .or_else(|| t.strip_prefix("utc"))
+            .unwrap_or(t);
+        if t.is_empty() || t == "Z" {
+            return Ok(DeviceClock { offset_ms: 0 });
+        }
+        let (sign, rest) = match t.as_bytes()[0] {
+            b'+' => (1, &t[1..]),
+            b'-' => (-1, &t[1..]),
+            _ => return Err(bad()),
+        };
+        let (h, m) = match rest.split_once(':') {
+            Some((h, m)) => (h, m),
+            None if rest.len() == 4 => rest.split_at(2),
+            None => (rest, "0"),
+        };
+        let digits = |x: &str| {
+            (!x.is_empty() && x.len() <= 2 && x.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| x.parse::<i64>().ok())
+                .flatten()
+        };
+        let (Some(h), Some(m)) = (digits(h), digits(m)) else {
+            return Err(bad());
+        };
+        if m >= 60 || h * 60 + m > 14 * 60 {
+            return Err(bad());
+        }
+        Ok(DeviceClock {
+            offset_ms: sign * (h * 60 + m) * 60_000,
+        })
+    }
+}
+
+impl DeviceClock {
+    /// Beijing time, the standard's and the default.
+    pub const UTC8: DeviceClock = DeviceClock { offset_ms: UTC8_MS };
+
+    /// A clock `minutes` east of UTC (clamped to ±14 h).
+    pub fn from_offset_minutes(minutes: i32) -> Self {
+        DeviceClock {
+            offset_ms: i64::from(minutes.clamp(-14 * 60, 14 * 60)) * 60_000,
+        }
+    }
+
+    pub fn offset_minutes(&self) -> i32 {
+        (self.offset_ms / 60_000) as i32
+    }
+
+    /// `YYMMDDhhmmss` BCD device time -> Unix ms UTC; `None` when not a
+    /// valid date.
+    pub fn to_unix_ms(&self, t: &[u8; 6]) -> Option<i64> {
+        let v: Vec<u32> = t
+            .iter()
+            .map(|&b| bcd::byte(b).map(u32::from))
+            .collect::<Option<_>>()?;
+        let date = chrono::NaiveDate::from_ymd_opt(2000 + v[0] as i32, v[1], v[2])?;
+        let dt = date.and_hms_opt(v[3], v[4], v[5])?;
+        Some(dt.and_utc().timestamp_millis() - self.offset_ms)
+    }
+
+    /// First and last instants `YYMMDDhhmmss` (years 2000-2099 local) can
+    /// name, in Unix ms UTC.
+    fn range_ms(&self) -> (i64, i64) {
+        (
+            946_684_800_000 - self.offset_ms,
+            4_102_444_799_999 - self.offset_ms,
+        )
+    }
+
+    /// Unix ms UTC -> `YYMMDDhhmmss` BCD device time, or `None` outside the
+    /// years 2000-2099 the field can hold (a two-digit year would silently
+    /// wrap).
+    pub fn checked_to_bcd(&self, ms: i64) -> Option<[u8; 6]> {
+        let (min, max) = self.range_ms();
+        (min..=max).contains(&ms).then(|| self.to_bcd(ms))
+    }
+
+    /// Unix ms UTC -> `YYMMDDhhmmss` BCD device time, saturating to the
+    /// first or last second of 2000-2099 outside that range (never
+    /// overflows; callers taking times from outside use
+    /// [`DeviceClock::checked_to_bcd`] to refuse them instead).
+    pub fn to_bcd(&self, ms: i64) -> [u8; 6] {
+        use chrono::{Datelike, Timelike};
+        let (min, max) = self.range_ms();
+        let ms = ms.clamp(min, max);
+        let dt = chrono::DateTime::from_timestamp_millis(ms + self.offset_ms)
+            .unwrap_or_default()
+            .naive_utc();
+        [
+            (dt.year() % 100) as u8,
+            dt.month() as u8,
+            dt.day() as u8,
+            dt.hour() as u8,
+            dt.minute() as u8,
+            dt.second() as u8,
+        ]
+        .map(bcd::to_byte)
+    }
+}
+
 /// `YYMMDDhhmmss` BCD in UTC+8 -> Unix ms UTC.
 pub fn bcd_time_to_unix_ms(t: &[u8; 6]) -> Option<i64> {
-    let v: Vec<u32> = t
-        .iter()
-        .map(|&b| bcd::byte(b).map(u32::from))
-        .collect::<Option<_>>()?;
-    let date = chrono::NaiveDate::from_ymd_opt(2000 + v[0] as i32, v[1], v[2])?;
-    let dt = date.and_hms_opt(v[3], v[4], v[5])?;
-    Some(dt.and_utc().timestamp_millis() - UTC8_MS)
+    DeviceClock::UTC8.to_unix_ms(t)
 }
 
 /// First and last instants `YYMMDDhhmmss` (years 2000-2099 in UTC+8) can
 /// name, in Unix ms UTC.
+#[cfg(test)]
 const BCD_TIME_MIN_MS: i64 = 946_684_800_000 - UTC8_MS;
+#[cfg(test)]
 const BCD_TIME_MAX_MS: i64 = 4_102_444_799_999 - UTC8_MS;
 
 /// Unix ms UTC -> `YYMMDDhhmmss` BCD in UTC+8, or `None` outside the years
-/// 2000-2099 the field can hold (a two-digit year would silently wrap, and
-/// `ms + 8 h` overflows near `i64::MAX`).
+/// 2000-2099 (see [`DeviceClock::checked_to_bcd`]).
 pub fn checked_unix_ms_to_bcd_time(ms: i64) -> Option<[u8; 6]> {
-    (BCD_TIME_MIN_MS..=BCD_TIME_MAX_MS)
-        .contains(&ms)
-        .then(|| unix_ms_to_bcd_time(ms))
+    DeviceClock::UTC8.checked_to_bcd(ms)
 }
 
-/// Unix ms UTC -> `YYMMDDhhmmss` BCD in UTC+8, saturating to the first or
-/// last second of 2000-2099 outside that range (never overflows; callers
-/// taking times from outside use [`checked_unix_ms_to_bcd_time`] to refuse
-/// them instead).
+/// Unix ms UTC -> `YYMMDDhhmmss` BCD in UTC+8, saturating (see
+/// [`DeviceClock::to_bcd`]).
 pub fn unix_ms_to_bcd_time(ms: i64) -> [u8; 6] {
-    use chrono::{Datelike, Timelike};
-    let ms = ms.clamp(BCD_TIME_MIN_MS, BCD_TIME_MAX_MS);
-    let dt = chrono::DateTime::from_timestamp_millis(ms + UTC8_MS)
-        .unwrap_or_default()
-        .naive_utc();
-    [
-        (dt.year() % 100) as u8,
-        dt.month() as u8,
-        dt.day() as u8,
-        dt.hour() as u8,
-        dt.minute() as u8,
-        dt.second() as u8,
-    ]
-    .map(bcd::to_byte)
+    DeviceClock::UTC8.to_bcd(ms)
 }
 
 impl Location {
@@ -285,5 +395,30 @@ mod tests {
         assert_eq!(d, l);
         assert_eq!(d.time_ms, Some(1_700_000_000_000));
         assert_eq!(d.lat(), -33.856784);
+    }
+
+    #[test]
+    fn device_clock_parses_offsets_and_converts_in_its_zone() {
+        let utc8: DeviceClock = "+08:00".parse().unwrap();
+        assert_eq!(utc8, DeviceClock::UTC8);
+        for s in ["+8", "UTC+8", "+0800", "utc+08:00"] {
+            assert_eq!(s.parse::<DeviceClock>().unwrap(), utc8, "{s}");
+        }
+        let ist: DeviceClock = "+05:30".parse().unwrap();
+        assert_eq!(ist.offset_minutes(), 330);
+        let west: DeviceClock = "-05:00".parse().unwrap();
+        assert_eq!(west.to_string(), "-05:00");
+        assert_eq!("Z".parse::<DeviceClock>().unwrap().offset_minutes(), 0);
+        for bad in ["", "8", "+15", "+08:60", "+x", "+123:00"] {
+            if bad.is_empty() {
+                continue;
+            }
+            assert!(bad.parse::<DeviceClock>().is_err(), "{bad}");
+        }
+        // 2024-02-29 00:00:00 UTC is 2024-02-28 19:00:00 at UTC-5.
+        let t = 1_709_164_800_000;
+        assert_eq!(west.to_bcd(t), [0x24, 0x02, 0x28, 0x19, 0x00, 0x00]);
+        assert_eq!(west.to_unix_ms(&west.to_bcd(t)), Some(t));
+        assert_eq!(ist.to_bcd(t), [0x24, 0x02, 0x29, 0x05, 0x30, 0x00]);
     }
 }

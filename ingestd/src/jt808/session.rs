@@ -6,9 +6,9 @@
 use bytes::BytesMut;
 
 use super::{
-    auth_code, decode_body, encode_frame, msg, register_reply_body, result, Body, GeneralReply,
-    Header, Jt808Counters, Jt808Error, Jt808Event, Jt808Parser, Location, OutHeader,
-    PlatformCommand, Register,
+    auth_code, decode_body_in, encode_frame, msg, register_reply_body, result, Body, DeviceClock,
+    GeneralReply, Header, Jt808Counters, Jt808Error, Jt808Event, Jt808Parser, Location, OutHeader,
+    PlatformCommand, Register, ResourceList,
 };
 use crate::bcd;
 
@@ -37,6 +37,12 @@ pub enum SessionEvent {
         sim: String,
         reply: GeneralReply,
     },
+    /// 0x1205: the device's recordings, answering the command whose serial
+    /// `list.serial` is.
+    Resources {
+        sim: String,
+        list: ResourceList,
+    },
     Unsupported {
         sim: String,
         msg_id: u16,
@@ -50,6 +56,7 @@ pub enum SessionEvent {
 #[derive(Debug)]
 pub struct Jt808Session {
     parser: Jt808Parser,
+    clock: DeviceClock,
     secret: String,
     next_serial: u16,
     /// Phone digits and header version of the last valid message, used to
@@ -61,9 +68,16 @@ pub struct Jt808Session {
 }
 
 impl Jt808Session {
+    /// A session for devices whose clocks run at UTC+8.
     pub fn new(secret: &str) -> Self {
+        Self::with_clock(secret, DeviceClock::UTC8)
+    }
+
+    /// A session reading and writing device times in `clock`'s zone.
+    pub fn with_clock(secret: &str, clock: DeviceClock) -> Self {
         Jt808Session {
             parser: Jt808Parser::new(),
+            clock,
             secret: secret.to_string(),
             next_serial: 0,
             phone: None,
@@ -134,7 +148,7 @@ impl Jt808Session {
                 version: self.version,
                 subpackage: None,
             },
-            &cmd.encode_body(),
+            &cmd.encode_body(self.clock),
             out,
         );
         Some(serial)
@@ -159,7 +173,7 @@ impl Jt808Session {
             self.phone = Some(h.phone.clone());
             self.version = h.version;
             let sim = h.sim();
-            let body = match decode_body(&msg) {
+            let body = match decode_body_in(&msg, self.clock) {
                 Ok(b) => b,
                 Err(e) => {
                     self.general(h, result::MESSAGE_ERROR, out);
@@ -202,6 +216,10 @@ impl Jt808Session {
                     continue;
                 }
                 Body::TerminalReply(reply) => SessionEvent::TerminalReply { sim, reply },
+                Body::ResourceList(list) => {
+                    self.general(h, result::OK, out);
+                    SessionEvent::Resources { sim, list }
+                }
                 Body::Unknown(msg_id) => {
                     self.general(h, result::UNSUPPORTED, out);
                     SessionEvent::Unsupported { sim, msg_id }

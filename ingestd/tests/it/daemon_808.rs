@@ -547,7 +547,8 @@ async fn control_api_sends_commands_to_device() {
 }
 
 /// The whole daemon with its SQLite catalog: positions land as rows, and a
-/// lasting alarm becomes one incident whose end follows the reports.
+/// lasting alarm becomes one incident (per configured channel) whose end
+/// follows the reports.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn positions_and_alarms_reach_the_catalog() {
     let dir = tempfile::tempdir().unwrap();
@@ -585,8 +586,18 @@ async fn positions_and_alarms_reach_the_catalog() {
         read_frame(&mut s).await;
     }
     drop(s);
-    assert!(app.flush_catalog(std::time::Duration::from_secs(10)));
+    // The incident closes when the device's connection does.
     let catalog = app.catalog.clone();
+    let closed = || {
+        app.flush_catalog(std::time::Duration::from_secs(10))
+            && catalog
+                .incidents(SIM, 0, i64::MAX)
+                .is_ok_and(|v| v.iter().any(|i| !i.open))
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !closed() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     app.shutdown().await;
 
     let positions = catalog.positions(SIM, 0, i64::MAX, 10).unwrap();
@@ -598,9 +609,17 @@ async fn positions_and_alarms_reach_the_catalog() {
     assert_eq!(positions[0].alarm, 1);
     let incidents = catalog.incidents(SIM, 0, i64::MAX).unwrap();
     assert_eq!(incidents.len(), 1, "{incidents:?}");
-    // 2023-12-31 23:59:59 and 2024-01-01 00:00:59 in UTC+8.
-    assert_eq!(incidents[0].from_ms, 1_704_038_399_000);
-    assert_eq!(incidents[0].to_ms, 1_704_038_459_000);
+    // 2023-12-31 23:59:59 and 2024-01-01 00:00:59 in UTC+8, 15 s either
+    // side, on channel 1 (the defaults); closed when the device went away.
+    let i = &incidents[0];
+    assert_eq!(i.from_ms, 1_704_038_399_000 - 15_000);
+    assert_eq!(i.to_ms, 1_704_038_459_000 + 15_000);
+    assert_eq!(
+        (i.channel, i.kind.as_str(), i.alarm),
+        (1, "alarm:emergency", 1)
+    );
+    assert!(!i.open, "{i:?}");
+    assert_eq!((i.lat, i.lon), (Some(-33.856784), Some(-70.651234)));
     let devices = catalog.devices().unwrap();
     assert_eq!(devices.len(), 1);
     assert_eq!(devices[0].sim, SIM);

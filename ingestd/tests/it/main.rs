@@ -10,6 +10,8 @@ mod common;
 mod binary;
 mod daemon_808;
 mod daemon_media;
+mod incidents;
 mod jt1078_captures;
 mod parsers_fuzzish;
+mod recordings;
 mod remux_e2e;

@@ -249,10 +249,15 @@ async fn garbage_and_a_lost_packet(source: &str, packets: &[Jt1078Packet]) {
     }
     send_chunked(app.running.jt1078_addr, &bytes, 11).await;
     let metrics = app.running.ctx.metrics.clone();
+    let registry = app.running.ctx.registry.clone();
+    // The connection's counters are final once it has read everything and
+    // closed (its media session is gone); five segments alone could be
+    // reached while the tail, and some of the garbage, is still unread.
     wait_for(|| {
-        metrics
-            .stream(CAPTURE_STREAM)
-            .is_some_and(|s| s.remux.segments >= 5)
+        registry.media_sessions().is_empty()
+            && metrics
+                .stream(CAPTURE_STREAM)
+                .is_some_and(|s| s.remux.segments >= 5)
     })
     .await;
     let m = metrics.stream(CAPTURE_STREAM).unwrap();

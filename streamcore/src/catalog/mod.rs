@@ -1,6 +1,7 @@
-//! The catalog: devices, positions, streams, sessions, segments and
-//! incidents in SQL, through diesel, on SQLite (embedded, the default),
-//! PostgreSQL or MySQL/MariaDB with one code path (see [`conn`] for how).
+//! The catalog: devices, positions, streams, sessions, segments,
+//! incidents and playback requests in SQL, through diesel, on SQLite
+//! (embedded, the default), PostgreSQL or MySQL/MariaDB with one code path
+//! (see [`conn`] for how).
 //!
 //! Owns: the schema (per-backend migrations embedded in the binary and
 //! applied by [`Catalog::open`]), the non-blocking [`CatalogWriter`] that
@@ -72,8 +73,9 @@ use std::sync::{Arc, Mutex};
 
 pub use conn::{Backend, DbUrl};
 pub use record::{
-    new_session_id, now_ms, Device, Incident, Position, Record, Segment, Session, SessionKind,
-    Stream, TimeRange, INCIDENT_KIND_PLAYBACK, ONLINE_WINDOW_MS,
+    new_session_id, now_ms, Device, Incident, Playback, PlaybackState, Position, Record, Segment,
+    Session, SessionKind, Stream, TimeRange, INCIDENT_KIND_PLAYBACK, INCIDENT_VIDEO_STATES,
+    ONLINE_WINDOW_MS,
 };
 pub use recording::recording_playlist;
 pub use retention::{RetentionPolicy, RetentionReport};

@@ -8,9 +8,10 @@ use diesel::sql_types::{BigInt, Double, Float, Integer, Nullable, Text};
 
 use super::conn::{dispatch, write_tx};
 use super::record::{
-    now_ms, Device, Incident, Position, Segment, Session, Stream, ONLINE_WINDOW_MS,
+    now_ms, Device, Incident, Playback, PlaybackRow, Position, Segment, Session, Stream,
+    ONLINE_WINDOW_MS,
 };
-use super::schema::{incidents, positions, segments, sessions, streams};
+use super::schema::{incidents, playbacks, positions, segments, sessions, streams};
 use super::{Catalog, Error};
 
 #[derive(QueryableByName)]
@@ -275,6 +276,43 @@ impl Catalog {
         })
     }
 
+    /// One playback request by id.
+    pub fn playback(&self, id: &str) -> Result<Option<Playback>, Error> {
+        let row = self.with_conn(|c| {
+            Ok(dispatch!(c, |c| playbacks::table
+                .find(id)
+                .select(PlaybackRow::as_select())
+                .first(c)
+                .optional())?)
+        })?;
+        row.map(playback_of).transpose()
+    }
+
+    /// Playback requests of a device (any channel) whose requested span
+    /// overlaps `[from_ms, to_ms)`, oldest span first (by `from_ms`, then
+    /// by request time), like a timeline.
+    pub fn playbacks_of_device(
+        &self,
+        sim: &str,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<Playback>, Error> {
+        let rows = self.with_conn(|c| {
+            Ok(dispatch!(c, |c| playbacks::table
+                .filter(playbacks::sim.eq(sim))
+                .filter(playbacks::from_ms.lt(to_ms))
+                .filter(playbacks::to_ms.gt(from_ms))
+                .select(PlaybackRow::as_select())
+                .order((
+                    playbacks::from_ms.asc(),
+                    playbacks::requested_ms.asc(),
+                    playbacks::id.asc(),
+                ))
+                .load(c))?)
+        })?;
+        rows.into_iter().map(playback_of).collect()
+    }
+
     /// Ends the sessions a crashed instance left open: call at start-up with
     /// the instance's own `host` (the name it puts in `SessionStarted`).
     /// Returns how many sessions were closed.
@@ -289,4 +327,11 @@ impl Catalog {
             .execute(c))?)
         })
     }
+}
+
+/// A row the schema's CHECK and types should have kept valid; one that is
+/// not (edited by hand) is reported as a failed read, not served.
+fn playback_of(row: PlaybackRow) -> Result<Playback, Error> {
+    Playback::try_from(row)
+        .map_err(|e| Error::Query(diesel::result::Error::DeserializationError(e.into())))
 }

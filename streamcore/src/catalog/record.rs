@@ -94,8 +94,14 @@ pub enum Record {
         discontinuity: bool,
     },
     /// Something worth finding later happened in a time range (an 808 alarm,
-    /// a playback upload). Reporting the same (sim, channel, from, kind,
-    /// source) again updates `to_ms`, so a lasting alarm can be extended.
+    /// a playback upload). Its key is (sim, channel, from_ms, kind, source):
+    /// reporting it again updates the row, so a lasting alarm is extended
+    /// and then closed. The row takes `to_ms`, `open` and `alarm` of the
+    /// latest report, except that a closed incident is never reopened (a
+    /// report with `open: true` arriving after the closing one, say a
+    /// retry, leaves it as it is); `session_id`, `lat`, `lon`,
+    /// `video_state` and `video_reason` are only replaced by values, never
+    /// by `None` (an alarm extension knows nothing of the video).
     Incident {
         sim: String,
         /// `None` when the incident concerns the whole device (stored as 0).
@@ -107,7 +113,152 @@ pub enum Record {
         /// The session whose video the incident is, when it is one (a
         /// playback upload): its playlist is that session's segments.
         session_id: Option<String>,
+        /// The alarm is still in progress: `to_ms` will grow, and the
+        /// incident's VOD playlist is an EVENT playlist without ENDLIST.
+        open: bool,
+        /// JT/T 808 alarm flag bits the incident is about (0: not an alarm).
+        alarm: u32,
+        /// Where it happened, degrees WGS-84 (south and west negative).
+        lat: Option<f64>,
+        lon: Option<f64>,
+        /// Where its video stands, one of [`INCIDENT_VIDEO_STATES`].
+        video_state: Option<String>,
+        /// Why the video is missing or short, for the operator.
+        video_reason: Option<String>,
     },
+    /// The video of an existing incident (found by its key, as in
+    /// [`Record::Incident`]) changed state: `video_state` and
+    /// `video_reason` are set as given (a reason belongs to its state, so
+    /// `None` clears an older one); `session_id` is set when given. A no-op
+    /// when no such incident exists.
+    IncidentVideo {
+        sim: String,
+        channel: Option<u8>,
+        from_ms: i64,
+        kind: String,
+        source: String,
+        /// One of [`INCIDENT_VIDEO_STATES`].
+        video_state: String,
+        video_reason: Option<String>,
+        session_id: Option<String>,
+    },
+    /// A request to a device to play back a recording (JT/T 1078 0x9201),
+    /// written when it is made and again whenever its state changes,
+    /// always with the same `id` and parameters. The state never moves
+    /// back (see [`PlaybackState::rank`]): a late `Requested` does not undo
+    /// `Uploading`, nor either undo an end state; one end state may replace
+    /// another. `reason` goes with the state it came with. A known
+    /// `session_id` / `incident_id` is never replaced by `None`.
+    Playback {
+        /// Producer-made, unique across processes (e.g. [`new_session_id`]
+        /// of the playback stream and the request time).
+        id: String,
+        sim: String,
+        channel: u8,
+        /// The stream the upload feeds (`<SIM>_<ch>_pb`).
+        stream: String,
+        /// The recorded span asked for.
+        from_ms: i64,
+        to_ms: i64,
+        /// 0x9201 fields as sent: AV type, stream type, storage type,
+        /// playback mode, speed code (not the multiplier).
+        av_type: u8,
+        stream_type: u8,
+        storage_type: u8,
+        mode: u8,
+        speed: u8,
+        /// Host time the request was made.
+        requested_ms: i64,
+        state: PlaybackState,
+        /// Why it failed, stopped or came back short.
+        reason: Option<String>,
+        /// The session of the upload, once the device connected.
+        session_id: Option<String>,
+        /// The incident the video is fetched for, if any.
+        incident_id: Option<i64>,
+    },
+}
+
+/// The values of `incidents.video_state`: the incident's video is part of a
+/// live recording; it was asked of the device; the device is uploading it;
+/// it arrived; it could not be had (see `video_reason`); the device must
+/// come online first.
+pub const INCIDENT_VIDEO_STATES: [&str; 6] = [
+    "recorded",
+    "requested",
+    "uploading",
+    "fetched",
+    "failed",
+    "waiting_online",
+];
+
+/// Where a playback request (0x9201) stands; stored as its lowercase name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PlaybackState {
+    /// Sent (or about to be) to the device.
+    Requested,
+    /// The device connected and its upload feeds the playback stream.
+    Uploading,
+    /// The device finished the upload.
+    Complete,
+    /// The operator stopped it.
+    Stopped,
+    /// The device refused, was offline, never connected, or sent no video.
+    Failed,
+}
+
+impl PlaybackState {
+    pub const ALL: [PlaybackState; 5] = [
+        PlaybackState::Requested,
+        PlaybackState::Uploading,
+        PlaybackState::Complete,
+        PlaybackState::Stopped,
+        PlaybackState::Failed,
+    ];
+
+    /// The stored (and serialised) name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PlaybackState::Requested => "requested",
+            PlaybackState::Uploading => "uploading",
+            PlaybackState::Complete => "complete",
+            PlaybackState::Stopped => "stopped",
+            PlaybackState::Failed => "failed",
+        }
+    }
+
+    /// Progress: a stored state is only replaced by one of equal or higher
+    /// rank, so records arriving out of order (the request is catalogued by
+    /// one task, the upload by another) cannot move a request back.
+    pub fn rank(self) -> u8 {
+        match self {
+            PlaybackState::Requested => 0,
+            PlaybackState::Uploading => 1,
+            PlaybackState::Complete | PlaybackState::Stopped | PlaybackState::Failed => 2,
+        }
+    }
+
+    /// True for the states that end a request.
+    pub fn is_final(self) -> bool {
+        self.rank() == 2
+    }
+}
+
+impl std::fmt::Display for PlaybackState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for PlaybackState {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        PlaybackState::ALL
+            .into_iter()
+            .find(|p| p.as_str() == s)
+            .ok_or_else(|| format!("unknown playback state {s:?}"))
+    }
 }
 
 impl Record {
@@ -120,6 +271,8 @@ impl Record {
             Record::SessionEnded { .. } => "session_ended",
             Record::Segment { .. } => "segment",
             Record::Incident { .. } => "incident",
+            Record::IncidentVideo { .. } => "incident_video",
+            Record::Playback { .. } => "playback",
         }
     }
 }
@@ -312,6 +465,17 @@ pub struct Incident {
     pub created_ms: i64,
     /// The session whose video this is (a playback upload), if any.
     pub session_id: Option<String>,
+    /// The alarm is still in progress (its playlist has no ENDLIST yet).
+    pub open: bool,
+    /// JT/T 808 alarm flag bits (a u32 widened for portability).
+    pub alarm: i64,
+    /// Where it happened, degrees WGS-84, when known.
+    pub lat: Option<f64>,
+    pub lon: Option<f64>,
+    /// Where its video stands, one of [`INCIDENT_VIDEO_STATES`].
+    pub video_state: Option<String>,
+    /// Why the video is missing or short.
+    pub video_reason: Option<String>,
 }
 
 fn channel_or_null<S: serde::Serializer>(channel: &i32, s: S) -> Result<S::Ok, S::Error> {
@@ -338,6 +502,81 @@ impl Incident {
             StreamName::live(&self.sim, channel)
         };
         Some(name.to_string())
+    }
+}
+
+/// One stored playback request (see [`Record::Playback`]); serialised with
+/// `state` as its name.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Playback {
+    pub id: String,
+    pub sim: String,
+    pub channel: u8,
+    pub stream: String,
+    pub from_ms: i64,
+    pub to_ms: i64,
+    pub av_type: u8,
+    pub stream_type: u8,
+    pub storage_type: u8,
+    pub mode: u8,
+    /// 0x9201 speed code (see JT/T 1078 table 25), not the multiplier.
+    pub speed: u8,
+    pub requested_ms: i64,
+    pub state: PlaybackState,
+    pub reason: Option<String>,
+    pub session_id: Option<String>,
+    pub incident_id: Option<i64>,
+}
+
+/// A `playbacks` row as diesel reads it (small integers widened).
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = super::schema::playbacks)]
+pub(crate) struct PlaybackRow {
+    id: String,
+    sim: String,
+    channel: i32,
+    stream: String,
+    from_ms: i64,
+    to_ms: i64,
+    av_type: i32,
+    stream_type: i32,
+    storage_type: i32,
+    mode: i32,
+    speed: i32,
+    requested_ms: i64,
+    state: String,
+    reason: Option<String>,
+    session_id: Option<String>,
+    incident_id: Option<i64>,
+}
+
+impl TryFrom<PlaybackRow> for Playback {
+    type Error = String;
+    fn try_from(r: PlaybackRow) -> Result<Self, String> {
+        let byte = |what: &str, v: i32| {
+            u8::try_from(v).map_err(|_| format!("playback {}: {what} {v} is not a byte", r.id))
+        };
+        Ok(Playback {
+            channel: byte("channel", r.channel)?,
+            av_type: byte("av_type", r.av_type)?,
+            stream_type: byte("stream_type", r.stream_type)?,
+            storage_type: byte("storage_type", r.storage_type)?,
+            mode: byte("mode", r.mode)?,
+            speed: byte("speed", r.speed)?,
+            state: r
+                .state
+                .parse()
+                .map_err(|e| format!("playback {}: {e}", r.id))?,
+            id: r.id,
+            sim: r.sim,
+            stream: r.stream,
+            from_ms: r.from_ms,
+            to_ms: r.to_ms,
+            requested_ms: r.requested_ms,
+            reason: r.reason,
+            session_id: r.session_id,
+            incident_id: r.incident_id,
+        })
     }
 }
 

@@ -78,6 +78,35 @@ diesel::table! {
         source -> Text,
         created_ms -> BigInt,
         session_id -> Nullable<Text>,
+        open -> Bool,
+        alarm -> BigInt,
+        lat -> Nullable<Double>,
+        lon -> Nullable<Double>,
+        video_state -> Nullable<Text>,
+        video_reason -> Nullable<Text>,
+    }
+}
+
+// 16 columns: the most a table may have while diesel is built without its
+// `32-column-tables` feature (which costs compile time in every build).
+diesel::table! {
+    playbacks (id) {
+        id -> Text,
+        sim -> Text,
+        channel -> Integer,
+        stream -> Text,
+        from_ms -> BigInt,
+        to_ms -> BigInt,
+        av_type -> Integer,
+        stream_type -> Integer,
+        storage_type -> Integer,
+        mode -> Integer,
+        speed -> Integer,
+        requested_ms -> BigInt,
+        state -> Text,
+        reason -> Nullable<Text>,
+        session_id -> Nullable<Text>,
+        incident_id -> Nullable<BigInt>,
     }
 }
 
@@ -95,5 +124,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     sessions,
     segments,
     incidents,
+    playbacks,
     pending_deletions,
 );

@@ -13,12 +13,17 @@ use diesel::result::QueryResult;
 use diesel::sqlite::SqliteConnection;
 
 use super::conn::{write_tx, AnyConn};
-use super::record::{stored_kind, Record, SessionKind};
-use super::schema::{devices, incidents, positions, segments, sessions, streams};
+use super::record::{stored_kind, PlaybackState, Record, SessionKind, INCIDENT_VIDEO_STATES};
+use super::schema::{devices, incidents, playbacks, positions, segments, sessions, streams};
 
 /// Rows per multi-row position INSERT: 9 parameters each keeps us well under
 /// every backend's placeholder limit (SQLite 32766, PostgreSQL/MySQL 65535).
 const POSITION_CHUNK: usize = 1000;
+
+/// Longest reason text stored (characters): a reason is prose for a person,
+/// so a longer one (an error chain, say) is cut rather than refused, which
+/// would lose the state it explains.
+const REASON_MAX_CHARS: usize = 1000;
 
 /// Host name a placeholder session carries until its `SessionStarted`
 /// arrives (a segment whose session start was dropped still gets a row).
@@ -97,7 +102,7 @@ pub(crate) struct NewSegment<'a> {
 
 #[derive(Insertable)]
 #[diesel(table_name = incidents)]
-pub(crate) struct NewIncident<'a> {
+struct NewIncident<'a> {
     sim: &'a str,
     channel: i32,
     from_ms: i64,
@@ -106,15 +111,66 @@ pub(crate) struct NewIncident<'a> {
     source: &'a str,
     created_ms: i64,
     session_id: Option<&'a str>,
+    open: bool,
+    alarm: i64,
+    lat: Option<f64>,
+    lon: Option<f64>,
+    video_state: Option<&'a str>,
+    video_reason: Option<&'a str>,
+}
+
+/// What a repeated incident report adds to its row: only the fields it
+/// knows (diesel leaves `None` fields out of the SET list), so an alarm
+/// extension does not erase the video or the position.
+#[derive(AsChangeset)]
+#[diesel(table_name = incidents)]
+struct IncidentFacts<'a> {
+    session_id: Option<&'a str>,
+    lat: Option<f64>,
+    lon: Option<f64>,
+    video_state: Option<&'a str>,
+    video_reason: Option<&'a str>,
+}
+
+impl IncidentFacts<'_> {
+    fn is_empty(&self) -> bool {
+        self.session_id.is_none()
+            && self.lat.is_none()
+            && self.lon.is_none()
+            && self.video_state.is_none()
+            && self.video_reason.is_none()
+    }
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = playbacks)]
+struct NewPlayback<'a> {
+    id: &'a str,
+    sim: &'a str,
+    channel: i32,
+    stream: &'a str,
+    from_ms: i64,
+    to_ms: i64,
+    av_type: i32,
+    stream_type: i32,
+    storage_type: i32,
+    mode: i32,
+    speed: i32,
+    requested_ms: i64,
+    state: &'a str,
+    reason: Option<&'a str>,
+    session_id: Option<&'a str>,
+    incident_id: Option<i64>,
 }
 
 /// The statements whose SQL differs per backend: upserts (PostgreSQL and
 /// SQLite name the conflicting key, MySQL uses ON DUPLICATE KEY) and
-/// multi-row inserts.
+/// multi-row inserts. Incidents and playbacks, whose updates are
+/// conditional, are an insert-or-ignore followed by conditional updates
+/// instead, the same SQL everywhere.
 pub(crate) trait BackendWrites {
     fn insert_positions(&mut self, rows: &[NewPosition<'_>]) -> QueryResult<usize>;
     fn upsert_segment(&mut self, row: &NewSegment<'_>) -> QueryResult<usize>;
-    fn upsert_incident(&mut self, row: &NewIncident<'_>) -> QueryResult<usize>;
 }
 
 macro_rules! conflict_target_writes {
@@ -130,15 +186,6 @@ macro_rules! conflict_target_writes {
                     .on_conflict((segments::stream, segments::sequence))
                     .do_update()
                     .set(row)
-                    .execute(self)
-            }
-            fn upsert_incident(&mut self, row: &NewIncident<'_>) -> QueryResult<usize> {
-                use incidents::dsl as i;
-                diesel::insert_into(i::incidents)
-                    .values(row)
-                    .on_conflict((i::sim, i::channel, i::from_ms, i::kind, i::source))
-                    .do_update()
-                    .set((i::to_ms.eq(row.to_ms), i::session_id.eq(row.session_id)))
                     .execute(self)
             }
         }
@@ -195,15 +242,6 @@ impl BackendWrites for MysqlConnection {
             .set(row)
             .execute(self)
     }
-    fn upsert_incident(&mut self, row: &NewIncident<'_>) -> QueryResult<usize> {
-        use incidents::dsl as i;
-        diesel::insert_into(i::incidents)
-            .values(row)
-            .on_conflict(diesel::dsl::DuplicatedKeys)
-            .do_update()
-            .set((i::to_ms.eq(row.to_ms), i::session_id.eq(row.session_id)))
-            .execute(self)
-    }
 }
 
 /// Keys this writer has already made sure exist, so a steady stream of
@@ -251,6 +289,15 @@ pub(crate) fn validate(r: &Record) -> Result<(), String> {
         match s {
             Some(s) if s.chars().count() > max => Err(format!("{what} {s:?} is longer than {max}")),
             _ => Ok(()),
+        }
+    }
+    fn video(state: &str) -> Result<(), String> {
+        if INCIDENT_VIDEO_STATES.contains(&state) {
+            Ok(())
+        } else {
+            Err(format!(
+                "video state {state:?} is none of {INCIDENT_VIDEO_STATES:?}"
+            ))
         }
     }
     fn fits(what: &str, v: u64) -> Result<(), String> {
@@ -321,14 +368,57 @@ pub(crate) fn validate(r: &Record) -> Result<(), String> {
             kind,
             source,
             session_id,
+            lat,
+            lon,
+            video_state,
             ..
         } => {
             len("sim", sim, 20)?;
             len("kind", kind, 32)?;
             len("source", source, 32)?;
+            opt_len("session_id", session_id, 128)?;
+            if lat.is_some_and(|v| !v.is_finite()) || lon.is_some_and(|v| !v.is_finite()) {
+                return Err(format!("incident position {lat:?},{lon:?} is not finite"));
+            }
+            match video_state {
+                Some(v) => video(v),
+                None => Ok(()),
+            }
+        }
+        Record::IncidentVideo {
+            sim,
+            kind,
+            source,
+            video_state,
+            session_id,
+            ..
+        } => {
+            len("sim", sim, 20)?;
+            len("kind", kind, 32)?;
+            len("source", source, 32)?;
+            opt_len("session_id", session_id, 128)?;
+            video(video_state)
+        }
+        Record::Playback {
+            id,
+            sim,
+            stream,
+            session_id,
+            ..
+        } => {
+            len("playback id", id, 128)?;
+            len("sim", sim, 20)?;
+            len("stream", stream, 64)?;
             opt_len("session_id", session_id, 128)
         }
     }
+}
+
+/// `s` cut to [`REASON_MAX_CHARS`] characters.
+fn clip_reason(s: &str) -> &str {
+    s.char_indices()
+        .nth(REASON_MAX_CHARS)
+        .map_or(s, |(at, _)| &s[..at])
 }
 
 /// A path that stays inside whatever directory it is joined to: relative,
@@ -352,6 +442,18 @@ macro_rules! ensure_device {
             })
             .on_conflict_do_nothing()
             .execute($c)
+    };
+}
+
+/// The incident row with the unique key (sim, channel, from_ms, kind, source).
+macro_rules! incident_key {
+    ($sim:expr, $channel:expr, $from_ms:expr, $kind:expr, $source:expr) => {
+        incidents::table
+            .filter(incidents::sim.eq($sim))
+            .filter(incidents::channel.eq($channel))
+            .filter(incidents::from_ms.eq($from_ms))
+            .filter(incidents::kind.eq($kind))
+            .filter(incidents::source.eq($source))
     };
 }
 
@@ -588,24 +690,156 @@ pub(crate) fn apply_batch(
                     kind,
                     source,
                     session_id,
+                    open,
+                    alarm,
+                    lat,
+                    lon,
+                    video_state,
+                    video_reason,
                 } => {
                     if !known.sims.contains(sim) && !added.sims.contains(sim) {
                         ensure_device!(c, sim, now_ms)?;
                         added.sims.insert(sim.clone());
                     }
-                    BackendWrites::upsert_incident(
-                        c,
-                        &NewIncident {
+                    let channel = channel.map(i32::from).unwrap_or(0);
+                    let video_reason = video_reason.as_deref().map(clip_reason);
+                    // Insert-or-ignore, then the conditional updates, which
+                    // leave a row just inserted as it is. (The insert's
+                    // count cannot tell a new row: MySQL counts the ignored
+                    // one, found but unchanged, as affected.)
+                    diesel::insert_into(incidents::table)
+                        .values(&NewIncident {
                             sim,
-                            channel: channel.map(i32::from).unwrap_or(0),
+                            channel,
                             from_ms: *from_ms,
                             to_ms: *to_ms,
                             kind,
                             source,
                             created_ms: now_ms,
                             session_id: session_id.as_deref(),
-                        },
-                    )?;
+                            open: *open,
+                            alarm: i64::from(*alarm),
+                            lat: *lat,
+                            lon: *lon,
+                            video_state: video_state.as_deref(),
+                            video_reason,
+                        })
+                        .on_conflict_do_nothing()
+                        .execute(c)?;
+                    // The row is open, or it is closed and so is this
+                    // report: a closed incident is never reopened.
+                    diesel::update(
+                        incident_key!(sim, channel, *from_ms, kind, source)
+                            .filter(incidents::open.eq(true).or(incidents::open.eq(*open))),
+                    )
+                    .set((
+                        incidents::to_ms.eq(*to_ms),
+                        incidents::open.eq(*open),
+                        incidents::alarm.eq(i64::from(*alarm)),
+                    ))
+                    .execute(c)?;
+                    let facts = IncidentFacts {
+                        session_id: session_id.as_deref(),
+                        lat: *lat,
+                        lon: *lon,
+                        video_state: video_state.as_deref(),
+                        video_reason,
+                    };
+                    if !facts.is_empty() {
+                        diesel::update(incident_key!(sim, channel, *from_ms, kind, source))
+                            .set(&facts)
+                            .execute(c)?;
+                    }
+                }
+                Record::IncidentVideo {
+                    sim,
+                    channel,
+                    from_ms,
+                    kind,
+                    source,
+                    video_state,
+                    video_reason,
+                    session_id,
+                } => {
+                    let channel = channel.map(i32::from).unwrap_or(0);
+                    diesel::update(incident_key!(sim, channel, *from_ms, kind, source))
+                        .set((
+                            incidents::video_state.eq(video_state),
+                            incidents::video_reason.eq(video_reason.as_deref().map(clip_reason)),
+                            session_id.as_deref().map(|s| incidents::session_id.eq(s)),
+                        ))
+                        .execute(c)?;
+                }
+                Record::Playback {
+                    id,
+                    sim,
+                    channel,
+                    stream,
+                    from_ms,
+                    to_ms,
+                    av_type,
+                    stream_type,
+                    storage_type,
+                    mode,
+                    speed,
+                    requested_ms,
+                    state,
+                    reason,
+                    session_id,
+                    incident_id,
+                } => {
+                    if !known.sims.contains(sim) && !added.sims.contains(sim) {
+                        ensure_device!(c, sim, now_ms)?;
+                        added.sims.insert(sim.clone());
+                    }
+                    let reason = reason.as_deref().map(clip_reason);
+                    // As for incidents: insert-or-ignore, then conditional updates.
+                    diesel::insert_into(playbacks::table)
+                        .values(&NewPlayback {
+                            id,
+                            sim,
+                            channel: i32::from(*channel),
+                            stream,
+                            from_ms: *from_ms,
+                            to_ms: *to_ms,
+                            av_type: i32::from(*av_type),
+                            stream_type: i32::from(*stream_type),
+                            storage_type: i32::from(*storage_type),
+                            mode: i32::from(*mode),
+                            speed: i32::from(*speed),
+                            requested_ms: *requested_ms,
+                            state: state.as_str(),
+                            reason,
+                            session_id: session_id.as_deref(),
+                            incident_id: *incident_id,
+                        })
+                        .on_conflict_do_nothing()
+                        .execute(c)?;
+                    // Only from a state of lower or equal rank: the
+                    // request never moves back.
+                    let from_states: Vec<&str> = PlaybackState::ALL
+                        .into_iter()
+                        .filter(|s| s.rank() <= state.rank())
+                        .map(PlaybackState::as_str)
+                        .collect();
+                    diesel::update(
+                        playbacks::table
+                            .filter(playbacks::id.eq(id))
+                            .filter(playbacks::state.eq_any(from_states)),
+                    )
+                    .set((
+                        playbacks::state.eq(state.as_str()),
+                        playbacks::reason.eq(reason),
+                    ))
+                    .execute(c)?;
+                    if session_id.is_some() || incident_id.is_some() {
+                        diesel::update(playbacks::table.filter(playbacks::id.eq(id)))
+                            .set((
+                                session_id.as_deref().map(|s| playbacks::session_id.eq(s)),
+                                incident_id.map(|i| playbacks::incident_id.eq(i)),
+                            ))
+                            .execute(c)?;
+                    }
                 }
             }
         }

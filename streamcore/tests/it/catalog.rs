@@ -19,8 +19,8 @@ use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Text};
 use streamcore::catalog::{
-    new_session_id, now_ms, Backend, Catalog, CatalogWriter, Record, RetentionPolicy, SessionKind,
-    WriterConfig, INCIDENT_KIND_PLAYBACK,
+    new_session_id, now_ms, Backend, Catalog, CatalogWriter, Incident, Playback, PlaybackState,
+    Record, RetentionPolicy, SessionKind, WriterConfig, INCIDENT_KIND_PLAYBACK,
 };
 use streamcore::FsStorage;
 
@@ -222,6 +222,11 @@ suite!(
     flush_under_load_waits_only_for_earlier_records,
     playback_stream_beside_the_live_stream_of_its_channel,
     upgrade_from_the_first_schema_keeps_rows_and_admits_playback_streams,
+    playback_requests_round_trip_and_never_move_back,
+    playbacks_of_a_device_overlap_the_span_oldest_first,
+    alarm_incident_opens_extends_closes_and_tracks_its_video,
+    live_and_playback_of_one_channel_at_once_through_the_writer,
+    upgrade_from_step_2_keeps_incidents_and_adds_playbacks,
 );
 
 // ------------------------------------------------------------ helpers
@@ -282,6 +287,40 @@ fn segment(session: &str, stream: &str, seq: u64, pdt: i64) -> Record {
     }
 }
 
+/// Migration versions (diesel's: the step directory's date and number).
+const STEP_1: &str = "20261125000001";
+const STEP_2: &str = "20261204000001";
+
+/// Takes a migrated catalog back to the schema of step `version`, as an
+/// older release left it: every later step's own down.sql, newest first,
+/// and their versions forgotten, so the next open applies them again.
+fn roll_back_to(cat: &Catalog, backend: Backend, version: &str) {
+    let mut steps: Vec<(String, PathBuf)> = std::fs::read_dir(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("migrations")
+            .join(backend.to_string()),
+    )
+    .unwrap()
+    .map(|e| e.unwrap().path())
+    .filter(|p| p.is_dir())
+    .map(|p| {
+        let name = p.file_name().unwrap().to_str().unwrap();
+        (name.split('_').next().unwrap().replace('-', ""), p)
+    })
+    .filter(|(v, _)| v.as_str() > version)
+    .collect();
+    assert!(!steps.is_empty(), "no step after {version}");
+    steps.sort();
+    for (v, dir) in steps.iter().rev() {
+        cat.execute_sql(&std::fs::read_to_string(dir.join("down.sql")).unwrap())
+            .unwrap_or_else(|e| panic!("down.sql of {v}: {e}"));
+        cat.execute_sql(&format!(
+            "DELETE FROM __diesel_schema_migrations WHERE version = '{v}'"
+        ))
+        .unwrap();
+    }
+}
+
 /// Stops looping helper threads even when an assertion panics, so a
 /// `thread::scope` ends and the failure is reported instead of hanging.
 struct StopOnDrop<'a>(&'a AtomicBool);
@@ -327,7 +366,7 @@ fn migrations_apply_once_with_a_comment_on_every_column(db: TestDb) {
                 "SELECT name AS a, sql AS b FROM sqlite_master WHERE type = 'table' \
                  AND name NOT LIKE 'sqlite_%' AND name <> '__diesel_schema_migrations'",
             );
-            assert_eq!(tables.len(), 7, "{tables:?}");
+            assert_eq!(tables.len(), 8, "{tables:?}");
             let mut missing = Vec::new();
             for (table, sql) in tables {
                 let cols = db.pairs(&format!(
@@ -356,7 +395,8 @@ fn migrations_apply_once_with_a_comment_on_every_column(db: TestDb) {
         ("streams", 4),
         ("sessions", 8),
         ("segments", 11),
-        ("incidents", 9),
+        ("incidents", 15),
+        ("playbacks", 16),
         ("pending_deletions", 2),
     ];
     for (t, _) in expected {
@@ -699,6 +739,12 @@ fn incidents_in_a_time_range(db: TestDb) {
         kind: kind.into(),
         source: "808-alarm".into(),
         session_id: None,
+        open: false,
+        alarm: 0,
+        lat: None,
+        lon: None,
+        video_state: None,
+        video_reason: None,
     };
     cat.write(&[
         inc(T0, T0 + 1000, "emergency", None),
@@ -766,6 +812,12 @@ fn racing_writers_do_not_duplicate(db: TestDb) {
         kind: "overspeed".into(),
         source: "808-alarm".into(),
         session_id: None,
+        open: false,
+        alarm: 0,
+        lat: None,
+        lon: None,
+        video_state: None,
+        video_reason: None,
     });
     let cfg = WriterConfig {
         batch_max: 37, // many small interleaved transactions
@@ -1488,6 +1540,12 @@ fn playback_stream_beside_the_live_stream_of_its_channel(db: TestDb) {
             kind: INCIDENT_KIND_PLAYBACK.into(),
             source: "jt1078".into(),
             session_id: Some(upload.clone()),
+            open: false,
+            alarm: 0,
+            lat: None,
+            lon: None,
+            video_state: None,
+            video_reason: None,
         },
     ])
     .unwrap();
@@ -1548,37 +1606,17 @@ fn upgrade_from_the_first_schema_keeps_rows_and_admits_playback_streams(db: Test
             kind: "overspeed".into(),
             source: "808-alarm".into(),
             session_id: None,
+            open: false,
+            alarm: 0,
+            lat: None,
+            lon: None,
+            video_state: None,
+            video_reason: None,
         },
     ])
     .unwrap();
-    // Back to the first schema: the second step's own down.sql, and its
-    // version forgotten.
-    let step2 = std::fs::read_dir(
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("migrations")
-            .join(db.backend.to_string()),
-    )
-    .unwrap()
-    .map(|e| e.unwrap().path())
-    .filter(|p| p.is_dir())
-    .max()
-    .unwrap();
-    let version: String = step2
-        .file_name()
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .split('_')
-        .next()
-        .unwrap()
-        .replace('-', "");
-    assert_eq!(version, "20261204000001", "the step this test is about");
-    cat.execute_sql(&std::fs::read_to_string(step2.join("down.sql")).unwrap())
-        .unwrap();
-    cat.execute_sql(&format!(
-        "DELETE FROM __diesel_schema_migrations WHERE version = '{version}'"
-    ))
-    .unwrap();
+    // Back to the first schema.
+    roll_back_to(&cat, db.backend, STEP_1);
     drop(cat);
     // Opening migrates again.
     let cat = db.open();
@@ -1595,4 +1633,660 @@ fn upgrade_from_the_first_schema_keeps_rows_and_admits_playback_streams(db: Test
     assert_eq!(incidents.len(), 1);
     assert_eq!(incidents[0].kind, "overspeed");
     assert_eq!(incidents[0].session_id, None);
+}
+
+// ------------------------------------------------ playbacks and alarm incidents
+
+/// A playback request of channel `ch` for `[from, to)` in `state`, with
+/// the 0x9201 fields an operator might set (4x fast forward of video from
+/// main storage).
+fn playback(
+    id: &str,
+    sim: &str,
+    ch: u8,
+    (from, to): (i64, i64),
+    state: PlaybackState,
+    reason: Option<&str>,
+    session_id: Option<&str>,
+) -> Record {
+    Record::Playback {
+        id: id.into(),
+        sim: sim.into(),
+        channel: ch,
+        stream: format!("{sim}_{ch}_pb"),
+        from_ms: from,
+        to_ms: to,
+        av_type: 2,
+        stream_type: 1,
+        storage_type: 1,
+        mode: 1,
+        speed: 3,
+        requested_ms: T0 + 100_000,
+        state,
+        reason: reason.map(Into::into),
+        session_id: session_id.map(Into::into),
+        incident_id: None,
+    }
+}
+
+/// The alarm incident of bit 1 (overspeed) starting at T0 on channel `ch`.
+fn alarm_incident(ch: Option<u8>, to: i64, open: bool, at: Option<(f64, f64)>) -> Record {
+    Record::Incident {
+        sim: SIM_A.into(),
+        channel: ch,
+        from_ms: T0,
+        to_ms: to,
+        kind: "overspeed".into(),
+        source: "808-alarm".into(),
+        session_id: None,
+        open,
+        alarm: 1 << 1,
+        lat: at.map(|p| p.0),
+        lon: at.map(|p| p.1),
+        video_state: None,
+        video_reason: None,
+    }
+}
+
+fn incident_video(
+    ch: Option<u8>,
+    state: &str,
+    reason: Option<&str>,
+    session: Option<&str>,
+) -> Record {
+    Record::IncidentVideo {
+        sim: SIM_A.into(),
+        channel: ch,
+        from_ms: T0,
+        kind: "overspeed".into(),
+        source: "808-alarm".into(),
+        video_state: state.into(),
+        video_reason: reason.map(Into::into),
+        session_id: session.map(Into::into),
+    }
+}
+
+/// `r` (an incident or its video) with another kind, so another key.
+fn rekind(mut r: Record, new: &str) -> Record {
+    match &mut r {
+        Record::Incident { kind, .. } | Record::IncidentVideo { kind, .. } => *kind = new.into(),
+        other => panic!("not an incident: {other:?}"),
+    }
+    r
+}
+
+fn the_incident(cat: &Catalog) -> Incident {
+    let all = cat.incidents(SIM_A, 0, i64::MAX).unwrap();
+    assert_eq!(all.len(), 1, "{all:?}");
+    all.into_iter().next().unwrap()
+}
+
+fn playback_row(cat: &Catalog, id: &str) -> Playback {
+    cat.playback(id).unwrap().expect("the playback row")
+}
+
+fn playback_requests_round_trip_and_never_move_back(db: TestDb) {
+    let cat = db.open();
+    let id = new_session_id(&format!("{SIM_A}_2_pb"), T0 + 100_000);
+    let span = (T0 - 3_600_000, T0 - 3_540_000);
+    // Requested before the device (or the stream) has any row.
+    let requested = playback(&id, SIM_A, 2, span, PlaybackState::Requested, None, None);
+    cat.write(std::slice::from_ref(&requested)).unwrap();
+    let row = playback_row(&cat, &id);
+    assert_eq!(
+        row,
+        Playback {
+            id: id.clone(),
+            sim: SIM_A.into(),
+            channel: 2,
+            stream: format!("{SIM_A}_2_pb"),
+            from_ms: span.0,
+            to_ms: span.1,
+            av_type: 2,
+            stream_type: 1,
+            storage_type: 1,
+            mode: 1,
+            speed: 3,
+            requested_ms: T0 + 100_000,
+            state: PlaybackState::Requested,
+            reason: None,
+            session_id: None,
+            incident_id: None,
+        }
+    );
+    // The same record again (a retry) changes nothing.
+    cat.write(std::slice::from_ref(&requested)).unwrap();
+    assert_eq!(db.count("playbacks"), 1);
+    assert_eq!(playback_row(&cat, &id), row);
+    assert!(cat.playback("no-such-playback").unwrap().is_none());
+
+    // The device connects: the upload's session is linked.
+    let session = new_session_id(&format!("{SIM_A}_2_pb"), T0 + 101_000);
+    cat.write(&[playback(
+        &id,
+        SIM_A,
+        2,
+        span,
+        PlaybackState::Uploading,
+        None,
+        Some(&session),
+    )])
+    .unwrap();
+    let row = playback_row(&cat, &id);
+    assert_eq!(row.state, PlaybackState::Uploading);
+    assert_eq!(row.session_id.as_deref(), Some(session.as_str()));
+    // A late Requested (another task catalogued it) neither moves the state
+    // back nor forgets the session.
+    cat.write(std::slice::from_ref(&requested)).unwrap();
+    let row = playback_row(&cat, &id);
+    assert_eq!(row.state, PlaybackState::Uploading);
+    assert_eq!(row.session_id.as_deref(), Some(session.as_str()));
+
+    // Complete with a note; the record does not repeat the session.
+    cat.write(&[playback(
+        &id,
+        SIM_A,
+        2,
+        span,
+        PlaybackState::Complete,
+        Some("the device sent 50.0 s of the 60.0 s asked for"),
+        None,
+    )])
+    .unwrap();
+    let row = playback_row(&cat, &id);
+    assert_eq!(row.state, PlaybackState::Complete);
+    assert_eq!(
+        row.reason.as_deref(),
+        Some("the device sent 50.0 s of the 60.0 s asked for")
+    );
+    assert_eq!(row.session_id.as_deref(), Some(session.as_str()));
+    // Neither an earlier state nor the first record undoes the end.
+    cat.write(&[
+        playback(
+            &id,
+            SIM_A,
+            2,
+            span,
+            PlaybackState::Uploading,
+            None,
+            Some(&session),
+        ),
+        requested.clone(),
+    ])
+    .unwrap();
+    let done = playback_row(&cat, &id);
+    assert_eq!(done, row);
+
+    // One end state may replace another, with its own reason.
+    cat.write(&[playback(
+        &id,
+        SIM_A,
+        2,
+        span,
+        PlaybackState::Stopped,
+        Some("stopped by the operator"),
+        None,
+    )])
+    .unwrap();
+    let row = playback_row(&cat, &id);
+    assert_eq!(
+        (row.state, row.reason.as_deref()),
+        (PlaybackState::Stopped, Some("stopped by the operator"))
+    );
+
+    // A known incident id is kept when a later record does not repeat it.
+    let mut with_incident = playback(&id, SIM_A, 2, span, PlaybackState::Failed, None, None);
+    if let Record::Playback { incident_id, .. } = &mut with_incident {
+        *incident_id = Some(42);
+    }
+    cat.write(&[with_incident]).unwrap();
+    cat.write(&[playback(
+        &id,
+        SIM_A,
+        2,
+        span,
+        PlaybackState::Failed,
+        Some("device refused (result 2)"),
+        None,
+    )])
+    .unwrap();
+    let row = playback_row(&cat, &id);
+    assert_eq!(row.incident_id, Some(42));
+    assert_eq!(row.session_id.as_deref(), Some(session.as_str()));
+    assert_eq!(row.state, PlaybackState::Failed);
+    assert_eq!(row.reason.as_deref(), Some("device refused (result 2)"));
+    assert_eq!(db.count("playbacks"), 1);
+
+    // The JSON the APIs serve: state by name, the 0x9201 fields as numbers.
+    let json = serde_json::to_value(&row).unwrap();
+    assert_eq!(json["state"], "failed");
+    assert_eq!(json["speed"], 3);
+    assert_eq!(json["channel"], 2);
+    assert_eq!(json["stream"], format!("{SIM_A}_2_pb"));
+    assert_eq!(json["session_id"], session.as_str());
+    assert_eq!(json["incident_id"], 42);
+    assert_eq!(json["from_ms"], span.0);
+
+    // A long reason is cut, not refused (the state it explains is kept).
+    let long = "x".repeat(5000);
+    cat.write(&[playback(
+        &id,
+        SIM_A,
+        2,
+        span,
+        PlaybackState::Failed,
+        Some(&long),
+        None,
+    )])
+    .unwrap();
+    assert_eq!(playback_row(&cat, &id).reason.unwrap().len(), 1000);
+    // An id the schema cannot hold is refused before anything is written.
+    let bad = playback(
+        &"p".repeat(129),
+        SIM_A,
+        2,
+        span,
+        PlaybackState::Requested,
+        None,
+        None,
+    );
+    assert!(matches!(
+        cat.write(&[bad]),
+        Err(streamcore::catalog::Error::InvalidRecord(_))
+    ));
+    assert_eq!(db.count("playbacks"), 1);
+}
+
+fn playbacks_of_a_device_overlap_the_span_oldest_first(db: TestDb) {
+    let cat = db.open();
+    let req = |id: &str, sim: &str, ch: u8, from: i64, to: i64| {
+        playback(
+            id,
+            sim,
+            ch,
+            (from, to),
+            PlaybackState::Requested,
+            None,
+            None,
+        )
+    };
+    // Written newest span first: the order of the answer is the query's.
+    cat.write(&[
+        req("p-late", SIM_A, 1, T0 + 60_000, T0 + 120_000),
+        req("p-early", SIM_A, 2, T0, T0 + 60_000),
+        req("p-other-device", SIM_B, 1, T0, T0 + 60_000),
+    ])
+    .unwrap();
+    let ids = |from: i64, to: i64| {
+        cat.playbacks_of_device(SIM_A, from, to)
+            .unwrap()
+            .into_iter()
+            .map(|p| p.id)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(ids(0, i64::MAX), ["p-early", "p-late"]);
+    // Half-open: a span ending where the query starts is not in it.
+    assert_eq!(ids(T0 + 60_000, T0 + 61_000), ["p-late"]);
+    assert_eq!(ids(T0 + 59_999, T0 + 60_001), ["p-early", "p-late"]);
+    assert!(ids(T0 + 120_000, i64::MAX).is_empty());
+    assert!(ids(0, T0).is_empty());
+    assert_eq!(
+        cat.playbacks_of_device(SIM_B, 0, i64::MAX).unwrap()[0].id,
+        "p-other-device"
+    );
+}
+
+fn alarm_incident_opens_extends_closes_and_tracks_its_video(db: TestDb) {
+    let cat = db.open();
+    let here = (22.543_096, 114.057_865);
+    // The alarm bit is set: an open incident where the vehicle is.
+    cat.write(&[alarm_incident(Some(1), T0 + 1000, true, Some(here))])
+        .unwrap();
+    let inc = the_incident(&cat);
+    assert!(inc.open);
+    assert_eq!((inc.alarm, inc.to_ms), (2, T0 + 1000));
+    assert_eq!((inc.lat, inc.lon), (Some(here.0), Some(here.1)));
+    assert_eq!(
+        (inc.video_state.as_deref(), inc.video_reason.as_deref()),
+        (None, None)
+    );
+
+    // Still set: extended; a report without a position keeps the first one.
+    cat.write(&[alarm_incident(Some(1), T0 + 5000, true, None)])
+        .unwrap();
+    let inc = the_incident(&cat);
+    assert!(inc.open);
+    assert_eq!(inc.to_ms, T0 + 5000);
+    assert_eq!((inc.lat, inc.lon), (Some(here.0), Some(here.1)));
+
+    // Its video is fetched from the device; the upload's session is linked.
+    cat.write(&[incident_video(Some(1), "requested", None, None)])
+        .unwrap();
+    assert_eq!(the_incident(&cat).video_state.as_deref(), Some("requested"));
+    let upload = new_session_id(&format!("{SIM_A}_1_pb"), T0 + 30_000);
+    cat.write(&[incident_video(Some(1), "uploading", None, Some(&upload))])
+        .unwrap();
+    // An alarm report knows nothing of the video and must not erase it.
+    cat.write(&[alarm_incident(Some(1), T0 + 7000, true, None)])
+        .unwrap();
+    let inc = the_incident(&cat);
+    assert_eq!(inc.video_state.as_deref(), Some("uploading"));
+    assert_eq!(inc.session_id.as_deref(), Some(upload.as_str()));
+    assert_eq!(inc.to_ms, T0 + 7000);
+
+    // The bit clears: closed with its final end.
+    cat.write(&[alarm_incident(Some(1), T0 + 9000, false, None)])
+        .unwrap();
+    let inc = the_incident(&cat);
+    assert!(!inc.open);
+    assert_eq!(inc.to_ms, T0 + 9000);
+    // A late open report (a retry of an earlier one) does not reopen it.
+    cat.write(&[alarm_incident(Some(1), T0 + 6000, true, None)])
+        .unwrap();
+    let inc = the_incident(&cat);
+    assert_eq!((inc.open, inc.to_ms), (false, T0 + 9000));
+
+    // The upload fails, with a reason; a later success clears the reason.
+    cat.write(&[incident_video(
+        Some(1),
+        "failed",
+        Some("device offline"),
+        None,
+    )])
+    .unwrap();
+    let inc = the_incident(&cat);
+    assert_eq!(
+        (inc.video_state.as_deref(), inc.video_reason.as_deref()),
+        (Some("failed"), Some("device offline"))
+    );
+    assert_eq!(
+        inc.session_id.as_deref(),
+        Some(upload.as_str()),
+        "kept when not given"
+    );
+    cat.write(&[incident_video(Some(1), "fetched", None, None)])
+        .unwrap();
+    let inc = the_incident(&cat);
+    assert_eq!(
+        (inc.video_state.as_deref(), inc.video_reason.as_deref()),
+        (Some("fetched"), None)
+    );
+
+    // The video of an incident nobody reported is a no-op, not an error,
+    // and creates nothing.
+    cat.write(&[incident_video(Some(3), "requested", None, None)])
+        .unwrap();
+    assert_eq!(db.count("incidents"), 1);
+    // A video state outside the documented set is refused.
+    assert!(matches!(
+        cat.write(&[incident_video(Some(1), "lost", None, None)]),
+        Err(streamcore::catalog::Error::InvalidRecord(_))
+    ));
+
+    // What the incident API serialises.
+    let json = serde_json::to_value(the_incident(&cat)).unwrap();
+    assert_eq!(json["open"], false);
+    assert_eq!(json["alarm"], 2);
+    assert_eq!(json["lat"], here.0);
+    assert_eq!(json["lon"], here.1);
+    assert_eq!(json["video_state"], "fetched");
+    assert!(json["video_reason"].is_null());
+    assert_eq!(json["channel"], 1);
+    assert_eq!(json["ended_ms"], T0 + 9000);
+
+    // A whole-device incident (channel 0) is found by its key as well.
+    cat.write(&[rekind(
+        alarm_incident(None, T0 + 2000, true, None),
+        "emergency",
+    )])
+    .unwrap();
+    cat.write(&[rekind(
+        incident_video(None, "waiting_online", None, None),
+        "emergency",
+    )])
+    .unwrap();
+    let device_wide = cat
+        .incidents(SIM_A, 0, i64::MAX)
+        .unwrap()
+        .into_iter()
+        .find(|i| i.kind == "emergency")
+        .unwrap();
+    assert_eq!(device_wide.channel, 0);
+    assert!(device_wide.open);
+    assert_eq!(device_wide.video_state.as_deref(), Some("waiting_online"));
+    assert_eq!((device_wide.lat, device_wide.lon), (None, None));
+}
+
+/// ingestd catalogues a channel's live video and, at the same time, an
+/// upload of the same channel's recordings (`<SIM>_<ch>_pb`): two open
+/// sessions, interleaved segments of both streams, the playback request's
+/// states, an alarm incident whose video is the upload, all through one
+/// writer in shared batches. Nothing may be rejected (a foreign key failing
+/// for one stream would cost the whole batch its rows).
+fn live_and_playback_of_one_channel_at_once_through_the_writer(db: TestDb) {
+    let cat = db.open();
+    let live_stream = format!("{SIM_A}_1");
+    let pb_stream = format!("{SIM_A}_1_pb");
+    let live = new_session_id(&live_stream, T0);
+    let upload = new_session_id(&pb_stream, T0 + 20_000);
+    let request = "pb-request-1";
+    let span = (T0 - 3_600_000, T0 - 3_580_000);
+    let mut recs = vec![
+        // The request is catalogued before anything of the device exists.
+        playback(
+            request,
+            SIM_A,
+            1,
+            span,
+            PlaybackState::Requested,
+            None,
+            None,
+        ),
+        session_started(&live, &live_stream, Some(SIM_A), Some(1), T0),
+        alarm_incident(Some(1), T0 + 20_000, true, Some((22.5, 114.0))),
+        playback_started(&upload, SIM_A, 1, T0 + 20_000),
+        playback(
+            request,
+            SIM_A,
+            1,
+            span,
+            PlaybackState::Uploading,
+            None,
+            Some(&upload),
+        ),
+        incident_video(Some(1), "uploading", None, Some(&upload)),
+    ];
+    // Both streams publish segments while both sessions are open.
+    for seq in 0..10u64 {
+        recs.push(segment(&live, &live_stream, seq, T0 + seq as i64 * 4000));
+        recs.push(segment(
+            &upload,
+            &pb_stream,
+            seq,
+            span.0 + seq as i64 * 2000,
+        ));
+        recs.push(position(SIM_A, T0 + seq as i64 * 1000));
+    }
+    recs.extend([
+        alarm_incident(Some(1), T0 + 30_000, false, None),
+        Record::SessionEnded {
+            session_id: upload.clone(),
+            ended_ms: T0 + 40_000,
+        },
+        playback(request, SIM_A, 1, span, PlaybackState::Complete, None, None),
+        incident_video(Some(1), "fetched", None, None),
+        Record::Incident {
+            sim: SIM_A.into(),
+            channel: Some(1),
+            from_ms: span.0,
+            to_ms: span.0 + 20_000,
+            kind: INCIDENT_KIND_PLAYBACK.into(),
+            source: "jt1078".into(),
+            session_id: Some(upload.clone()),
+            open: false,
+            alarm: 0,
+            lat: None,
+            lon: None,
+            video_state: None,
+            video_reason: None,
+        },
+    ]);
+    let writer = CatalogWriter::spawn(
+        &db.url,
+        WriterConfig {
+            batch_max: 7, // batches that cut across both streams' records
+            linger: Duration::from_millis(1),
+            ..WriterConfig::default()
+        },
+    )
+    .unwrap();
+    for r in &recs {
+        assert!(writer.send(r.clone()));
+    }
+    assert!(writer.flush(Duration::from_secs(60)));
+    let st = writer.shutdown();
+    assert_eq!(st.written, recs.len() as u64, "{st:?}");
+    assert_eq!((st.rejected, st.dropped()), (0, 0), "{st:?}");
+
+    assert_eq!(db.count("streams"), 2);
+    assert_eq!(db.count("sessions"), 2);
+    assert_eq!(cat.segments_of_session(&live).unwrap().len(), 10);
+    assert_eq!(cat.segments_of_session(&upload).unwrap().len(), 10);
+    assert_eq!(
+        cat.live_sessions()
+            .unwrap()
+            .into_iter()
+            .map(|s| s.id)
+            .collect::<Vec<_>>(),
+        [live.as_str()],
+        "the live session is still open beside the ended upload"
+    );
+    let pb = playback_row(&cat, request);
+    assert_eq!(pb.state, PlaybackState::Complete);
+    assert_eq!(pb.session_id.as_deref(), Some(upload.as_str()));
+    let incidents = cat.incidents(SIM_A, 0, i64::MAX).unwrap();
+    assert_eq!(incidents.len(), 2);
+    let alarm = incidents.iter().find(|i| i.kind == "overspeed").unwrap();
+    assert_eq!((alarm.open, alarm.to_ms), (false, T0 + 30_000));
+    assert_eq!(alarm.video_state.as_deref(), Some("fetched"));
+    assert_eq!(alarm.session_id.as_deref(), Some(upload.as_str()));
+    let fetched = incidents
+        .iter()
+        .find(|i| i.kind == INCIDENT_KIND_PLAYBACK)
+        .unwrap();
+    assert_eq!(fetched.stream_name(), Some(pb_stream.clone()));
+    assert_eq!(
+        cat.segments_in_range(&live_stream, T0, T0 + 20_000)
+            .unwrap()
+            .len(),
+        5
+    );
+}
+
+/// A catalog at step 2 (as the previous release left it), holding incidents
+/// one of which names its upload's session, is upgraded in place: the rows
+/// and their session links survive, the new columns take their defaults,
+/// and playback requests can be written.
+fn upgrade_from_step_2_keeps_incidents_and_adds_playbacks(db: TestDb) {
+    let cat = db.open();
+    let upload = new_session_id(&format!("{SIM_A}_1_pb"), T0);
+    cat.write(&[
+        playback_started(&upload, SIM_A, 1, T0),
+        segment(&upload, &format!("{SIM_A}_1_pb"), 0, T0 - 60_000),
+        Record::Incident {
+            sim: SIM_A.into(),
+            channel: Some(1),
+            from_ms: T0 - 60_000,
+            to_ms: T0 - 56_000,
+            kind: INCIDENT_KIND_PLAYBACK.into(),
+            source: "jt1078".into(),
+            session_id: Some(upload.clone()),
+            open: true,
+            alarm: 4,
+            lat: Some(1.0),
+            lon: Some(2.0),
+            video_state: Some("fetched".into()),
+            video_reason: Some("short".into()),
+        },
+        alarm_incident(Some(2), T0 + 8000, false, None),
+    ])
+    .unwrap();
+    let ids_before: Vec<i64> = cat
+        .incidents(SIM_A, 0, i64::MAX)
+        .unwrap()
+        .iter()
+        .map(|i| i.id)
+        .collect();
+    roll_back_to(&cat, db.backend, STEP_2);
+    drop(cat);
+    // The step-2 schema has no playbacks table and none of the new columns.
+    let tables = db.pairs(match db.backend {
+        Backend::Sqlite => {
+            "SELECT name AS a, '' AS b FROM sqlite_master WHERE type = 'table' AND name = 'playbacks'"
+        }
+        Backend::Postgres => {
+            "SELECT table_name::text AS a, '' AS b FROM information_schema.tables \
+             WHERE table_schema = 'public' AND table_name = 'playbacks'"
+        }
+        Backend::Mysql => {
+            "SELECT table_name AS a, '' AS b FROM information_schema.tables \
+             WHERE table_schema = DATABASE() AND table_name = 'playbacks'"
+        }
+    });
+    assert!(tables.is_empty(), "rolled back: {tables:?}");
+
+    let cat = db.open();
+    let incidents = cat.incidents(SIM_A, 0, i64::MAX).unwrap();
+    assert_eq!(
+        incidents.iter().map(|i| i.id).collect::<Vec<_>>(),
+        ids_before,
+        "same rows, same ids"
+    );
+    let pb = &incidents[0];
+    assert_eq!(pb.session_id.as_deref(), Some(upload.as_str()));
+    assert_eq!(pb.to_ms, T0 - 56_000);
+    for i in &incidents {
+        // What step 2 did not know takes the column defaults.
+        assert_eq!(
+            (
+                i.open,
+                i.alarm,
+                i.lat,
+                i.lon,
+                i.video_state.as_deref(),
+                i.video_reason.as_deref()
+            ),
+            (false, 0, None, None, None, None),
+            "{i:?}"
+        );
+    }
+    // New ids continue after the old ones.
+    cat.write(&[rekind(
+        alarm_incident(Some(1), T0 + 1000, true, None),
+        "fatigue",
+    )])
+    .unwrap();
+    let newest = cat
+        .incidents(SIM_A, 0, i64::MAX)
+        .unwrap()
+        .into_iter()
+        .find(|i| i.kind == "fatigue")
+        .unwrap();
+    assert!(newest.open);
+    assert!(ids_before.iter().all(|&id| id < newest.id));
+    cat.write(&[playback(
+        "after-upgrade",
+        SIM_A,
+        1,
+        (T0, T0 + 1000),
+        PlaybackState::Requested,
+        None,
+        None,
+    )])
+    .unwrap();
+    assert_eq!(
+        playback_row(&cat, "after-upgrade").state,
+        PlaybackState::Requested
+    );
+    assert_eq!(cat.segments_of_session(&upload).unwrap().len(), 1);
 }

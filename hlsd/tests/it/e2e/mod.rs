@@ -33,7 +33,19 @@ impl Daemons {
     async fn start() -> Daemons {
         let data = tempfile::tempdir().unwrap();
         let ingest = ingestd::app::start(
-            ingestd::config::Config::for_tests(data.path()),
+            ingestd::config::Config {
+                // Alarm incidents a few seconds wide, so their video is complete soon.
+                incidents: ingestd::incidents::IncidentConfig::new(
+                    Duration::from_secs(2),
+                    Duration::from_secs(2),
+                    vec![1],
+                    true,
+                    1,
+                    Default::default(),
+                )
+                .unwrap(),
+                ..ingestd::config::Config::for_tests(data.path())
+            },
             streamcore::StreamConfig {
                 keep_segments: true,
                 ..Default::default()
@@ -236,7 +248,7 @@ async fn watch_alarm_playback_and_stop_through_the_real_daemons() {
     assert_eq!(ffprobe_video(&live_url), ("h264".into(), 320, 240));
     assert_eq!(ffmpeg_decode_errors(&live_url, Some(3)), "");
 
-    // An alarm lasting two reports: a whole-device incident.
+    // An alarm lasting two reports: an incident on channel 1 (the configured channel).
     term.send_position(0x0000_0002);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     term.send_position(0x0000_0002);
@@ -374,8 +386,13 @@ async fn watch_alarm_playback_and_stop_through_the_real_daemons() {
     assert!(text.contains("#EXT-X-ENDLIST"));
     assert_eq!(ffmpeg_decode_errors(&url, None), "");
     // The alarm's video is the live stream around it.
-    let alarm = incident("alarm:00000002");
-    assert!(alarm["channel"].is_null(), "whole device: {alarm}");
+    let alarm = incident("alarm:overspeed");
+    assert_eq!(
+        (&alarm["channel"], &alarm["alarm"]),
+        (&json!(1), &json!(2)),
+        "{alarm}"
+    );
+    assert_eq!(alarm["open"], json!(false), "{alarm}");
     // Its segments are catalogued as they close: the playlist is open until they cover it.
     let url = format!("{base}/vod/incident/{}/index.m3u8", alarm["id"]);
     let text = eventually("the alarm's video complete", 20, || async {
@@ -397,6 +414,15 @@ async fn watch_alarm_playback_and_stop_through_the_real_daemons() {
         "{text}"
     );
     assert_eq!(ffmpeg_decode_errors(&url, None), "");
+    // Once its post-alarm time has passed, the incident knows its video was recorded live.
+    eventually("the alarm's video state", 20, || async {
+        let v = get_json(&format!("{base}/api/devices/{SIM}/incidents")).await;
+        v.as_array()?
+            .iter()
+            .find(|i| i["kind"] == "alarm:overspeed" && i["video_state"] == "recorded")
+            .cloned()
+    })
+    .await;
 
     // Stop through hlsd: 0x9102 (close) reaches the terminal, which stops streaming.
     let r = client()
