@@ -1,14 +1,18 @@
 //! JT/T 808 framer, body decoders and the per-connection session. The input
 //! arrives in fuzzer-chosen chunks: parser events and session replies must
 //! equal those of the one-shot run; every reply the session writes must
-//! parse back as a valid frame (no error events); decoded locations
-//! re-encode losslessly.
+//! parse back as a valid frame (no error events); decoded locations,
+//! recording lists (0x1205) and platform media commands (read as a
+//! simulated device reads them) re-encode losslessly.
 #![no_main]
 
 mod common;
 
 use bytes::BytesMut;
-use ingestd::jt808::{decode_body, Body, Jt808Event, Jt808Parser, Jt808Session, Location};
+use ingestd::jt808::{
+    decode_body, Body, DeviceClock, Jt808Event, Jt808Parser, Jt808Session, Location,
+    PlatformCommand, ResourceList,
+};
 use libfuzzer_sys::fuzz_target;
 
 fn parse(chunks: &[&[u8]]) -> Vec<Jt808Event> {
@@ -46,7 +50,20 @@ fuzz_target!(|input: &[u8]| {
             match decode_body(m) {
                 Ok(Body::Location(l)) => roundtrip(&l),
                 Ok(Body::LocationBatch(b)) => b.items.iter().for_each(roundtrip),
+                Ok(Body::ResourceList(l)) => {
+                    let again =
+                        ResourceList::decode(&l.encode(DeviceClock::UTC8), DeviceClock::UTC8)
+                            .expect("re-encoded list decodes");
+                    assert_eq!(again, l);
+                }
                 _ => {}
+            }
+            // Any body read as a platform media command (as devsim does).
+            let clock = DeviceClock::UTC8;
+            if let Ok(c) = PlatformCommand::decode(m.header.msg_id | 0x9000, &m.body, clock) {
+                let again = PlatformCommand::decode(c.msg_id(), &c.encode_body(clock), clock)
+                    .expect("re-encoded command decodes");
+                assert_eq!(again, c);
             }
         }
     }

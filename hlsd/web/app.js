@@ -1,6 +1,10 @@
 // hlsd operator page: devices and live streams, a player (hls.js, or the browser's own HLS),
-// the device's recordings, and its GPS track with a marker at the time of the picture on
-// screen (from EXT-X-PROGRAM-DATE-TIME). No framework, no network beyond this server.
+// a device view (a day timeline of what the device holds on its SD card, asked with 0x9205,
+// beside what we recorded ourselves; a click has the device upload a recording, 0x9201, which
+// plays while it arrives, with pause/resume/stop/speed, 0x9202), the device's sessions and
+// incidents (alarm names, whether their video could be fetched, VOD and MP4), and its GPS
+// track with incident markers and a marker at the time of the picture on screen (from
+// EXT-X-PROGRAM-DATE-TIME). No framework, no network beyond this server.
 (function () {
   'use strict';
 
@@ -10,11 +14,64 @@
   const state = {
     devices: [], streams: [], sim: null, hls: null, frag: null, playing: null,
     positions: [], proj: null, tab: 'sessions', sessions: [], incidents: [], fixWindowMs: 120000,
+    trackRange: null,
+    // The device upload being played or controlled: {sim, ch, stream, playlist, start_ms,
+    // end_ms, speed, paused, stopped, uploaded, session}.
+    pb: null,
+  };
+  // The device view: one device, one day. `asked` is set once the operator opened the view:
+  // the device is asked for its recordings (a 0x9205 over its mobile link) only then, not on
+  // every page load or automatic selection.
+  const dv = {
+    sim: null, day: null, asked: false, recs: null, recsErr: null, recsBusy: false,
+    sessions: [], sessErr: null, sessAt: 0, token: 0, selected: null,
   };
   // Readable from the console and by the browser test.
   const probe = window.hlsdState = {
     url: null, kind: null, errors: [], fatal: [], frags: 0, discontinuities: 0, lastCc: null,
-    ended: false, pdt: null, marker: null, engine: null,
+    ended: false, endlist: false, pdt: null, marker: null, engine: null, playback: null, control: [],
+  };
+
+  // The names of the alarm bits, in one place. Bits 0-31: the alarm word of a 0x0200 position
+  // (JT/T 808-2019 table 24, also the low word of a 0x1205 recording's flags); bits 32+: the
+  // high word of a recording's 64-bit flags, the JT/T 1078-2016 video alarms (table 13).
+  const ALARM_NAMES = new Map([
+    [0, 'emergency'], [1, 'overspeed'], [2, 'fatigue driving'], [3, 'danger warning'],
+    [4, 'GNSS module fault'], [5, 'GNSS antenna disconnected'], [6, 'GNSS antenna short circuit'],
+    [7, 'main power undervoltage'], [8, 'main power off'], [9, 'display fault'], [10, 'TTS fault'],
+    [11, 'camera fault'], [12, 'IC card reader fault'], [13, 'overspeed warning'], [14, 'fatigue warning'],
+    [18, 'cumulative driving overtime'], [19, 'parking overtime'], [20, 'entering/leaving area'],
+    [21, 'entering/leaving route'], [22, 'route driving time too short/long'], [23, 'route deviation'],
+    [24, 'VSS fault'], [25, 'abnormal fuel'], [26, 'vehicle stolen'], [27, 'illegal ignition'],
+    [28, 'illegal displacement'], [29, 'collision/rollover warning'], [30, 'rollover warning'],
+    [31, 'illegal door opening'],
+    [32, 'video signal loss'], [33, 'video signal blocked'], [34, 'storage fault'],
+    [35, 'other video device fault'], [36, 'passenger overload'], [37, 'abnormal driving behaviour'],
+    [38, 'special alarm recording threshold'],
+  ]);
+  // The set bits of an alarm value (a JSON number: exact up to bit 52, which covers every
+  // named bit).
+  function alarmBits(v) {
+    const out = [];
+    let n = Math.floor(Number(v) || 0);
+    for (let b = 0; n > 0 && b < 64; b++, n = Math.floor(n / 2)) if (n % 2) out.push(b);
+    return out;
+  }
+  const alarmNames = (v) => alarmBits(v).map((b) => ALARM_NAMES.get(b) || `reserved bit ${b}`);
+  function alarmText(v) {
+    const bits = alarmBits(v);
+    if (!bits.length) return 'no alarm flags';
+    const hex = `0x${Number(v).toString(16).padStart(8, '0')}`;
+    return `alarm ${hex} (bit${bits.length > 1 ? 's' : ''} ${bits.join(', ')}): ${alarmNames(v).join(', ')}`;
+  }
+  const AV_TYPES = ['audio and video', 'audio', 'video', 'audio or video'];
+  const STREAM_TYPES = ['any stream', 'main stream', 'sub stream'];
+  const STORAGE_TYPES = ['any storage', 'main storage', 'backup storage'];
+  // An incident's video_state as the operator reads it.
+  const VIDEO_STATES = {
+    recorded: 'video recorded live', requested: 'video asked of the device',
+    uploading: 'video uploading from the device', fetched: 'video fetched from the device',
+    waiting_online: 'video waits for the device to come online', failed: 'video could not be fetched',
   };
 
   const pad2 = (n) => String(n).padStart(2, '0');
@@ -30,6 +87,25 @@
     if (s < 3600) return `${Math.floor(s / 60)} min ${pad2(s % 60)} s`;
     return `${Math.floor(s / 3600)} h ${pad2(Math.floor(s / 60) % 60)} min`;
   }
+  const fmtClock = (ms) => fmtTime(ms).slice(11);
+  function fmtSize(n) {
+    if (n == null) return '—';
+    if (n < 1024) return `${n} B`;
+    const u = ['KiB', 'MiB', 'GiB'];
+    let v = n / 1024, i = 0;
+    while (v >= 1024 && i < u.length - 1) { v /= 1024; i++; }
+    return `${v.toFixed(v < 10 ? 1 : 0)} ${u[i]}`;
+  }
+  const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+  // A local calendar day 'YYYY-MM-DD' (the browser's time zone) and its [start, end) in ms:
+  // 23 or 25 hours on a daylight-saving change.
+  const dayOf = (d) => `${d.getFullYear()}-${pad2(d.getMonth() + 1)}-${pad2(d.getDate())}`;
+  function dayParts(day) { const [y, m, d] = day.split('-').map(Number); return [y, m - 1, d]; }
+  function dayRange(day) {
+    const [y, m, d] = dayParts(day);
+    return [new Date(y, m, d).getTime(), new Date(y, m, d + 1).getTime()];
+  }
+  function shiftDay(day, n) { const [y, m, d] = dayParts(day); return dayOf(new Date(y, m, d + n)); }
   function ago(ms) {
     if (ms == null) return 'never';
     const s = Math.max(0, Math.round((Date.now() - ms) / 1000));
@@ -52,8 +128,22 @@
     const r = await fetch(url, opts);
     let body = null;
     try { body = await r.json(); } catch (_) { /* not JSON */ }
-    if (!r.ok) throw new Error((body && body.error) || `${r.status} ${r.statusText}`);
+    if (!r.ok) {
+      const e = new Error((body && body.error) || `${r.status} ${r.statusText}`);
+      e.status = r.status;
+      throw e;
+    }
     return body;
+  }
+  const postJSON = (url, body) => getJSON(url, {
+    method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body),
+  });
+  // An API error as the operator reads it: the server's reason, its status and what it means.
+  const STATUS_MEANS = { 404: 'device offline', 409: 'busy', 502: 'refused or unreachable', 504: 'no answer in time' };
+  function errText(e) {
+    if (!e.status) return e.message;
+    const means = STATUS_MEANS[e.status];
+    return `${e.message} (HTTP ${e.status}${means && !e.message.includes(means) ? `, ${means}` : ''})`;
   }
 
   // ---- lists -------------------------------------------------------------------------
@@ -64,6 +154,8 @@
       renderDevices(); renderStreams();
       const online = devices.filter((d) => d.online).length;
       $('summary').textContent = `${devices.length} devices · ${online} online · ${streams.length} live`;
+      // What we record today grows: re-read the day's sessions now and then (never the device).
+      if (dv.sim && dv.day === dayOf(new Date()) && Date.now() - dv.sessAt > 15000) loadSessionsRow();
     } catch (e) {
       $('summary').textContent = `API unreachable: ${e.message}`;
     }
@@ -86,7 +178,8 @@
         }, isLive ? `▶ Ch ${ch}` : `Watch ch ${ch}`));
       }
       const pos = d.last_position;
-      const li = el('li', { class: d.sim === state.sim ? 'selected' : '', onclick: () => selectDevice(d.sim) },
+      const li = el('li', { class: d.sim === state.sim ? 'selected' : '', title: 'Open the device view',
+        'data-sim': d.sim, onclick: () => selectDevice(d.sim, null, true) },
         el('div', { class: 'row' },
           el('span', { class: 'name' }, el('span', { class: `dot ${d.online ? 'on' : ''}` }), d.sim),
           el('span', { class: 'sub' }, d.plate || '')),
@@ -111,11 +204,14 @@
   }
 
   // ---- device detail -----------------------------------------------------------------
-  async function selectDevice(sim, range) {
+  // `open`: the operator picked the device (rather than the page following a stream), so its
+  // view opens and the device is asked for its recordings.
+  async function selectDevice(sim, range, open) {
     const changed = state.sim !== sim;
     state.sim = sim;
     renderDevices();
     $('track-sim').textContent = sim;
+    if (changed || open) openDeviceView(sim, !!open);
     const now = Date.now();
     const from = range ? range[0] : now - 7 * 86400000;
     const to = range ? range[1] : now + 60000;
@@ -124,14 +220,17 @@
         getJSON(`/api/devices/${sim}/sessions?from=${now - 30 * 86400000}`),
         getJSON(`/api/devices/${sim}/incidents?from=${now - 30 * 86400000}`),
       ]);
+      if (state.sim !== sim) return;
       state.sessions = sessions; state.incidents = incidents;
       renderRecordings();
+      if (dv.sim === sim) renderTimeline();
       if (changed || range) {
+        state.trackRange = [from, to];
         state.positions = await getJSON(`/api/devices/${sim}/positions?from=${from}&to=${to}&limit=20000`);
-        drawTrack();
       }
+      drawTrack();
     } catch (e) {
-      $('recordings').replaceChildren(el('tr', {}, el('td', { colspan: 4, class: 'empty' }, `Could not load: ${e.message}`)));
+      $('recordings').replaceChildren(el('tr', {}, el('td', { colspan: 4, class: 'empty' }, `Could not load: ${errText(e)}`)));
     }
   }
 
@@ -148,13 +247,57 @@
       const url = isSession ? `/vod/session/${r.id}/index.m3u8` : `/vod/incident/${r.id}/index.m3u8`;
       const what = isSession
         ? el('span', {}, el('span', { class: 'kind' }, r.kind), ` ch ${r.channel ?? '?'}`)
-        : el('span', {}, el('span', { class: 'kind alarm' }, r.kind), r.source ? ` ${r.source}` : '');
-      tb.append(el('tr', { class: state.playing === url ? 'playing' : '' },
+        : incidentWhat(r);
+      const open = isSession ? r.ended_ms == null : incidentOpen(r);
+      const actions = el('td', { class: 'actions' });
+      if (isSession || incidentHasVideo(r)) {
+        actions.append(el('button', { type: 'button', onclick: () => (isSession ? playSession(r) : playIncident(r)) }, 'Play'));
+        actions.append(mp4Link(isSession ? 'session' : 'incident', r, open));
+      }
+      tb.append(el('tr', { class: state.playing === url ? 'playing' : '', 'data-id': r.id },
         el('td', {}, fmtTime(r.started_ms)),
-        el('td', {}, fmtDur(r.ended_ms == null ? null : r.ended_ms - r.started_ms)),
+        el('td', {}, open ? 'open' : fmtDur(r.ended_ms == null ? null : r.ended_ms - r.started_ms)),
         el('td', {}, what),
-        el('td', {}, el('button', { type: 'button', onclick: () => (isSession ? playSession(r) : playIncident(r)) }, 'Play'))));
+        actions));
     }
+  }
+
+  // ---- incidents ---------------------------------------------------------------------
+  const incidentOpen = (i) => i.open === true || i.ended_ms == null;
+  // An incident without a video yet (asked of the device, waiting for it) or whose video could
+  // not be fetched has nothing to play; older rows without a state have their recorded span.
+  const incidentHasVideo = (i) => !['requested', 'waiting_online', 'failed'].includes(i.video_state);
+  function incidentVideoText(i) {
+    if (!i.video_state) return i.session_id ? 'video uploaded by the device' : '';
+    if (i.video_state === 'failed') return `could not be fetched: ${i.video_reason || 'no reason given'}`;
+    const t = VIDEO_STATES[i.video_state] || `video ${i.video_state}`;
+    return i.video_reason ? `${t}: ${i.video_reason}` : t;
+  }
+  function incidentWhat(i) {
+    const names = alarmNames(i.alarm);
+    const video = incidentVideoText(i);
+    return el('div', { class: 'incident' },
+      el('div', {},
+        el('span', { class: 'kind alarm', title: i.source || '' }, names.length ? names.join(', ') : i.kind),
+        ` ch ${i.channel ?? 'all'}`,
+        incidentOpen(i) ? el('span', { class: 'kind open' }, 'in progress') : null),
+      video ? el('div', { class: `sub video-state ${i.video_state || ''}` }, video) : null);
+  }
+  // The MP4 download of a session (remuxed by hlsd from its segments), or of an incident: the
+  // session of its upload when the device sent its video, else the clip of its channel's
+  // stream over its span (a whole-device incident: the device's first channel).
+  function mp4Href(kind, x) {
+    if (kind === 'session') return `/vod/session/${encodeURIComponent(x.id)}/video.mp4`;
+    if (x.session_id) return `/vod/session/${encodeURIComponent(x.session_id)}/video.mp4`;
+    const dev = state.devices.find((d) => d.sim === x.sim);
+    const ch = x.channel ?? (dev && dev.channels.length ? dev.channels[0] : 1);
+    return `/api/streams/${x.sim}_${ch}/clip.mp4?from=${x.started_ms}&to=${x.ended_ms ?? Date.now()}`;
+  }
+  function mp4Link(kind, x, open) {
+    return el('a', {
+      class: 'btn mp4', href: mp4Href(kind, x), download: '',
+      title: open ? 'Still recording: the MP4 holds what is recorded so far' : 'Download as MP4',
+    }, 'MP4');
   }
 
   function setTab(tab) {
@@ -167,22 +310,31 @@
   $('tab-incidents').addEventListener('click', () => setTab('incidents'));
 
   // ---- track -------------------------------------------------------------------------
+  // Incidents with a position in the track's time range: markers on the map.
+  function mappedIncidents() {
+    const [from, to] = state.trackRange || [-Infinity, Infinity];
+    return state.incidents.filter((i) => i.sim === state.sim && Number.isFinite(i.lat) && Number.isFinite(i.lon) &&
+      i.started_ms >= from && i.started_ms <= to);
+  }
+
   function drawTrack() {
     const pts = state.positions;
+    const incs = mappedIncidents();
     const line = $('track-line');
     const grid = $('grid-lines');
     grid.replaceChildren();
-    $('track-empty').style.display = pts.length ? 'none' : '';
+    $('incident-marks').replaceChildren();
+    $('track-empty').style.display = pts.length || incs.length ? 'none' : '';
     $('track-empty').textContent = state.sim ? 'No positions in this time range' : 'Select a device to see its track';
     if (!pts.length) {
       line.setAttribute('points', '');
       state.proj = null;
       for (const id of ['track-start', 'track-end']) { $(id).setAttribute('cx', -10); $(id).setAttribute('cy', -10); }
       $('track-info').textContent = '';
-      return;
+      if (!incs.length) return;
     }
     let minLat = Infinity, maxLat = -Infinity, minLon = Infinity, maxLon = -Infinity;
-    for (const p of pts) {
+    for (const p of pts.concat(incs)) {
       minLat = Math.min(minLat, p.lat); maxLat = Math.max(maxLat, p.lat);
       minLon = Math.min(minLon, p.lon); maxLon = Math.max(maxLon, p.lon);
     }
@@ -191,7 +343,10 @@
     const w = Math.max((maxLon - minLon) * k, 1e-6), h = Math.max(maxLat - minLat, 1e-6);
     const scale = Math.min((SVG_W - 2 * PAD) / w, (SVG_H - 2 * PAD) / h);
     const ox = (SVG_W - w * scale) / 2, oy = (SVG_H - h * scale) / 2;
-    state.proj = (lat, lon) => [ox + (lon - minLon) * k * scale, SVG_H - (oy + (lat - minLat) * scale)];
+    const proj = (lat, lon) => [ox + (lon - minLon) * k * scale, SVG_H - (oy + (lat - minLat) * scale)];
+    drawIncidentMarks(incs, proj);
+    if (!pts.length) return;
+    state.proj = proj;
     const step = Math.max(1, Math.floor(pts.length / 4000));
     const xy = [];
     for (let i = 0; i < pts.length; i += step) xy.push(state.proj(pts[i].lat, pts[i].lon));
@@ -206,6 +361,28 @@
     }
     $('track-info').textContent = `${pts.length} fixes · ${fmtTime(pts[0].time_ms)} → ${fmtTime(pts[pts.length - 1].time_ms).slice(11)}`;
     updateMarker();
+  }
+  function drawIncidentMarks(incs, proj) {
+    const g = $('incident-marks');
+    for (const i of incs) {
+      const [x, y] = proj(i.lat, i.lon);
+      const names = alarmNames(i.alarm);
+      const m = svgEl('g', { class: `inc-mark${state.playing === `/vod/incident/${i.id}/index.m3u8` ? ' active' : ''}`,
+        transform: `translate(${x.toFixed(1)},${y.toFixed(1)})`, 'data-id': i.id });
+      const title = svgEl('title', {});
+      title.textContent = `${names.length ? names.join(', ') : i.kind} · ${fmtTime(i.started_ms)}` +
+        (incidentVideoText(i) ? `\n${incidentVideoText(i)}` : '');
+      const label = svgEl('text', { y: 4, 'text-anchor': 'middle' });
+      label.textContent = '!';
+      m.append(title, svgEl('path', { d: 'M0,-11 L10,7 L-10,7 Z' }), label);
+      if (incidentHasVideo(i)) m.addEventListener('click', () => playIncident(i));
+      g.append(m);
+    }
+  }
+  function svgEl(tag, attrs) {
+    const e = document.createElementNS('http://www.w3.org/2000/svg', tag);
+    for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
+    return e;
   }
   function svgLine(x1, y1, x2, y2) {
     const l = document.createElementNS('http://www.w3.org/2000/svg', 'line');
@@ -232,6 +409,7 @@
   function updateMarker() {
     const t = currentPdt();
     probe.pdt = t;
+    updatePlayhead(t);
     $('pdt').textContent = t ? `picture time ${fmtTime(t)}.${String(Math.floor(t % 1000)).padStart(3, '0')}` : '';
     const m = $('marker');
     const p = t != null && state.proj ? positionAt(t) : null;
@@ -276,21 +454,35 @@
     s.classList.toggle('error', !!isError);
   }
 
-  function play(url, kind, title) {
+  // kind: 'live' (join at the live edge), 'event' (a recording still growing), 'vod', or
+  // 'playback' (a device upload: a live playlist that grows from the start of the recording
+  // and ends with ENDLIST; watched from its start).
+  function play(url, kind, title, startAt) {
     if (state.hls) { state.hls.destroy(); state.hls = null; }
     state.frag = null;
     state.playing = url;
-    Object.assign(probe, { url, kind, unsupportedCodec: null, errors: [], fatal: [], frags: 0, discontinuities: 0, lastCc: null, ended: false });
+    Object.assign(probe, { url, kind, unsupportedCodec: null, errors: [], fatal: [], frags: 0, discontinuities: 0, lastCc: null, ended: false, endlist: false });
     const badge = $('badge');
-    badge.textContent = kind === 'live' ? 'LIVE' : kind === 'event' ? 'RECORDING' : 'VOD';
-    badge.className = `badge ${kind === 'live' ? 'live' : 'vod'}`;
+    badge.textContent = { live: 'LIVE', event: 'RECORDING', playback: 'FROM DEVICE' }[kind] || 'VOD';
+    badge.className = `badge ${kind === 'live' ? 'live' : kind === 'playback' ? 'device' : 'vod'}`;
     $('title').textContent = title;
     overlay('');
-    renderStreams(); renderRecordings();
+    video.playbackRate = state.pb && state.pb.playlist === url ? state.pb.speed : 1;
+    renderStreams(); renderRecordings(); renderPb();
+    if (dv.sim) renderTimeline();
     if (window.Hls && window.Hls.isSupported()) {
       probe.engine = 'hls.js';
-      const hls = new window.Hls({ liveSyncDurationCount: 3, maxBufferLength: 30, backBufferLength: 60 });
+      const hls = new window.Hls({
+        liveSyncDurationCount: 3, maxBufferLength: 30, backBufferLength: 60,
+        startPosition: kind === 'playback' ? startAt || 0 : -1,
+      });
       state.hls = hls;
+      // A playlist without ENDLIST that gains it: the upload (or the recording) is complete.
+      hls.on(window.Hls.Events.LEVEL_LOADED, (_e, d) => {
+        if (d.details.live || probe.endlist) return;
+        probe.endlist = true;
+        if (state.pb && state.pb.playlist === url) uploadComplete(state.pb);
+      });
       hls.on(window.Hls.Events.MANIFEST_PARSED, () => { video.play().catch(() => overlay('Click play to start')); });
       // H.265 needs a decoder Chromium only has where the platform provides
       // one: say so instead of showing a black box (the stream is fine).
@@ -339,6 +531,10 @@
       hls.attachMedia(video);
     } else if (video.canPlayType('application/vnd.apple.mpegurl')) {
       probe.engine = 'native';
+      if (kind === 'playback' && startAt) video.addEventListener('loadedmetadata', () => { video.currentTime = startAt; }, { once: true });
+      // The native player follows a growing playlist by itself; the upload's end is seen when
+      // the video ends.
+      video.addEventListener('ended', () => { if (state.pb && state.pb.playlist === url) uploadComplete(state.pb); }, { once: true });
       video.src = url;
       video.play().catch(() => overlay('Click play to start'));
     } else {
@@ -361,7 +557,9 @@
     if (s.sim) selectDevice(s.sim, [s.started_ms - 60000, (s.ended_ms || Date.now()) + 60000]);
   }
   function playIncident(i) {
-    play(`/vod/incident/${i.id}/index.m3u8`, i.ended_ms == null ? 'event' : 'vod', `${i.kind} · ${i.sim} · ${fmtTime(i.started_ms)}`);
+    const names = alarmNames(i.alarm);
+    play(`/vod/incident/${i.id}/index.m3u8`, incidentOpen(i) ? 'event' : 'vod',
+      `${names.length ? names.join(', ') : i.kind} · ${i.sim} · ${fmtTime(i.started_ms)}`);
     selectDevice(i.sim, [i.started_ms - 60000, (i.ended_ms || Date.now()) + 60000]);
   }
 
@@ -381,6 +579,346 @@
     }
   }
 
+  // ---- device view: a day of recordings -----------------------------------------------
+  function openDeviceView(sim, ask) {
+    if (dv.sim !== sim) {
+      Object.assign(dv, { sim, asked: false, recs: null, recsErr: null, recsBusy: false, sessions: [], sessErr: null, selected: null });
+      dv.day = dv.day || dayOf(new Date());
+      showDetail(null);
+    }
+    if (ask) dv.asked = true;
+    $('device-view').classList.remove('hidden');
+    $('dv-sim').textContent = sim;
+    const d = state.devices.find((x) => x.sim === sim);
+    $('dv-plate').textContent = d && d.plate ? `· ${d.plate}` : '';
+    loadTimeline();
+  }
+
+  function setDay(day) {
+    if (!/^\d{4}-\d{2}-\d{2}$/.test(day || '')) return;
+    dv.day = day;
+    loadTimeline();
+  }
+
+  // Both rows of the day: our sessions from the catalog and, once the view was opened, the
+  // device's own list (0x9205, answered within the device's answer timeout).
+  async function loadTimeline() {
+    const token = ++dv.token;
+    const { sim, day } = dv;
+    const [from, to] = dayRange(day);
+    $('dv-day').value = day;
+    dv.recs = null; dv.recsErr = null; dv.recsBusy = dv.asked;
+    renderTimeline();
+    const sessions = loadSessionsRow();
+    if (dv.asked) {
+      try {
+        const recs = await getJSON(`/api/devices/${sim}/recordings?channel=0&from=${from}&to=${to - 1}`);
+        if (token !== dv.token) return;
+        dv.recs = recs.slice().sort((a, b) => a.channel - b.channel || a.start_ms - b.start_ms);
+      } catch (e) {
+        if (token !== dv.token) return;
+        dv.recsErr = e;
+      }
+      dv.recsBusy = false;
+      renderTimeline();
+    }
+    await sessions;
+  }
+
+  async function loadSessionsRow() {
+    const token = dv.token;
+    const [from, to] = dayRange(dv.day);
+    dv.sessAt = Date.now();
+    try {
+      const [v, pbs] = await Promise.all([
+        getJSON(`/api/devices/${dv.sim}/sessions?from=${from}&to=${to}`),
+        getJSON(`/api/devices/${dv.sim}/playbacks?from=${from}&to=${to}`).catch(() => []),
+      ]);
+      if (token !== dv.token) return;
+      dv.sessions = placeUploads(v, pbs); dv.sessErr = null;
+    } catch (e) {
+      if (token !== dv.token) return;
+      dv.sessErr = e;
+    }
+    renderTimeline();
+  }
+
+  // An upload from the device belongs where the recording is on the day (the span its playback
+  // request asked for, `/api/devices/<sim>/playbacks`), not where we received it.
+  function placeUploads(sessions, playbacks) {
+    const bySession = new Map(playbacks.filter((p) => p.session_id).map((p) => [p.session_id, p]));
+    const out = sessions.filter((x) => !bySession.has(x.id));
+    for (const p of bySession.values()) {
+      const x = sessions.find((q) => q.id === p.session_id);
+      const base = x || { id: p.session_id, channel: p.channel, kind: 'playback', stream: p.stream };
+      out.push({ ...base, started_ms: p.from_ms, ended_ms: p.to_ms, uploaded_ms: x ? x.started_ms : null });
+    }
+    return out;
+  }
+
+  function renderTimeline() {
+    if (!dv.sim || !dv.day) return;
+    const [from, to] = dayRange(dv.day);
+    const frac = (t) => (Math.min(Math.max(t, from), to) - from) / (to - from);
+    const place = (a, b) => `left:${(frac(a) * 100).toFixed(4)}%;width:${(Math.max(0, frac(b) - frac(a)) * 100).toFixed(4)}%`;
+    const recs = (dv.recs || []).filter((r) => r.end_ms > from && r.start_ms < to);
+    const sessions = dv.sessions.filter((x) => x.channel != null);
+    const incidents = state.incidents.filter((i) => i.sim === dv.sim && (i.ended_ms ?? Date.now()) >= from && i.started_ms < to);
+    const dev = state.devices.find((d) => d.sim === dv.sim);
+    const chans = new Set([...(dev ? dev.channels : []), ...recs.map((r) => r.channel), ...sessions.map((x) => x.channel)]);
+    if (!chans.size) chans.add(1);
+
+    // Status line: what was asked and what came back (errors as text: an offline device, a
+    // timeout, a refusal are facts the operator needs).
+    const st = $('dv-status');
+    st.classList.toggle('error', !!(dv.recsErr || dv.sessErr));
+    const parts = [];
+    if (!dv.asked) parts.push('The device has not been asked for its recordings yet.');
+    else if (dv.recsBusy) parts.push('Asking the device for its recordings…');
+    else if (dv.recsErr) parts.push(`The device's recordings could not be listed: ${errText(dv.recsErr)}.`);
+    else {
+      const alarms = recs.filter((r) => Number(r.alarm) !== 0).length;
+      parts.push(`On the device: ${recs.length} recording${recs.length === 1 ? '' : 's'} this day` +
+        (alarms ? `, ${alarms} alarm-flagged` : '') + '.');
+    }
+    probe.timeline = {
+      token: dv.token, sim: dv.sim, day: dv.day, asked: dv.asked, busy: dv.recsBusy, recordings: dv.recs ? recs.length : null,
+      error: dv.recsErr ? errText(dv.recsErr) : null, sessions: sessions.length,
+    };
+    if (dv.sessErr) parts.push(`Our sessions could not be loaded: ${errText(dv.sessErr)}.`);
+    else parts.push(`Recorded here: ${sessions.length} session${sessions.length === 1 ? '' : 's'}.`);
+    st.textContent = parts.join(' ');
+
+    const tl = $('timeline');
+    tl.replaceChildren();
+    const row = (cls, label, track) => tl.append(el('div', { class: `tl-label ${cls}` }, ...label), track);
+    const [y, m, d] = dayParts(dv.day);
+    const axis = el('div', { class: 'tl-track tl-axis' });
+    for (let h = 0; h <= 24; h++) {
+      const t = new Date(y, m, d, h).getTime();
+      if (t > to) break;
+      const major = h % 3 === 0;
+      axis.append(el('span', { class: `tl-tick${major ? '' : ' minor'}`, style: `left:${(frac(t) * 100).toFixed(4)}%` },
+        major && h < 24 ? `${pad2(h)}:00` : ''));
+    }
+    row('axis', [dv.day], axis);
+
+    const inc = el('div', { class: 'tl-track tl-incidents' });
+    for (const i of incidents) {
+      const names = alarmNames(i.alarm);
+      inc.append(el('button', {
+        type: 'button', class: `tl-bar inc${incidentOpen(i) ? ' open' : ''}`, style: place(i.started_ms, i.ended_ms ?? Date.now()),
+        'data-id': i.id, title: `Incident: ${names.length ? names.join(', ') : i.kind} · ch ${i.channel ?? 'all'}\n` +
+          `${fmtTime(i.started_ms)} → ${i.ended_ms == null ? 'in progress' : fmtClock(i.ended_ms)}` +
+          (incidentVideoText(i) ? `\n${incidentVideoText(i)}` : ''),
+        onclick: () => { showDetail({ type: 'incident', item: i }); if (incidentHasVideo(i)) playIncident(i); },
+      }));
+    }
+    row('inc', ['Incidents'], inc);
+
+    for (const ch of [...chans].sort((a, b) => a - b)) {
+      const onDev = el('div', { class: 'tl-track dev', 'data-channel': ch });
+      if (!dv.asked) onDev.append(el('button', { type: 'button', class: 'tl-ask', onclick: askDevice }, 'Ask the device'));
+      else if (dv.recsBusy) onDev.append(el('span', { class: 'tl-note' }, 'asking…'));
+      else if (dv.recsErr) onDev.append(el('span', { class: 'tl-note error' }, `not available: ${dv.recsErr.message}`));
+      for (const r of recs.filter((x) => x.channel === ch)) onDev.append(deviceBar(r, place));
+      row('dev', [`Ch ${ch} `, el('span', { class: 'sub' }, 'on the device')], onDev);
+
+      const here = el('div', { class: 'tl-track here', 'data-channel': ch });
+      for (const x of sessions.filter((q) => q.channel === ch)) here.append(sessionBar(x, place));
+      row('here', [`Ch ${ch} `, el('span', { class: 'sub' }, 'recorded here')], here);
+    }
+    // Lines across the rows: now (on today) and the picture on screen.
+    const lines = el('div', { class: 'tl-lines' });
+    const now = Date.now();
+    if (now >= from && now < to) lines.append(el('div', { class: 'tl-now', style: `--x:${frac(now)}`, title: `now ${fmtClock(now)}` }));
+    lines.append(el('div', { id: 'tl-playhead', class: 'tl-playhead hidden' }));
+    tl.append(lines);
+    updatePlayhead(probe.pdt);
+  }
+
+  function deviceBar(r, place) {
+    const flagged = Number(r.alarm) !== 0;
+    const title = [
+      `Channel ${r.channel} · on the device`,
+      `${fmtTime(r.start_ms)} → ${fmtClock(r.end_ms)} (${fmtDur(r.end_ms - r.start_ms)})`,
+      `size ${fmtSize(r.size)}`,
+      alarmText(r.alarm),
+      `${AV_TYPES[r.av_type] || `AV type ${r.av_type}`} · ${STREAM_TYPES[r.stream_type] || `stream ${r.stream_type}`} · ` +
+        `${STORAGE_TYPES[r.storage_type] || `storage ${r.storage_type}`}`,
+      'Click: the device uploads it and it plays here',
+    ].join('\n');
+    const playing = state.pb && state.pb.sim === dv.sim && state.pb.ch === r.channel &&
+      state.pb.start_ms === r.start_ms && state.pb.end_ms === r.end_ms;
+    return el('button', {
+      type: 'button', class: `tl-bar dev${flagged ? ' alarm' : ''}${playing ? ' active' : ''}`, style: place(r.start_ms, r.end_ms),
+      title, 'aria-label': `Recording on the device, channel ${r.channel}, ${fmtTime(r.start_ms)}`,
+      'data-channel': r.channel, 'data-start': r.start_ms, 'data-end': r.end_ms, 'data-alarm': r.alarm,
+      onclick: () => { showDetail({ type: 'device', item: r }); startPlayback(dv.sim, r); },
+    });
+  }
+
+  function sessionBar(x, place) {
+    const end = x.ended_ms ?? Date.now();
+    const url = `/vod/session/${x.id}/index.m3u8`;
+    return el('button', {
+      type: 'button', class: `tl-bar here ${x.kind}${x.ended_ms == null ? ' open' : ''}${state.playing === url ? ' active' : ''}`,
+      style: place(x.started_ms, end), 'data-id': x.id, 'data-kind': x.kind,
+      'data-start': x.started_ms, 'data-end': end,
+      title: `Channel ${x.channel} · recorded here (${x.kind === 'playback' ? 'fetched from the device' : x.kind})\n${x.stream}\n` +
+        `${fmtTime(x.started_ms)} → ${x.ended_ms == null ? 'still recording' : fmtClock(x.ended_ms)} (${fmtDur(end - x.started_ms)})\n` +
+        'Click to play',
+      onclick: () => { showDetail({ type: 'session', item: x }); playSession(x); },
+    });
+  }
+
+  function updatePlayhead(t) {
+    const ph = document.getElementById('tl-playhead');
+    if (!ph || !dv.day) return;
+    const [from, to] = dayRange(dv.day);
+    const on = t != null && t >= from && t < to;
+    ph.classList.toggle('hidden', !on);
+    if (on) { ph.style.setProperty('--x', (t - from) / (to - from)); ph.title = `picture ${fmtClock(t)}`; }
+  }
+
+  function askDevice() { dv.asked = true; loadTimeline(); }
+
+  // What was clicked, spelled out, with its actions (the tooltip's content, and links).
+  function showDetail(sel) {
+    dv.selected = sel;
+    const box = $('dv-detail');
+    if (!sel) { box.textContent = 'Click a bar: one on the device is uploaded and played; one recorded here plays at once.'; return; }
+    const x = sel.item;
+    box.replaceChildren();
+    if (sel.type === 'device') {
+      box.append(el('b', {}, `Ch ${x.channel} on the device`), ` ${fmtTime(x.start_ms)} → ${fmtClock(x.end_ms)}`,
+        ` · ${fmtDur(x.end_ms - x.start_ms)} · ${fmtSize(x.size)} · `,
+        el('span', { class: Number(x.alarm) ? 'alarm-text' : '' }, alarmText(x.alarm)), ' ',
+        el('button', { type: 'button', onclick: () => startPlayback(dv.sim, x) }, 'Play from the device'));
+    } else if (sel.type === 'session') {
+      box.append(el('b', {}, `Ch ${x.channel} recorded here`), ` (${x.kind}) ${fmtTime(x.started_ms)} → `,
+        x.ended_ms == null ? 'still recording' : fmtClock(x.ended_ms), ` · ${x.stream} `,
+        el('button', { type: 'button', onclick: () => playSession(x) }, 'Play'), ' ',
+        mp4Link('session', x, x.ended_ms == null));
+    } else {
+      box.append(el('b', {}, 'Incident'), ' ', incidentWhat(x), ` ${fmtTime(x.started_ms)} `);
+      if (incidentHasVideo(x)) {
+        box.append(el('button', { type: 'button', onclick: () => playIncident(x) }, 'Play'), ' ', mp4Link('incident', x, incidentOpen(x)));
+      }
+    }
+    if (sel.error) box.append(el('div', { class: 'error' }, sel.error));
+  }
+
+  // ---- device playback (0x9201 / 0x9202) ---------------------------------------------
+  async function startPlayback(sim, r) {
+    const ch = r.channel;
+    const url = `/api/devices/${sim}/channels/${ch}/playback`;
+    const body = { start_ms: r.start_ms, end_ms: r.end_ms };
+    overlay(`Asking device ${sim} to upload channel ${ch}, ${fmtTime(r.start_ms)} → ${fmtClock(r.end_ms)}…`);
+    let ans;
+    try {
+      try {
+        ans = await postJSON(url, body);
+      } catch (e) {
+        // One upload per channel: this click means the operator wants this one instead.
+        if (e.status !== 409) throw e;
+        ans = await postJSON(url, { ...body, replace: true });
+      }
+    } catch (e) {
+      const why = `The device did not start the upload: ${errText(e)}`;
+      overlay(why);
+      setStatus(why, true);
+      if (dv.selected && dv.selected.item === r) showDetail({ ...dv.selected, error: why });
+      return;
+    }
+    const pb = state.pb = {
+      sim, ch, stream: ans.stream, playlist: ans.playlist || `/live/${ans.stream}/index.m3u8`,
+      start_ms: r.start_ms, end_ms: r.end_ms, speed: 1, paused: false, stopped: false, uploaded: false,
+      session: ans.session_id || null,
+    };
+    probe.playback = { request: body, answer: ans };
+    $('pb-speed').value = '1';
+    setPbState('uploading');
+    renderPb();
+    if (dv.sim === sim) renderTimeline();
+    // The answer's playlist is this upload's own (its catalog session): it starts at the
+    // requested time, so the player starts at its beginning, not at the live edge.
+    play(pb.playlist, 'playback', `${sim} ch ${ch} · ${fmtTime(r.start_ms)} → ${fmtClock(r.end_ms)} · from the device`, 0);
+  }
+
+  async function pbControl(action, speed) {
+    const pb = state.pb;
+    if (!pb) return;
+    const body = action === 'speed' ? { action, speed } : { action };
+    setPbState(`${action}…`);
+    try {
+      const r = await postJSON(`/api/devices/${pb.sim}/channels/${pb.ch}/playback/control`, body);
+      probe.control.push({ action, speed, ok: true, serial: r && r.serial });
+      if (action === 'pause') { pb.paused = true; video.pause(); }
+      if (action === 'resume') { pb.paused = false; video.play().catch(() => {}); }
+      if (action === 'stop') pb.stopped = true;
+      // The device sends faster and stamps the recording's own times: watch at that pace.
+      if (action === 'speed') { pb.speed = speed; if (state.playing === pb.playlist) video.playbackRate = speed; }
+      setPbState(pb.stopped ? 'stopped: the upload so far plays to its end' : pb.paused ? 'paused' : `uploading at ${pb.speed}×`);
+    } catch (e) {
+      probe.control.push({ action, speed, ok: false, error: errText(e) });
+      setPbState(`${action} failed: ${errText(e)}`, true);
+      if (action === 'speed') $('pb-speed').value = String(pb.speed);
+    }
+    renderPb();
+  }
+
+  // ENDLIST reached: the device finished (or was stopped). The upload is now a session of ours:
+  // show it in the timeline and offer its MP4.
+  async function uploadComplete(pb) {
+    if (pb.uploaded) return;
+    pb.uploaded = true;
+    setPbState(pb.stopped ? 'stopped: upload ended' : 'upload complete');
+    renderPb();
+    if (dv.sim === pb.sim) loadSessionsRow();
+    if (state.sim === pb.sim) selectDevice(pb.sim);
+    if (pb.session) return;
+    try {
+      const all = await getJSON('/api/streams?all=1');
+      const s = all.find((x) => x.name === pb.stream);
+      if (s && s.recording_session_id) { pb.session = s.recording_session_id; renderPb(); }
+    } catch (_) { /* the MP4 link is a convenience */ }
+  }
+
+  function setPbState(text, isError) {
+    const s = $('pb-state');
+    s.textContent = text;
+    s.classList.toggle('error', !!isError);
+  }
+
+  function renderPb() {
+    const pb = state.pb;
+    const box = $('pb-controls');
+    const show = !!pb && (state.playing === pb.playlist || !(pb.uploaded || pb.stopped));
+    box.classList.toggle('hidden', !show);
+    if (!show) return;
+    const over = pb.uploaded || pb.stopped;
+    $('pb-what').textContent = `${pb.sim} ch ${pb.ch} · ${fmtTime(pb.start_ms)} → ${fmtClock(pb.end_ms)}`;
+    $('pb-pause').disabled = over || pb.paused;
+    $('pb-resume').disabled = over || !pb.paused;
+    $('pb-stop').disabled = over;
+    $('pb-speed').disabled = over;
+    const a = $('pb-mp4');
+    // The download of the result, once there is all of it.
+    a.classList.toggle('hidden', !(pb.session && pb.uploaded));
+    if (pb.session) a.href = `/vod/session/${encodeURIComponent(pb.session)}/video.mp4`;
+  }
+  $('pb-pause').addEventListener('click', () => pbControl('pause'));
+  $('pb-resume').addEventListener('click', () => pbControl('resume'));
+  $('pb-stop').addEventListener('click', () => pbControl('stop'));
+  $('pb-speed').addEventListener('change', (e) => pbControl('speed', Number(e.target.value)));
+
+  $('dv-day').addEventListener('change', (e) => setDay(e.target.value));
+  $('dv-prev').addEventListener('click', () => setDay(shiftDay(dv.day, -1)));
+  $('dv-next').addEventListener('click', () => setDay(shiftDay(dv.day, 1)));
+  $('dv-today').addEventListener('click', () => setDay(dayOf(new Date())));
+  $('dv-ask').addEventListener('click', askDevice);
+
   // ---- start -------------------------------------------------------------------------
   $('hlsver').textContent = window.Hls ? `${window.Hls.version}${window.Hls.isSupported() ? '' : ' (unsupported here; using native HLS)'}` : 'missing';
   setInterval(() => { $('clock').textContent = fmtTime(Date.now()); }, 1000);
@@ -391,7 +929,8 @@
     $('clock').textContent = fmtTime(Date.now());
     await refresh();
     const q = new URLSearchParams(location.search);
-    if (q.get('sim')) await selectDevice(q.get('sim'));
+    dv.day = /^\d{4}-\d{2}-\d{2}$/.test(q.get('day') || '') ? q.get('day') : dayOf(new Date());
+    if (q.get('sim')) await selectDevice(q.get('sim'), null, q.get('recordings') === '1');
     if (q.get('stream')) playLive(q.get('stream'));
     else if (q.get('session')) {
       const s = state.sessions.find((x) => String(x.id) === q.get('session'));

@@ -1,7 +1,10 @@
 //! The JSON API: `/api/streams[?all=1]` (what can be played now), `/api/devices` and
-//! `/api/devices/<sim>/{sessions,incidents,positions}?from&to[&limit]` (catalog queries), and
+//! `/api/devices/<sim>/{sessions,incidents,playbacks,positions}?from&to[&limit]` (catalog
+//! queries), and
 //! POST `/api/devices/<sim>/channels/<ch>/{watch,stop}`, forwarded to ingestd's control API;
-//! a watch answers once the stream's live playlist is being written.
+//! a watch answers once the stream's live playlist is being written. The device's own
+//! recordings (`<sim>/recordings`, `channels/<ch>/playback[/control]`) are `playback`'s, whose
+//! routes are matched before these.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -135,7 +138,8 @@ async fn api_devices(st: Arc<AppState>) -> Response {
     }
 }
 
-/// Sessions and incidents newest first; positions oldest first (a track).
+/// Sessions, incidents and playback requests (the device recordings asked for, with their
+/// state and session) newest first; positions oldest first (a track).
 async fn api_device_query(st: Arc<AppState>, sim: String, what: String, req: Req) -> Response {
     if !layout::valid_sim(&sim) {
         return http::error(StatusCode::NOT_FOUND, "invalid SIM");
@@ -158,6 +162,14 @@ async fn api_device_query(st: Arc<AppState>, sim: String, what: String, req: Req
         "incidents" => {
             blocking(move || {
                 let mut v = cat.incidents(&sim, from, to)?;
+                v.reverse();
+                Ok(serde_json::to_value(v).unwrap_or_default())
+            })
+            .await
+        }
+        "playbacks" => {
+            blocking(move || {
+                let mut v = cat.playbacks_of_device(&sim, from, to)?;
                 v.reverse();
                 Ok(serde_json::to_value(v).unwrap_or_default())
             })

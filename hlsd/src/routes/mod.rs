@@ -1,16 +1,19 @@
 //! The warp routes of hlsd, one module per group: `live` (HLS straight from the data dir),
 //! `vod` (recordings rendered from the catalog: playlists and MP4 clips), `api` (the JSON API
-//! and the watch/stop forwarding to ingestd) and `page` (the web page, CORS preflight and the
-//! JSON 404). This module combines them and holds the helpers every group uses: request
+//! and the watch/stop forwarding to ingestd), `playback` (the device's own recordings: list,
+//! upload, control, and a session as MP4, with `mp4` doing the remux) and `page` (the web page,
+//! CORS preflight and the JSON 404). This module combines them and holds the helpers every group uses: request
 //! extraction, blocking calls, token checks and the common error answers.
 //!
 //! Routes (GET and HEAD unless noted; every answer carries CORS headers; OPTIONS answers preflight):
 //! - `/live/<stream>/index.m3u8`, `/live/<stream>/<n>.ts` and the token-in-path forms
 //!   `/live/<stream>/t/<token>/index.m3u8`, `/live/<stream>/t/<token>/<n>.ts`
 //! - `/vod/session/<id>/index.m3u8`, `/vod/incident/<id>/index.m3u8[?channel=N]` (+ `/t/<token>/` forms)
-//! - `/api/streams/<stream>/clip.mp4?from&to`
-//! - `/api/streams[?all=1]`, `/api/devices`, `/api/devices/<sim>/{sessions,incidents,positions}?from&to[&limit]`
+//! - `/api/streams/<stream>/clip.mp4?from&to`, `/vod/session/<id>/video.mp4` (+ `/t/<token>/` form)
+//! - `/api/streams[?all=1]`, `/api/devices`, `/api/devices/<sim>/{sessions,incidents,playbacks,positions}?from&to[&limit]`
 //! - POST `/api/devices/<sim>/channels/<ch>/watch` and `/stop`
+//! - `/api/devices/<sim>/recordings?channel&from&to`, POST `/api/devices/<sim>/channels/<ch>/playback`
+//!   and `/playback/control` (`playback`: the device's own recordings, forwarded to ingestd)
 //! - `/`, `/static/<asset>`
 
 // Handlers return early with a ready response (`Result<_, Response>`); boxing it would only
@@ -32,7 +35,9 @@ use crate::token::{now_unix, TokenError};
 
 mod api;
 mod live;
+mod mp4;
 mod page;
+mod playback;
 // Crate-visible for the clip limits: the server sizes the slots and re-exports the maximum.
 pub(crate) mod vod;
 
@@ -44,6 +49,9 @@ pub(crate) fn routes(
 ) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
     live::routes(state.clone())
         .or(vod::routes(state.clone()))
+        .unify()
+        // Before `api`: its `channels/<ch>/<action>` and `<sim>/<what>` would take these paths.
+        .or(playback::routes(state.clone()))
         .unify()
         .or(api::routes(state))
         .unify()

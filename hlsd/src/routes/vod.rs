@@ -3,7 +3,6 @@
 //! URIs point at `/live/`, and the MP4 export `/api/streams/<stream>/clip.mp4?from&to` with the
 //! limits that keep it from tying up the server.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -12,21 +11,17 @@ use warp::reply::Response;
 use warp::{Filter, Rejection};
 
 use super::{
-    blocking, catalog_failed, check_token, get_or_head, not_found, parse_range, request,
+    blocking, catalog_failed, check_token, get_or_head, mp4, not_found, parse_range, request,
     with_state, MPEGURL,
 };
-use streamcore::catalog::{self, recording_playlist, Catalog, Segment, TimeRange};
+use streamcore::catalog::{self, recording_playlist, Catalog, Segment};
 use streamcore::layout::{self, StreamName};
-use streamcore::mux::clip;
 
-use crate::http::{self, Representation, Req, Source};
+use crate::http::{self, Representation, Req};
 use crate::server::AppState;
 
 const VOD_FINISHED_CACHE: &str = "public, max-age=86400";
 const VOD_OPEN_CACHE: &str = "public, max-age=2";
-const MP4: &str = "video/mp4";
-/// Clips are remuxed per request: nothing to cache, and the range is in the URL.
-const CLIP_CACHE: &str = "private, no-store";
 /// Longest clip export; longer ranges are refused (400) rather than tying up disk and a thread.
 pub const MAX_CLIP_MS: i64 = 3_600_000;
 /// Clip exports running at once (each one is a blocking thread reading segments and writing a
@@ -235,126 +230,25 @@ async fn export_clip(st: Arc<AppState>, stream: String, req: Req) -> Response {
             ),
         );
     }
-    let Ok(_permit) = st.clip_slots.clone().try_acquire_owned() else {
-        let mut resp = http::error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "too many clip exports running; retry shortly",
-        );
-        resp.headers_mut().insert(
-            warp::http::header::RETRY_AFTER,
-            "2".parse().expect("header"),
-        );
-        return resp;
+    let _permit = match mp4::clip_slot(&st) {
+        Ok(p) => p,
+        Err(resp) => return resp,
     };
     let (cat, data_dir, s2) = (st.catalog.clone(), st.data_dir.clone(), stream.clone());
-    let made = blocking(move || make_clip(&cat, &data_dir, &s2, range)).await;
-    let (file, meta, start_ms, end_ms) = match made {
-        Ok(Some(v)) => v,
-        Ok(None) => return not_found(format!("recording of {stream} in that range")),
-        Err(ClipError::Catalog(e)) => return catalog_failed(e),
-        Err(ClipError::Missing(what)) => {
-            tracing::warn!(%stream, %what, "clip export: a catalogued segment file is missing");
-            return http::error(
-                StatusCode::NOT_FOUND,
-                format!("segment file {what} is gone"),
-            );
+    let (from_ms, to_ms) = range.bounds();
+    let made = blocking(move || {
+        let rows = cat
+            .segments_in_range(&s2, from_ms, to_ms)
+            .map_err(mp4::RemuxError::Catalog)?;
+        if rows.is_empty() {
+            return Ok(None);
         }
-        Err(ClipError::Failed(e)) => {
-            tracing::warn!(%stream, error = %e, "clip export failed");
-            return http::error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("clip export: {e}"),
-            );
-        }
-    };
-    let rep = Representation {
-        etag: http::file_etag(&meta),
-        source: Source::File {
-            file: Arc::new(file),
-            len: meta.len(),
-        },
-        content_type: MP4,
-        cache_control: CLIP_CACHE,
-        last_modified: None,
-        gzip: false,
-        vary_encoding: false,
-    };
-    let mut resp = http::respond(&req, rep);
-    let h = resp.headers_mut();
-    let disposition = format!("attachment; filename=\"{stream}_{from}-{to}.mp4\"");
-    for (k, v) in [
-        ("content-disposition", disposition),
-        ("x-clip-start-ms", start_ms.to_string()),
-        ("x-clip-end-ms", end_ms.to_string()),
-    ] {
-        if let Ok(v) = v.parse() {
-            h.insert(k, v);
-        }
+        mp4::remux_segments(&data_dir, &rows).map(Some)
+    })
+    .await;
+    match made {
+        Ok(Some(file)) => mp4::attachment(&req, file, &format!("{stream}_{from}-{to}.mp4")),
+        Ok(None) => not_found(format!("recording of {stream} in that range")),
+        Err(e) => e.into_response(&stream),
     }
-    resp
-}
-
-enum ClipError {
-    Catalog(catalog::Error),
-    Missing(String),
-    Failed(String),
-}
-
-/// Remuxes the segments of `stream` overlapping `range` into an unlinked temp file; returns
-/// it open, with the time span it covers. `None` when the catalog has no segments there.
-fn make_clip(
-    cat: &Catalog,
-    data_dir: &Path,
-    stream: &str,
-    range: TimeRange,
-) -> Result<Option<(std::fs::File, std::fs::Metadata, i64, i64)>, ClipError> {
-    let (from, to) = range.bounds();
-    let rows = cat
-        .segments_in_range(stream, from, to)
-        .map_err(ClipError::Catalog)?;
-    let (Some(first), Some(last)) = (rows.first(), rows.last()) else {
-        return Ok(None);
-    };
-    let (start_ms, end_ms) = (
-        first.program_date_time_ms,
-        last.program_date_time_ms + (last.duration_90k + 45) / 90,
-    );
-    let mut inputs = Vec::with_capacity(rows.len());
-    let mut prev: Option<u64> = None;
-    for row in &rows {
-        // Only a row that names the file the layout puts at its place is read (the same check
-        // as for VOD playlists); a file whose canonical path leaves the data dir (a planted
-        // symlink) is refused too.
-        let sequence = row
-            .checked_sequence()
-            .map_err(|e| ClipError::Catalog(catalog::Error::InvalidRecord(e)))?;
-        let path = std::fs::canonicalize(data_dir.join(&row.path))
-            .ok()
-            .filter(|p| p.starts_with(data_dir))
-            .ok_or_else(|| ClipError::Missing(row.path.clone()))?;
-        // A gap in sequence numbers is a break in the recording as much as a flagged one.
-        let gap = prev.is_some_and(|p| p + 1 != sequence);
-        inputs.push(clip::ClipSegment {
-            path,
-            discontinuity: row.discontinuity || gap,
-        });
-        prev = Some(sequence);
-    }
-    let tmp = tempfile::Builder::new()
-        .prefix("hlsd-clip-")
-        .suffix(".mp4")
-        .tempfile()
-        .map_err(|e| ClipError::Failed(format!("temp file: {e}")))?;
-    let stats =
-        clip::remux_to_mp4(&inputs, tmp.path()).map_err(|e| ClipError::Failed(e.to_string()))?;
-    // Reopen (libavformat wrote through its own handle), then unlink: the open file lives on
-    // until the response body has been sent.
-    let file = std::fs::File::open(tmp.path())
-        .map_err(|e| ClipError::Failed(format!("reopening the clip: {e}")))?;
-    let meta = file
-        .metadata()
-        .map_err(|e| ClipError::Failed(format!("clip metadata: {e}")))?;
-    drop(tmp);
-    tracing::info!(%stream, segments = stats.segments, frames = stats.frames, bytes = stats.bytes, "clip exported");
-    Ok(Some((file, meta, start_ms, end_ms)))
 }

@@ -93,7 +93,8 @@ pub enum PlatformCommand {
         mode: u8,
         /// See [`speed_code`].
         speed: u8,
-        /// Unix ms UTC.
+        /// Unix ms UTC; 0 is sent as zeros (for the end: to the end of
+        /// the recording).
         start_ms: i64,
         end_ms: i64,
     },
@@ -220,8 +221,10 @@ impl PlatformCommand {
                     *mode,
                     *speed,
                 ]);
-                out.put_slice(&clock.to_bcd(*start_ms));
-                out.put_slice(&clock.to_bcd(*end_ms));
+                // 0 (no time the BCD field can hold) is sent as zeros: for the
+                // end that means "to the end of the recording".
+                out.put_slice(&bcd_or_zero(clock, Some(*start_ms).filter(|&t| t != 0)));
+                out.put_slice(&bcd_or_zero(clock, Some(*end_ms).filter(|&t| t != 0)));
             }
             PlatformCommand::PlaybackControl {
                 channel,
