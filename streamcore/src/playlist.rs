@@ -134,6 +134,15 @@ impl MediaPlaylist {
         }
     }
 
+    /// Raises TARGETDURATION to at least `secs`. A recording still growing
+    /// must keep one TARGETDURATION for its whole life (Chromium refuses a
+    /// playlist whose target changes), so it takes its stream's (the most
+    /// any of its segments may last) rather than its longest segment so far.
+    pub fn with_target_at_least(mut self, secs: u32) -> Self {
+        self.target_duration = self.target_duration.max(secs);
+        self
+    }
+
     pub fn kind(&self) -> PlaylistKind {
         self.kind
     }

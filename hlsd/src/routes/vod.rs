@@ -10,12 +10,14 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::{Filter, Rejection};
 
+use super::live::open_live_file;
 use super::{
     blocking, catalog_failed, check_token, get_or_head, mp4, not_found, parse_range, request,
     with_state, MPEGURL,
 };
 use streamcore::catalog::{self, recording_playlist, Catalog, Segment};
 use streamcore::layout::{self, StreamName};
+use streamcore::playlist::MediaPlaylist;
 
 use crate::http::{self, Representation, Req};
 use crate::server::AppState;
@@ -123,8 +125,13 @@ async fn serve_vod(
             _ => format!("/live/{}/{file}", s.stream),
         }
     };
+    // One TARGETDURATION for the recording's whole life, open or finished: its stream's.
+    let stream_target = {
+        let (dir, stream) = (st.data_dir.clone(), segments[0].stream.clone());
+        blocking(move || stream_target_duration(&dir, &stream)).await
+    };
     let text = match recording_playlist(&segments, finished, seg_uri) {
-        Ok(p) => p.render(),
+        Ok(p) => p.with_target_at_least(stream_target.unwrap_or(0)).render(),
         Err(e) => return catalog_failed(e),
     };
     let cache = if finished {
@@ -136,6 +143,15 @@ async fn serve_vod(
         &req,
         Representation::text(&req, Bytes::from(text), MPEGURL, cache, None, true),
     )
+}
+
+/// The TARGETDURATION of a stream's live playlist (the longest a segment of it may be), if the
+/// playlist is there.
+fn stream_target_duration(data_dir: &std::path::Path, stream: &str) -> Option<u32> {
+    let (mut f, _) = open_live_file(data_dir, stream, layout::PLAYLIST_FILE).ok()?;
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut f, &mut text).ok()?;
+    Some(MediaPlaylist::parse_any(&text).ok()?.target_duration())
 }
 
 /// A session's segments, and whether it has ended.

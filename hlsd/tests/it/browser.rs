@@ -130,6 +130,12 @@ async fn page_plays_live_across_a_discontinuity_and_vod_to_the_end() {
         kind: "overspeed".into(),
         source: "0x0200 alarm bit 1".into(),
         session_id: None,
+        open: false,
+        alarm: 0,
+        lat: None,
+        lon: None,
+        video_state: None,
+        video_reason: None,
     });
     write_catalog(&default_url(data), &records);
 
@@ -386,4 +392,304 @@ async fn page_explains_h265_it_cannot_decode() {
         assert!(out["overlay"].as_str().unwrap().contains("H.265"), "{out}");
     }
     srv.shutdown().await;
+}
+
+/// The device view of the operator page against the real daemons (ingestd and hlsd sharing a
+/// data dir and catalog) and a device with recordings on its card: picking the device opens
+/// its view on today (the browser's time zone) and asks the device for that day; the timeline
+/// shows exactly the device's recordings of the day, one bar each on its channel's row, the
+/// alarm-flagged ones marked with their alarm names in the tooltip; the date picker asks for
+/// another day; a click has the device upload a recording (0x9201 with its span), which plays
+/// in hls.js while it arrives, pauses and resumes through the page's controls (0x9202), ends
+/// with ENDLIST and plays to its end; the upload then shows as "recorded here" with its MP4.
+/// The screenshot is kept at target/artifacts/page-recordings.png (docs/page-recordings.png is
+/// a copy).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn page_plays_a_recording_from_the_device() {
+    use chrono::{Duration as Days, Local, TimeZone};
+    use common::sd_card::{Behaviour, Device, Event, FRAME_MS};
+    use ingestd::jt808::{playback_control, PlatformCommand, Resource};
+    use serde_json::json;
+
+    require("/usr/bin/chromium", "apt-get install -y chromium");
+    require(
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/web/node_modules/playwright-core"
+        ),
+        "run `npm ci --prefix hlsd/web`",
+    );
+    const SIM: &str = "013800000017";
+    let data = tempfile::tempdir().unwrap();
+    let ingest = ingestd::app::start(
+        ingestd::config::Config::for_tests(data.path()),
+        streamcore::StreamConfig {
+            keep_segments: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let srv = start(data.path(), |cfg| {
+        cfg.ingestd_url = format!("http://{}", ingest.running.http_addr);
+        cfg.watch_timeout = Duration::from_secs(30);
+    })
+    .await;
+
+    // Days in the local zone, the browser's (Chromium runs here with the same TZ): the card
+    // holds recordings of today and yesterday. The view opens on today; the date picker goes
+    // to yesterday and back.
+    let today = Local::now().date_naive();
+    let yesterday = today - Days::days(1);
+    let midnight = |d: chrono::NaiveDate| {
+        Local
+            .from_local_datetime(&d.and_hms_opt(0, 0, 0).unwrap())
+            .earliest()
+            .unwrap()
+            .timestamp_millis()
+    };
+    let (day_start, day_end) = (midnight(today), midnight(today + Days::days(1)));
+    let rec = |channel: u8, start_s: i64, secs: i64, alarm: u64| Resource {
+        channel,
+        start_ms: day_start + start_s * 1000,
+        end_ms: day_start + (start_s + secs) * 1000,
+        alarm,
+        av_type: 0,
+        stream_type: 1,
+        storage_type: 1,
+        size: (secs * 125_000) as u32,
+    };
+    let h = 3600;
+    let clicked = rec(1, 9 * h, 8, 0);
+    let card = vec![
+        rec(1, -4 * h, 30 * 60, 0),                    // yesterday 20:00
+        rec(1, -600, 1200, 0), // across midnight: on both days, cut at 00:00
+        rec(1, h + 600, 20 * 60, 0), // 01:10
+        rec(1, 6 * h + 1800, 35 * 60, 1 << 1), // overspeed
+        clicked.clone(),       // 09:00, 8 s
+        rec(1, 13 * h + 2700, 50 * 60, 0), // 13:45
+        rec(1, 18 * h + 1200, 15 * 60, (1 << 32) | 1), // video signal loss + emergency
+        rec(2, 6 * h + 1800, 35 * 60, 1 << 1), // overspeed
+        rec(2, 15 * h, 40 * 60, 0), // 15:00
+        rec(2, 21 * h, 10 * 60, 1 << 2), // fatigue driving
+    ];
+    // Uploads at real time, so that the page plays one while it arrives.
+    let behaviour = Behaviour {
+        recordings: card.clone(),
+        pace: Duration::from_millis(FRAME_MS as u64),
+        ..Default::default()
+    };
+    let mut device = Device::connect(ingest.running.jt808_addr, SIM, behaviour).await;
+    // A day as the page asks for it, [00:00:00, 23:59:59] in the device's BCD seconds: a
+    // 0x9205 for every channel, as (channel, from, to).
+    let day_query = |from: i64, to: i64| Some((0, Some(from), Some(to - 1000)));
+    let query = |c: &PlatformCommand| match c {
+        PlatformCommand::QueryResources {
+            channel,
+            start_ms,
+            end_ms,
+            ..
+        } => Some((*channel, *start_ms, *end_ms)),
+        _ => None,
+    };
+    let of_day: Vec<&Resource> = card
+        .iter()
+        .filter(|r| r.end_ms > day_start && r.start_ms < day_end)
+        .collect();
+    assert_eq!(of_day.len(), 9);
+
+    let artifacts = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/artifacts");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    let shot = artifacts.join("page-recordings.png");
+    let _ = std::fs::remove_file(&shot);
+    let (base, shot_arg) = (
+        format!("http://{}", srv.addr),
+        shot.to_string_lossy().into_owned(),
+    );
+    let (day_arg, click_arg) = (yesterday.to_string(), clicked.start_ms.to_string());
+    let v = tokio::task::spawn_blocking(move || {
+        node(
+            "recordings.mjs",
+            &[&base, SIM, &day_arg, &click_arg, &shot_arg],
+        )
+    })
+    .await
+    .unwrap();
+    let report = serde_json::to_string_pretty(&v).unwrap();
+    std::fs::write(artifacts.join("page-recordings.json"), &report).unwrap();
+    // What the device heard, in order, and the frames each finished upload sent.
+    let events = device.all_pending();
+    let heard: Vec<&PlatformCommand> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Command(c) => Some(c),
+            Event::UploadDone { .. } => None,
+        })
+        .collect();
+    let uploads: Vec<u64> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::UploadDone { sent, .. } => Some(*sent),
+            Event::Command(_) => None,
+        })
+        .collect();
+    // The MP4 link the page offers for the finished upload downloads a video.
+    let mp4 = match v["pb_mp4"].as_str() {
+        Some(href) => {
+            let r = reqwest::get(format!("http://{}{href}", srv.addr))
+                .await
+                .unwrap();
+            let kind = r.headers().get("content-type").cloned();
+            Some((r.status().as_u16(), kind, r.bytes().await.unwrap().len()))
+        }
+        None => None,
+    };
+    srv.shutdown().await;
+    ingest.shutdown().await;
+
+    // The view opened on today, in the browser's zone, and asked the device for that day; the
+    // date picker asked for yesterday, "Today" for today again.
+    assert_eq!(v["today_view"]["day_input"], today.to_string(), "{report}");
+    assert_eq!(v["other_view"]["day_input"], yesterday.to_string());
+    assert_eq!(
+        heard[..3].iter().map(|c| query(c)).collect::<Vec<_>>(),
+        [
+            day_query(day_start, day_end),
+            day_query(midnight(yesterday), day_start),
+            day_query(day_start, day_end),
+        ],
+        "{heard:?}"
+    );
+    assert_eq!(v["other"]["recordings"], 2, "{report}");
+    assert_eq!(v["back"]["recordings"], of_day.len(), "{report}");
+    // Every recording of the day a bar on its channel's row, alarm-flagged ones marked.
+    let view = &v["today_view"];
+    let bars = view["device_bars"].as_array().unwrap();
+    assert_eq!(bars.len(), of_day.len(), "{report}");
+    for r in &of_day {
+        let bar = bars
+            .iter()
+            .find(|b| b["start_ms"] == r.start_ms && b["channel"] == r.channel)
+            .unwrap_or_else(|| panic!("no bar for {r:?}: {report}"));
+        assert_eq!(bar["row_channel"], r.channel, "on its channel's row");
+        assert_eq!(bar["end_ms"], r.end_ms);
+        assert_eq!(bar["alarm_marked"], r.alarm != 0, "{bar}");
+        assert!(bar["width_px"].as_f64().unwrap() >= 2.0, "clickable: {bar}");
+    }
+    assert_eq!(
+        bars.iter().filter(|b| b["alarm_marked"] == true).count(),
+        4,
+        "{report}"
+    );
+    let title = |alarm: u64| {
+        bars.iter().find(|b| b["alarm"] == alarm).unwrap()["title"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert!(title(2).contains("overspeed"), "{report}");
+    let both = title((1 << 32) | 1);
+    assert!(
+        both.contains("emergency") && both.contains("video signal loss"),
+        "{both}"
+    );
+    assert!(title(4).contains("fatigue driving"), "{report}");
+    assert!(view["status"]
+        .as_str()
+        .unwrap()
+        .contains("9 recordings this day, 4 alarm-flagged"));
+
+    // The click asked for exactly that recording, and the controls reached the device.
+    assert!(
+        heard.iter().any(|c| matches!(
+            c,
+            PlatformCommand::Playback { channel: 1, start_ms, end_ms, .. }
+                if (*start_ms, *end_ms) == (clicked.start_ms, clicked.end_ms)
+        )),
+        "{heard:?}"
+    );
+    let controls: Vec<u8> = heard
+        .iter()
+        .filter_map(|h| match h {
+            PlatformCommand::PlaybackControl {
+                channel: 1,
+                control,
+                ..
+            } => Some(*control),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        controls,
+        [playback_control::PAUSE, playback_control::RESUME],
+        "{heard:?}"
+    );
+    assert_eq!(uploads, [200], "the whole 8 s were uploaded: {report}");
+    assert_eq!(v["playback"]["answer"]["stream"], format!("{SIM}_1_pb"));
+
+    // It played while the upload ran: started before the playlist had ENDLIST, in hls.js.
+    let first = &v["first"];
+    assert_eq!(first["engine"], "hls.js", "{report}");
+    assert_eq!(
+        first["endlist"], false,
+        "played before the upload ended: {report}"
+    );
+    assert_eq!(first["kind"], "playback");
+    // Paused with the controls: the picture held still.
+    let (p0, p1) = (&v["pause"]["before"], &v["pause"]["after"]);
+    assert_eq!(p1["paused"], true, "{report}");
+    assert!(
+        (p1["t"].as_f64().unwrap() - p0["t"].as_f64().unwrap()).abs() < 0.1,
+        "{report}"
+    );
+    // Then to the end: the playlist got ENDLIST, the player reached its end, with pictures.
+    let samples = v["samples"].as_array().unwrap();
+    let t = |s: &serde_json::Value| s["t"].as_f64().unwrap();
+    assert!(
+        t(samples.last().unwrap()) > t(&samples[0]) + 2.0,
+        "currentTime advanced: {report}"
+    );
+    let last = &v["last"];
+    assert_eq!(last["ended"], true, "played to the end: {report}");
+    assert_eq!(last["endlist"], true, "{report}");
+    assert!(
+        (t(last) - 8.0).abs() < 0.5,
+        "the recording is 8 s long: {report}"
+    );
+    assert_eq!(
+        (&last["w"], &last["h"]),
+        (&json!(320), &json!(240)),
+        "{report}"
+    );
+    assert!(last["frames"].as_u64().unwrap() >= 150, "{report}");
+    assert!(
+        samples
+            .iter()
+            .all(|s| s["fatal"].as_array().unwrap().is_empty()),
+        "no fatal hls.js error: {report}"
+    );
+    // The upload is a recording of ours now, on the same day and channel, with its MP4.
+    let here = v["after"]["here_bars"].as_array().unwrap();
+    // Placed where the recording is on the day, not at the time we received it.
+    assert!(
+        here.iter().any(|b| b["kind"] == "playback"
+            && b["channel"] == 1
+            && b["start_ms"] == clicked.start_ms
+            && b["end_ms"] == clicked.end_ms),
+        "{report}"
+    );
+    assert!(
+        v["pb_mp4"]
+            .as_str()
+            .is_some_and(|h| h.starts_with("/vod/session/") && h.ends_with("/video.mp4")),
+        "{report}"
+    );
+    let (status, kind, len) = mp4.unwrap();
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(kind.unwrap(), "video/mp4");
+    assert!(len > 10_000, "{len} bytes");
+    assert!(
+        shot.metadata().unwrap().len() > 20_000,
+        "screenshot kept: {report}"
+    );
 }

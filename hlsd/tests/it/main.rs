@@ -9,3 +9,4 @@ mod browser;
 mod cli;
 mod e2e;
 mod http;
+mod playback;

@@ -172,10 +172,13 @@ async fn recording_of_its_own_span(source: &str, packets: &[Jt1078Packet]) {
     let (app, dir) = start().await;
     send_chunked(app.running.jt1078_addr, &encode(packets, None), 7).await;
     let metrics = app.running.ctx.metrics.clone();
+    let registry = app.running.ctx.registry.clone();
+    // Read to the end and closed (shutting down would cut an unread tail).
     wait_for(|| {
-        metrics
-            .stream(CAPTURE_STREAM)
-            .is_some_and(|s| s.remux.segments >= 5)
+        registry.media_sessions().is_empty()
+            && metrics
+                .stream(CAPTURE_STREAM)
+                .is_some_and(|s| s.remux.segments >= 5)
     })
     .await;
     let catalog = app.catalog.clone();
@@ -312,8 +315,11 @@ async fn two_devices_and_a_reconnect(source: &str, packets: &[Jt1078Packet]) {
     tb.await.unwrap();
     let metrics = app.running.ctx.metrics.clone();
     let (sa, sb) = (format!("{a}_1"), format!("{b}_1"));
+    let registry = app.running.ctx.registry.clone();
+    // Read to the end and closed (shutting down would cut an unread tail).
     wait_for(|| {
-        metrics.stream(&sa).is_some_and(|s| s.remux.segments >= 5)
+        registry.media_sessions().is_empty()
+            && metrics.stream(&sa).is_some_and(|s| s.remux.segments >= 5)
             && metrics.stream(&sb).is_some_and(|s| s.remux.segments >= 5)
     })
     .await;
@@ -394,10 +400,14 @@ async fn audio_and_h265_from_a_device_become_hls() {
     let (app, dir) = start().await;
     send_chunked(app.running.jt1078_addr, &wire, 11).await;
     let metrics = app.running.ctx.metrics.clone();
+    let registry = app.running.ctx.registry.clone();
+    // Shutting down closes connections: wait until this one has read it all
+    // and closed (no media session left), not only for the first segments.
     wait_for(|| {
-        ["013912345678_1", "013912345678_2"]
-            .iter()
-            .all(|s| metrics.stream(s).is_some_and(|s| s.remux.segments >= 2))
+        registry.media_sessions().is_empty()
+            && ["013912345678_1", "013912345678_2"]
+                .iter()
+                .all(|s| metrics.stream(s).is_some_and(|s| s.remux.segments >= 2))
     })
     .await;
     app.shutdown().await;

@@ -1,8 +1,12 @@
 //! Shared test fixtures: real H.264/MPEG-TS segments encoded by the ffmpeg CLI (tests only),
 //! laid out in a temporary data dir the way ingestd writes them, the catalog rows ingestd
 //! would have written for them (SQLite in the data dir, or a PostgreSQL database of the test's
-//! own), and an in-process hlsd.
+//! own), and an in-process hlsd. Simulated dashcams: what they all share in [`dashcam`], and a
+//! dashcam with recordings on its SD card in [`sd_card`].
 #![allow(dead_code)]
+
+pub mod dashcam;
+pub mod sd_card;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -342,5 +346,24 @@ impl Drop for PgDb {
                 self.name
             ));
         }
+    }
+}
+
+/// Polls `probe` until it gives a value, for at most `secs`.
+pub async fn eventually<T, F: std::future::Future<Output = Option<T>>>(
+    what: &str,
+    secs: u64,
+    mut probe: impl FnMut() -> F,
+) -> T {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
 }

@@ -11,12 +11,13 @@ use std::path::Path;
 use std::process::Command as Process;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use streamcore::playlist::MediaPlaylist;
 
+use crate::common::eventually;
 use terminal::{fixture_frames, Command, Frame, MediaSender, Terminal, FRAME_MS};
 
 struct Daemons {
@@ -90,22 +91,6 @@ async fn get_json(url: &str) -> Value {
 async fn get_text(url: &str) -> (StatusCode, String) {
     let r = client().get(url).send().await.unwrap();
     (r.status(), r.text().await.unwrap())
-}
-
-/// Polls `probe` until it gives a value, for at most `secs`.
-async fn eventually<T, F: std::future::Future<Output = Option<T>>>(
-    what: &str,
-    secs: u64,
-    mut probe: impl FnMut() -> F,
-) -> T {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = probe().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 /// The entry of `/api/streams[?all=1]` named `name`.
