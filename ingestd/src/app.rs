@@ -44,6 +44,9 @@ pub fn host_name() -> String {
         .unwrap_or_else(|| "ingestd".into())
 }
 
+/// How long past its end an open incident must be to count as left over.
+const STALE_INCIDENT_MS: i64 = 60_000;
+
 /// Opens the catalog (failing fast on a bad URL), then starts everything.
 pub async fn start(config: Config, stream: streamcore::StreamConfig) -> Result<App, StartError> {
     let io = |what: &str| {
@@ -58,6 +61,13 @@ pub async fn start(config: Config, stream: streamcore::StreamConfig) -> Result<A
         Ok(0) => {}
         Ok(n) => info!(n, "closed sessions left open by a previous run"),
         Err(e) => warn!(error = %e, "cannot close stale sessions"),
+    }
+    // An alarm incident whose reports stopped a minute past its end without a close was
+    // tracked by a process that died (a lasting alarm moves its end with every report).
+    match catalog.close_stale_incidents(catalog::now_ms() - STALE_INCIDENT_MS) {
+        Ok(0) => {}
+        Ok(n) => info!(n, "closed incidents left open by a previous run"),
+        Err(e) => warn!(error = %e, "cannot close stale incidents"),
     }
     let writer = Arc::new(CatalogWriter::spawn(
         &config.database_url,

@@ -316,6 +316,22 @@ impl Catalog {
     /// Ends the sessions a crashed instance left open: call at start-up with
     /// the instance's own `host` (the name it puts in `SessionStarted`).
     /// Returns how many sessions were closed.
+    /// Closes the incidents still marked open whose end (`to_ms`, which a
+    /// lasting alarm moves forward with every report) is before `before_ms`:
+    /// their alarm's reports stopped without a close, as when the ingest
+    /// process that tracked them died. Returns how many.
+    pub fn close_stale_incidents(&self, before_ms: i64) -> Result<usize, Error> {
+        self.with_conn(|c| {
+            Ok(write_tx!(c, |c| diesel::update(
+                incidents::table
+                    .filter(incidents::open.eq(true))
+                    .filter(incidents::to_ms.lt(before_ms))
+            )
+            .set(incidents::open.eq(false))
+            .execute(c))?)
+        })
+    }
+
     pub fn end_open_sessions(&self, host: &str, ended_ms: i64) -> Result<usize, Error> {
         self.with_conn(|c| {
             Ok(write_tx!(c, |c| diesel::update(

@@ -227,6 +227,7 @@ suite!(
     alarm_incident_opens_extends_closes_and_tracks_its_video,
     live_and_playback_of_one_channel_at_once_through_the_writer,
     upgrade_from_step_2_keeps_incidents_and_adds_playbacks,
+    stale_open_incidents_are_closed,
 );
 
 // ------------------------------------------------------------ helpers
@@ -1686,6 +1687,26 @@ fn alarm_incident(ch: Option<u8>, to: i64, open: bool, at: Option<(f64, f64)>) -
         video_state: None,
         video_reason: None,
     }
+}
+
+/// An incident left open by a process that died is closed once its end
+/// has passed; one whose alarm still reports (its end ahead) stays open.
+fn stale_open_incidents_are_closed(db: TestDb) {
+    let cat = db.open();
+    cat.write(&[
+        alarm_incident(Some(1), T0 + 5_000, true, None),
+        alarm_incident(Some(2), T0 + 600_000, true, None),
+    ])
+    .unwrap();
+    assert_eq!(cat.close_stale_incidents(T0 + 60_000).unwrap(), 1);
+    let open: Vec<(i32, bool)> = cat
+        .incidents(SIM_A, 0, i64::MAX)
+        .unwrap()
+        .iter()
+        .map(|i| (i.channel, i.open))
+        .collect();
+    assert_eq!(open, [(1, false), (2, true)]);
+    assert_eq!(cat.close_stale_incidents(T0 + 60_000).unwrap(), 0);
 }
 
 fn incident_video(
