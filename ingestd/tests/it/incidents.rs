@@ -106,26 +106,43 @@ fn app_config(dir: &std::path::Path) -> ingestd::config::Config {
     cfg
 }
 
+/// Appends one frame of channel `ch` stamped `ts` (device ms) as JT/T 1078 packets.
+fn packets(ch: u8, f: &CaptureFrame, ts: i64, seq: &mut u16, out: &mut BytesMut) {
+    let p = ingestd::jt1078::PacketizeParams {
+        sim: ingestd::jt1078::Sim::parse(SIM).unwrap(),
+        channel: ch,
+        data_type: f.data_type,
+        payload_type: 98,
+        timestamp_ms: ts as u64,
+        last_i_interval_ms: 0,
+        last_frame_interval_ms: 40,
+        max_body: 950,
+    };
+    ingestd::jt1078::packetize(&p, seq, &f.data, out);
+}
+
 /// Uploads `[start, end)` of the fixture as the device's recording of
-/// channel `ch`: one frame per 40 ms of recorded time, stamped with it.
-async fn upload(addr: std::net::SocketAddr, ch: u8, start: i64, end: i64) -> usize {
+/// channel `ch`: one frame per 40 ms of recorded time, stamped with it, one
+/// every `pace` of wall time (zero: flat out). Returns the frames sent.
+async fn upload(addr: std::net::SocketAddr, ch: u8, start: i64, end: i64, pace: Duration) -> usize {
     let frames = device_video_frames();
     let mut s = TcpStream::connect(addr).await.unwrap();
     let (mut seq, mut out) = (0u16, BytesMut::new());
+    let began = tokio::time::Instant::now();
     let n = ((end - start) / 40) as usize;
     for i in 0..n {
-        let f = &frames[i % frames.len()];
-        let p = ingestd::jt1078::PacketizeParams {
-            sim: ingestd::jt1078::Sim::parse(SIM).unwrap(),
-            channel: ch,
-            data_type: f.data_type,
-            payload_type: 98,
-            timestamp_ms: (start + i as i64 * 40) as u64,
-            last_i_interval_ms: 0,
-            last_frame_interval_ms: 40,
-            max_body: 950,
-        };
-        ingestd::jt1078::packetize(&p, &mut seq, &f.data, &mut out);
+        packets(
+            ch,
+            &frames[i % frames.len()],
+            start + i as i64 * 40,
+            &mut seq,
+            &mut out,
+        );
+        if !pace.is_zero() {
+            s.write_all(&out).await.unwrap();
+            out.clear();
+            tokio::time::sleep_until(began + pace * i as u32).await;
+        }
     }
     s.write_all(&out).await.unwrap();
     s.shutdown().await.unwrap();
@@ -188,7 +205,7 @@ async fn an_alarm_while_nothing_streams_is_fetched_from_the_device() {
         ),
     )
     .await;
-    let sent = upload(app.running.jt1078_addr, ch, start, end).await;
+    let sent = upload(app.running.jt1078_addr, ch, start, end, Duration::ZERO).await;
     assert_eq!(sent, 125);
 
     let inc = eventually_catalog(&app, || {
@@ -368,29 +385,16 @@ async fn fast_forward_and_rewind_uploads_follow_the_recorded_time() {
         ),
     )
     .await;
-    let frames = device_video_frames();
-    let mut media = TcpStream::connect(app.running.jt1078_addr).await.unwrap();
-    let began = std::time::Instant::now();
-    let mut seq = 0u16;
-    for i in 0..((end - start) / 40) as usize {
-        let f = &frames[i % frames.len()];
-        let mut out = BytesMut::new();
-        let p = ingestd::jt1078::PacketizeParams {
-            sim: ingestd::jt1078::Sim::parse(SIM).unwrap(),
-            channel: 1,
-            data_type: f.data_type,
-            payload_type: 98,
-            timestamp_ms: (start + i as i64 * 40) as u64,
-            last_i_interval_ms: 0,
-            last_frame_interval_ms: 40,
-            max_body: 950,
-        };
-        ingestd::jt1078::packetize(&p, &mut seq, &f.data, &mut out);
-        media.write_all(&out).await.unwrap();
-        // 4x: 10 ms of wall time per 40 ms frame.
-        tokio::time::sleep_until((began + Duration::from_millis(i as u64 * 10)).into()).await;
-    }
-    media.shutdown().await.unwrap();
+    // 4x: 10 ms of wall time per 40 ms frame.
+    let sent = upload(
+        app.running.jt1078_addr,
+        1,
+        start,
+        end,
+        Duration::from_millis(10),
+    )
+    .await;
+    assert_eq!(sent, 200);
     let text = ended_playlist(dir.path(), &format!("{SIM}_1_pb")).await;
     let total: f64 = extinf_ms(&text).iter().sum();
     assert!((total - 8000.0).abs() <= 40.0, "{total} ms:\n{text}");
@@ -408,24 +412,15 @@ async fn fast_forward_and_rewind_uploads_follow_the_recorded_time() {
     )
     .await;
     assert_eq!((start, end), (t0, t0 + 10_000));
+    let frames = device_video_frames();
     let key = frames
         .iter()
         .find(|f| f.data_type == ingestd::jt1078::DataType::IFrame)
         .unwrap();
     let mut media = TcpStream::connect(app.running.jt1078_addr).await.unwrap();
-    let mut out = BytesMut::new();
+    let (mut seq, mut out) = (0u16, BytesMut::new());
     for k in 0..5i64 {
-        let p = ingestd::jt1078::PacketizeParams {
-            sim: ingestd::jt1078::Sim::parse(SIM).unwrap(),
-            channel: 2,
-            data_type: key.data_type,
-            payload_type: 98,
-            timestamp_ms: (end - k * 2000) as u64,
-            last_i_interval_ms: 2000,
-            last_frame_interval_ms: 2000,
-            max_body: 950,
-        };
-        ingestd::jt1078::packetize(&p, &mut seq, &key.data, &mut out);
+        packets(2, key, end - k * 2000, &mut seq, &mut out);
     }
     media.write_all(&out).await.unwrap();
     media.shutdown().await.unwrap();

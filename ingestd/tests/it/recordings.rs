@@ -90,6 +90,21 @@ async fn login(sock: &mut TcpStream) {
     let _ = read_frame(sock).await;
 }
 
+/// The device's 0x0001 (with its own `serial`) answering the platform's `to`.
+async fn answer(s: &mut TcpStream, serial: u16, to: u16, msg_id: u16, result: u8) {
+    let body = general_reply(to, msg_id, result);
+    send(s, &frame(0x0001, &PHONE, serial, None, None, &body)).await;
+}
+
+/// Starts `POST path` with `body` on the control API; the pending answer.
+fn post(
+    addr: std::net::SocketAddr,
+    path: String,
+    body: String,
+) -> tokio::task::JoinHandle<(u16, String)> {
+    tokio::spawn(async move { http(addr, "POST", &path, &body).await })
+}
+
 /// Starts `GET path` on the control API and returns the pending answer.
 fn get(
     addr: std::net::SocketAddr,
@@ -153,18 +168,7 @@ async fn a_sub_packaged_list_of_500_recordings_is_answered_as_json() {
     want.extend_from_slice(&[3, 0, 1]);
     assert_eq!(body, want);
     // The device acknowledges the query first, as many do.
-    send(
-        &mut s,
-        &frame(
-            0x0001,
-            &PHONE,
-            10,
-            None,
-            None,
-            &general_reply(serial, 0x9205, 0),
-        ),
-    )
-    .await;
+    answer(&mut s, 10, serial, 0x9205, 0).await;
     let items = entries(500);
     let body = list_body(serial, &items);
     let parts: Vec<&[u8]> = body.chunks(1000).collect();
@@ -274,18 +278,7 @@ async fn answers_match_their_query_and_failures_say_why() {
 
     let pending = get(api, format!("/api/devices/{SIM}/recordings"));
     let (_, serial, _) = parse(&read_frame(&mut s).await);
-    send(
-        &mut s,
-        &frame(
-            0x0001,
-            &PHONE,
-            42,
-            None,
-            None,
-            &general_reply(serial, 0x9205, 3),
-        ),
-    )
-    .await;
+    answer(&mut s, 42, serial, 0x9205, 3).await;
     let (status, v) = pending.await.unwrap();
     assert_eq!(status, 502, "{v}");
     assert_eq!(v["result"], 3);
@@ -315,27 +308,13 @@ async fn playback_controls_and_one_playback_per_channel() {
         ),
         (r#"{"action":"stop"}"#.to_string(), [2, 2, 0]),
     ] {
-        let pending = {
-            let (path, body) = (path.clone(), body.clone());
-            tokio::spawn(async move { http(api, "POST", &path, &body).await })
-        };
+        let pending = post(api, path.clone(), body.clone());
         let (id, serial, got) = parse(&read_frame(&mut s).await);
         assert_eq!(id, 0x9202, "{body}");
         assert_eq!(&got[..3], &want, "{body}");
         let time = if want[1] == 5 { bcd(seek) } else { [0; 6] };
         assert_eq!(&got[3..], &time, "{body}");
-        send(
-            &mut s,
-            &frame(
-                0x0001,
-                &PHONE,
-                serial,
-                None,
-                None,
-                &general_reply(serial, 0x9202, 0),
-            ),
-        )
-        .await;
+        answer(&mut s, serial, serial, 0x9202, 0).await;
         let (status, text) = pending.await.unwrap();
         assert_eq!(status, 200, "{body}: {text}");
     }
@@ -353,13 +332,11 @@ async fn playback_controls_and_one_playback_per_channel() {
     // A playback is awaited on channel 2: a second one is refused.
     let playback = format!("/api/devices/{SIM}/channels/2/playback");
     let span = format!(r#""start_ms":{},"end_ms":{}"#, DAY0, DAY0 + 60_000);
-    let first = {
-        let (p, b) = (
-            playback.clone(),
-            format!(r#"{{{span},"mode":1,"speed":4}}"#),
-        );
-        tokio::spawn(async move { http(api, "POST", &p, &b).await })
-    };
+    let first = post(
+        api,
+        playback.clone(),
+        format!(r#"{{{span},"mode":1,"speed":4}}"#),
+    );
     let (id, serial, body) = parse(&read_frame(&mut s).await);
     assert_eq!(id, 0x9201);
     let n = body[0] as usize;
@@ -368,18 +345,7 @@ async fn playback_controls_and_one_playback_per_channel() {
         &[2, 0, 0, 0, 1, 3],
         "mode fast forward, 4x"
     );
-    send(
-        &mut s,
-        &frame(
-            0x0001,
-            &PHONE,
-            serial,
-            None,
-            None,
-            &general_reply(serial, 0x9201, 0),
-        ),
-    )
-    .await;
+    answer(&mut s, serial, serial, 0x9201, 0).await;
     let (status, text) = first.await.unwrap();
     assert_eq!(status, 200, "{text}");
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
@@ -389,59 +355,24 @@ async fn playback_controls_and_one_playback_per_channel() {
     assert_eq!(status, 409, "{text}");
     assert!(text.contains(v["playback_id"].as_str().unwrap()), "{text}");
     // Replacing stops the old one (0x9202 stop) and asks again.
-    let again = {
-        let (p, b) = (playback.clone(), format!(r#"{{{span},"replace":true}}"#));
-        tokio::spawn(async move { http(api, "POST", &p, &b).await })
-    };
+    let again = post(
+        api,
+        playback.clone(),
+        format!(r#"{{{span},"replace":true}}"#),
+    );
     let (id, serial, body) = parse(&read_frame(&mut s).await);
     assert_eq!((id, &body[..3]), (0x9202, &[2, 2, 0][..]));
-    send(
-        &mut s,
-        &frame(
-            0x0001,
-            &PHONE,
-            serial,
-            None,
-            None,
-            &general_reply(serial, 0x9202, 0),
-        ),
-    )
-    .await;
+    answer(&mut s, serial, serial, 0x9202, 0).await;
     let (id, serial, _) = parse(&read_frame(&mut s).await);
     assert_eq!(id, 0x9201);
     // A device refusing the playback: 502, and the channel is free again.
-    send(
-        &mut s,
-        &frame(
-            0x0001,
-            &PHONE,
-            serial,
-            None,
-            None,
-            &general_reply(serial, 0x9201, 1),
-        ),
-    )
-    .await;
+    answer(&mut s, serial, serial, 0x9201, 1).await;
     let (status, text) = again.await.unwrap();
     assert_eq!(status, 502, "{text}");
-    let retry = {
-        let (p, b) = (playback.clone(), format!("{{{span}}}"));
-        tokio::spawn(async move { http(api, "POST", &p, &b).await })
-    };
+    let retry = post(api, playback.clone(), format!("{{{span}}}"));
     let (id, serial, _) = parse(&read_frame(&mut s).await);
     assert_eq!(id, 0x9201);
-    send(
-        &mut s,
-        &frame(
-            0x0001,
-            &PHONE,
-            serial,
-            None,
-            None,
-            &general_reply(serial, 0x9201, 0),
-        ),
-    )
-    .await;
+    answer(&mut s, serial, serial, 0x9201, 0).await;
     assert_eq!(retry.await.unwrap().0, 200);
     d.running.shutdown().await;
 }
