@@ -235,7 +235,21 @@ async fn watch_alarm_playback_and_stop_through_the_real_daemons() {
 
     // An alarm lasting two reports: an incident on channel 1 (the configured channel).
     term.send_position(0x0000_0002);
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // While the alarm lasts its incident is open: an EVENT playlist without ENDLIST.
+    let open = eventually("the open alarm incident", 20, || async {
+        let v = get_json(&format!("{base}/api/devices/{SIM}/incidents")).await;
+        v.as_array()?
+            .iter()
+            .find(|i| i["kind"] == "alarm:overspeed" && i["open"] == true)
+            .cloned()
+    })
+    .await;
+    let (status, text) = get_text(&format!("{base}/vod/incident/{}/index.m3u8", open["id"])).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    assert!(
+        text.contains("#EXT-X-PLAYLIST-TYPE:EVENT") && !text.contains("#EXT-X-ENDLIST"),
+        "{text}"
+    );
     term.send_position(0x0000_0002);
     tokio::time::sleep(Duration::from_millis(500)).await;
     term.send_position(0);
