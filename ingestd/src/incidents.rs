@@ -371,6 +371,8 @@ const UPLOAD_NEVER_CAME_MS: i64 = 120_000;
 struct Fetch {
     update: IncidentUpdate,
     attempts: u32,
+    /// The incident's video state is final: the fetch leaves the queue.
+    settled: bool,
     not_before_ms: i64,
     /// A playback request of it runs: its ticket id and when it was made.
     running: Option<(String, i64, bool)>,
@@ -390,16 +392,9 @@ pub async fn run(ctx: Arc<Ctx>, mut reports: mpsc::Receiver<AlarmReport>) {
                 let Some(r) = r else { break };
                 for u in tracker.report(&ctx.config.incidents, &r) {
                     ctx.record(u.record());
-                    if u.open {
-                        continue;
+                    if !u.open {
+                        enqueue(&ctx, &mut queues, u);
                     }
-                    info!(sim = %u.sim, channel = u.channel, kind = %incident_kind(u.bit), from_ms = u.from_ms, to_ms = u.to_ms, "alarm incident closed");
-                    let q = queues.entry(u.sim.clone()).or_default();
-                    if q.len() >= MAX_QUEUED_PER_DEVICE {
-                        set_video(&ctx, &u, "failed", Some(format!("more than {MAX_QUEUED_PER_DEVICE} incidents of this device wait for video")));
-                        continue;
-                    }
-                    q.push_back(Fetch { not_before_ms: u.due_host_ms, update: u, attempts: 0, running: None, announced_waiting: false });
                 }
             }
             _ = tick.tick() => {
@@ -410,6 +405,34 @@ pub async fn run(ctx: Arc<Ctx>, mut reports: mpsc::Receiver<AlarmReport>) {
             }
         }
     }
+}
+
+/// Queues the video fetch of an incident that just closed (fetched, or found
+/// recorded live, once its post-alarm time has passed).
+fn enqueue(ctx: &Ctx, queues: &mut HashMap<String, VecDeque<Fetch>>, u: IncidentUpdate) {
+    info!(
+        sim = %u.sim,
+        channel = u.channel,
+        kind = %incident_kind(u.bit),
+        from_ms = u.from_ms,
+        to_ms = u.to_ms,
+        "alarm incident closed"
+    );
+    let q = queues.entry(u.sim.clone()).or_default();
+    if q.len() >= MAX_QUEUED_PER_DEVICE {
+        let why =
+            format!("more than {MAX_QUEUED_PER_DEVICE} incidents of this device wait for video");
+        set_video(ctx, &u, "failed", Some(why));
+        return;
+    }
+    q.push_back(Fetch {
+        not_before_ms: u.due_host_ms,
+        update: u,
+        attempts: 0,
+        settled: false,
+        running: None,
+        announced_waiting: false,
+    });
 }
 
 fn set_video(ctx: &Ctx, u: &IncidentUpdate, state: &str, reason: Option<String>) {
@@ -480,12 +503,14 @@ async fn step_device(ctx: &Ctx, q: &mut VecDeque<Fetch>) {
         let stream = StreamName::live(&u.sim, u.channel).to_string();
         if recorded_live(ctx, &stream, host_from) {
             set_video(ctx, &u, "recorded", None);
-            f.attempts = u32::MAX;
+            f.settled = true;
             continue;
         }
         if !cfg.fetch {
-            set_video(ctx, &u, "failed", Some("the channel was not streaming and fetching from the device is off (--incident-fetch)".into()));
-            f.attempts = u32::MAX;
+            let why = "the channel was not streaming and fetching from the device is off \
+                       (--incident-fetch)";
+            set_video(ctx, &u, "failed", Some(why.into()));
+            f.settled = true;
             continue;
         }
         if !ctx.registry.is_online(&u.sim) {
@@ -496,7 +521,7 @@ async fn step_device(ctx: &Ctx, q: &mut VecDeque<Fetch>) {
                     "failed",
                     Some("the device stayed offline for a day after the alarm".into()),
                 );
-                f.attempts = u32::MAX;
+                f.settled = true;
             } else if !f.announced_waiting {
                 f.announced_waiting = true;
                 set_video(
@@ -525,7 +550,8 @@ async fn step_device(ctx: &Ctx, q: &mut VecDeque<Fetch>) {
         };
         match ctx.start_playback(&u.sim, params, Some(u.key())).await {
             Ok(started) => {
-                info!(sim = %u.sim, channel = u.channel, playback = %started.ticket.id, "fetching incident video from the device");
+                let id = &started.ticket.id;
+                info!(sim = %u.sim, channel = u.channel, playback = %id, "fetching incident video");
                 set_video(ctx, &u, "requested", None);
                 f.running = Some((started.ticket.id, now, false));
                 running += 1;
@@ -533,7 +559,9 @@ async fn step_device(ctx: &Ctx, q: &mut VecDeque<Fetch>) {
             Err(CommandError::Busy(_)) | Err(CommandError::Offline) => {}
             Err(e) => {
                 f.attempts += 1;
-                warn!(sim = %u.sim, channel = u.channel, error = %e, attempt = f.attempts, "incident video request failed");
+                let attempt = f.attempts;
+                let (sim, channel) = (&u.sim, u.channel);
+                warn!(%sim, channel, error = %e, attempt, "incident video request failed");
                 if f.attempts >= MAX_ATTEMPTS {
                     set_video(
                         ctx,
@@ -541,14 +569,14 @@ async fn step_device(ctx: &Ctx, q: &mut VecDeque<Fetch>) {
                         "failed",
                         Some(format!("{e} ({} attempts)", f.attempts)),
                     );
-                    f.attempts = u32::MAX;
+                    f.settled = true;
                 } else {
                     f.not_before_ms = now + RETRY_AFTER_MS;
                 }
             }
         }
     }
-    q.retain(|f| f.attempts != u32::MAX);
+    q.retain(|f| !f.settled);
 }
 
 #[cfg(test)]
