@@ -106,6 +106,18 @@ fn app_config(dir: &std::path::Path) -> ingestd::config::Config {
     cfg
 }
 
+/// The whole daemon on a fresh data dir with this file's incident settings,
+/// and the device logged in on its JT/T 808 connection.
+async fn start_logged_in() -> (tempfile::TempDir, ingestd::app::App, TcpStream) {
+    let dir = tempfile::tempdir().unwrap();
+    let app = ingestd::app::start(app_config(dir.path()), streamcore::StreamConfig::default())
+        .await
+        .unwrap();
+    let mut s = TcpStream::connect(app.running.jt808_addr).await.unwrap();
+    login(&mut s).await;
+    (dir, app, s)
+}
+
 /// Appends one frame of channel `ch` stamped `ts` (device ms) as JT/T 1078 packets.
 fn packets(ch: u8, f: &CaptureFrame, ts: i64, seq: &mut u16, out: &mut BytesMut) {
     let p = ingestd::jt1078::PacketizeParams {
@@ -151,13 +163,8 @@ async fn upload(addr: std::net::SocketAddr, ch: u8, start: i64, end: i64, pace: 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_alarm_while_nothing_streams_is_fetched_from_the_device() {
-    let dir = tempfile::tempdir().unwrap();
-    let app = ingestd::app::start(app_config(dir.path()), streamcore::StreamConfig::default())
-        .await
-        .unwrap();
+    let (dir, app, mut s) = start_logged_in().await;
     let catalog = app.catalog.clone();
-    let mut s = TcpStream::connect(app.running.jt808_addr).await.unwrap();
-    login(&mut s).await;
     // Whole seconds: the BCD time has no milliseconds.
     let t0 = ingestd::sessions::now_ms() / 1000 * 1000;
     send(
@@ -257,13 +264,8 @@ async fn an_alarm_while_nothing_streams_is_fetched_from_the_device() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_device_offline_after_its_alarm_is_asked_when_it_is_back() {
-    let dir = tempfile::tempdir().unwrap();
-    let app = ingestd::app::start(app_config(dir.path()), streamcore::StreamConfig::default())
-        .await
-        .unwrap();
+    let (_dir, app, mut s) = start_logged_in().await;
     let catalog = app.catalog.clone();
-    let mut s = TcpStream::connect(app.running.jt808_addr).await.unwrap();
-    login(&mut s).await;
     let t0 = ingestd::sessions::now_ms() / 1000 * 1000;
     send(
         &mut s,
@@ -368,12 +370,7 @@ fn extinf_ms(text: &str) -> Vec<f64> {
 /// runs forward, one keyframe per 2 s, with no break.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fast_forward_and_rewind_uploads_follow_the_recorded_time() {
-    let dir = tempfile::tempdir().unwrap();
-    let app = ingestd::app::start(app_config(dir.path()), streamcore::StreamConfig::default())
-        .await
-        .unwrap();
-    let mut s = TcpStream::connect(app.running.jt808_addr).await.unwrap();
-    login(&mut s).await;
+    let (dir, app, mut s) = start_logged_in().await;
     let t0 = ingestd::sessions::now_ms() / 1000 * 1000 - 3_600_000;
     let (start, end) = request_playback(
         &app,
