@@ -15,7 +15,7 @@ pub enum Error {
     Unsupported(String),
 
     /// libavformat refused an operation.
-    #[error("stream {stream}: MPEG-TS muxer: {detail}")]
+    #[error("stream {stream}: muxer: {detail}")]
     Mux { stream: String, detail: String },
 
     /// A libavcodec codec (G.726 decoder, AAC encoder, resampler) failed.

@@ -8,7 +8,8 @@
 //! [`access_unit`] assembler, with [`h264`] and [`h265`] for each codec's
 //! syntax), [`audio`] (depacketizing, decoding and timing device audio),
 //! [`timing`] (DTS/PTS), [`segmenter`] (cuts), [`playlist`] (the one
-//! playlist model: live, event and recordings); [`mux`] is the FFI module
+//! playlist model: live, event and recordings), [`ll`] (the low-latency
+//! rendition: parts, blocking reload); [`mux`] is the FFI module
 //! (the MPEG-TS segment muxer, G.726 decoding and AAC encoding, MP4 clip
 //! export: the only code allowed `unsafe`); [`storage`] is where bytes
 //! land; [`layout`] owns stream names and the data-dir layout; [`stream`]
@@ -26,6 +27,7 @@ pub mod error;
 pub mod h264;
 pub mod h265;
 pub mod layout;
+pub mod ll;
 #[allow(unsafe_code)]
 pub mod mux;
 pub mod playlist;

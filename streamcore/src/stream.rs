@@ -22,6 +22,7 @@ use crate::audio::{AudioCodec, AudioConfig, AudioPacket, AudioTranscoder};
 use crate::codec::{self, VideoCodec, VideoParser};
 use crate::error::{Error, Result};
 use crate::layout::{self, PLAYLIST_FILE};
+use crate::ll::{LlPlaylist, LlStore, LlWriter, LowLatencyConfig};
 use crate::mux::{MuxPacket, SegmentMuxer, Track, TsMuxer};
 use crate::playlist::{MediaPlaylist, PlaylistKind, PlaylistSegment};
 use crate::segmenter::{ClosedSegment, SegmentUnit, Segmenter, SegmenterConfig};
@@ -69,6 +70,9 @@ pub struct StreamConfig {
     pub codec: VideoCodec,
     /// How audio is transcoded (AAC output rate and bit rate, G.726 packing).
     pub audio: AudioConfig,
+    /// Also publish the low-latency rendition (`ll.m3u8`, fragmented MP4
+    /// parts held in memory: [`LiveStream::low_latency`]).
+    pub low_latency: Option<LowLatencyConfig>,
     pub clock: Clock,
 }
 
@@ -86,6 +90,7 @@ impl Default for StreamConfig {
             max_nal_bytes: crate::annexb::DEFAULT_MAX_NAL,
             codec: VideoCodec::default(),
             audio: AudioConfig::default(),
+            low_latency: None,
             clock: system_clock(),
         }
     }
@@ -99,6 +104,7 @@ impl std::fmt::Debug for StreamConfig {
             .field("live_window", &self.live_window)
             .field("event_playlist", &self.event_playlist)
             .field("keep_segments", &self.keep_segments)
+            .field("low_latency", &self.low_latency)
             .finish_non_exhaustive()
     }
 }
@@ -258,6 +264,7 @@ struct OpenSegment {
 /// A video packet waiting for the muxer.
 struct HeldPacket {
     data: Vec<u8>,
+    pdt_ms: i64,
     pts: Ts90k,
     dts: Ts90k,
     duration: Dur90k,
@@ -376,6 +383,8 @@ pub struct LiveStream {
     /// Video packets written before the muxer existed.
     held: Vec<HeldPacket>,
     audio: AudioState,
+    /// The low-latency rendition, when configured.
+    ll: Option<LlWriter>,
     playlist: MediaPlaylist,
     open: Option<OpenSegment>,
     /// Frames released by the timeline, reused between pushes.
@@ -436,6 +445,10 @@ impl LiveStream {
             target: cfg.target_segment,
             max_secs,
         });
+        let ll = cfg.low_latency.map(|llc| {
+            let store = LlStore::new(LlPlaylist::new(llc, max_secs));
+            LlWriter::new(name, store, llc)
+        });
         let delete_after = cfg
             .delete_grace
             .max(window + Dur90k::from_secs(2 * max_secs as i64));
@@ -455,6 +468,7 @@ impl LiveStream {
             pending_writer: None,
             held: Vec::new(),
             audio: AudioState::default(),
+            ll,
             playlist,
             open: None,
             frames: Vec::new(),
@@ -493,6 +507,12 @@ impl LiveStream {
         });
         s.audio_repaired_ms = (self.audio.repaired_samples + current.unwrap_or(0)) / 8;
         s
+    }
+
+    /// The low-latency rendition's playlist and parts, shared with whoever
+    /// serves them (`None` unless [`StreamConfig::low_latency`] is set).
+    pub fn low_latency(&self) -> Option<Arc<LlStore>> {
+        self.ll.as_ref().map(|w| w.store().clone())
     }
 
     /// The playlist as it stands.
@@ -623,6 +643,9 @@ impl LiveStream {
         }
         self.drain_timeline(true, &mut events)?;
         if end_list {
+            if let Some(ll) = self.ll.as_mut() {
+                ll.end();
+            }
             self.playlist.end();
             self.write_playlist()?;
         }
@@ -721,8 +744,13 @@ impl LiveStream {
                 self.begin_segment();
             }
             if d.write {
+                if f.discontinuity {
+                    if let Some(ll) = self.ll.as_mut() {
+                        ll.mark_discontinuity();
+                    }
+                }
                 self.parser.write_packet(&f.au, &mut self.packet);
-                self.write_video(f.pts, f.dts, f.duration, f.au.keyframe)?;
+                self.write_video(f.pts, f.dts, f.duration, f.au.keyframe, f.pdt_ms)?;
                 self.stats.frames_muxed += 1;
                 self.last_pts = self.last_pts.max(f.pts);
                 if let Some(open) = self.open.as_mut() {
@@ -747,6 +775,9 @@ impl LiveStream {
                 None
             }
         };
+        if let Some(ll) = self.ll.as_mut() {
+            ll.begin_segment(sequence);
+        }
         let wanted = self.wanted_tracks();
         match self.muxer.as_mut() {
             Some(m) if wanted == self.tracks => m.begin_segment(writer),
@@ -791,6 +822,9 @@ impl LiveStream {
         let mut muxer: Box<dyn SegmentMuxer> = Box::new(TsMuxer::new(&self.name, &tracks)?);
         muxer.begin_segment(self.pending_writer.take().flatten());
         let video = tracks.iter().position(|t| matches!(t, Track::Video(_)));
+        if let Some(ll) = self.ll.as_mut() {
+            ll.set_tracks(&tracks);
+        }
         self.tracks = tracks;
         let held = std::mem::take(&mut self.held);
         let muxer = self.muxer.insert(muxer);
@@ -798,14 +832,18 @@ impl LiveStream {
             let Some(track) = video else {
                 break;
             };
-            muxer.write(&MuxPacket {
+            let packet = MuxPacket {
                 track,
                 data: &h.data,
                 pts: h.pts,
                 dts: h.dts,
                 duration: h.duration,
                 keyframe: h.keyframe,
-            })?;
+            };
+            muxer.write(&packet)?;
+            if let Some(ll) = self.ll.as_mut() {
+                ll.write(&packet, h.pdt_ms);
+            }
         }
         Ok(())
     }
@@ -818,6 +856,7 @@ impl LiveStream {
         dts: Ts90k,
         duration: Dur90k,
         keyframe: bool,
+        pdt_ms: i64,
     ) -> Result<()> {
         if self.muxer.is_none() {
             let held_span = match (self.held.first(), self.held.last()) {
@@ -833,6 +872,7 @@ impl LiveStream {
             if !audio_known && held_span < TRACK_PROBE {
                 self.held.push(HeldPacket {
                     data: self.packet.clone(),
+                    pdt_ms,
                     pts,
                     dts,
                     duration,
@@ -849,15 +889,19 @@ impl LiveStream {
         else {
             return Ok(());
         };
-        let muxer = self.muxer.as_mut().expect("made above");
-        muxer.write(&MuxPacket {
+        let packet = MuxPacket {
             track,
             data: &self.packet,
             pts,
             dts,
             duration,
             keyframe,
-        })
+        };
+        self.muxer.as_mut().expect("made above").write(&packet)?;
+        if let Some(ll) = self.ll.as_mut() {
+            ll.write(&packet, pdt_ms);
+        }
+        Ok(())
     }
 
     /// Writes the queued audio that plays before `limit` into the open
@@ -903,15 +947,24 @@ impl LiveStream {
             self.stats.audio_frames_dropped += 1;
             return Ok(());
         };
-        let muxer = self.muxer.as_mut().expect("made above");
-        muxer.write(&MuxPacket {
+        let packet = MuxPacket {
             track,
             data: &p.data,
             pts: p.pts,
             dts: p.pts,
             duration: p.duration,
             keyframe: true,
-        })?;
+        };
+        self.muxer.as_mut().expect("made above").write(&packet)?;
+        if let Some(ll) = self.ll.as_mut() {
+            // Dates an audio-only segment's first part; video dates its own.
+            let pdt_ms = self
+                .audio
+                .audio_only
+                .as_ref()
+                .map_or(0, |c| c.pdt_origin_ms + Dur90k(p.pts.0).as_millis());
+            ll.write(&packet, pdt_ms);
+        }
         self.stats.audio_frames_muxed += 1;
         Ok(())
     }
@@ -1120,7 +1173,15 @@ impl LiveStream {
             tracing::error!(stream = %self.name, file = %open.file_name, error = %e, "segment lost");
             self.stats.failed_segments += 1;
             self.force_discontinuity = true;
+            // Its sequence number goes to the next segment: the low-latency
+            // rendition drops it too, so both keep one numbering.
+            if let Some(ll) = self.ll.as_mut() {
+                ll.abandon_segment();
+            }
             return Ok(());
+        }
+        if let Some(ll) = self.ll.as_mut() {
+            ll.end_segment(closed.duration);
         }
         let forced = std::mem::take(&mut self.force_discontinuity);
         let discontinuity =

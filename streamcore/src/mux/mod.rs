@@ -6,13 +6,15 @@
 //! - [`SegmentMuxer`]: the seam the stream pipeline writes through: access
 //!   units of one or more elementary streams with 90 kHz PTS/DTS in,
 //!   segment bytes out to a [`SegmentWriter`]. [`TsMuxer`] (MPEG-TS) is
-//!   today's implementation; a fragmented-MP4 muxer for low-latency HLS is
-//!   the next.
+//!   its implementation.
+//! - [`Fmp4Muxer`]: fragmented MP4 (CMAF) for the low-latency rendition: an
+//!   init segment, then one `moof` + `mdat` fragment per part.
 //! - [`audio`]: G.726 decoding and AAC encoding (libavcodec, libswresample).
 //! - [`clip`]: recorded segments remuxed into one downloadable MP4.
 
 pub mod audio;
 pub mod clip;
+mod fmp4;
 mod ts;
 
 use std::io;
@@ -26,6 +28,7 @@ use crate::error::Result;
 use crate::storage::SegmentWriter;
 use crate::time::{Dur90k, Ts90k};
 
+pub use fmp4::{Fmp4Muxer, VideoSetup};
 pub use ts::TsMuxer;
 
 /// An elementary stream a muxer carries, in the order given at creation
@@ -72,6 +75,42 @@ pub trait SegmentMuxer: Send {
     fn write(&mut self, packet: &MuxPacket<'_>) -> Result<()>;
     /// Pushes everything written so far to the current writer and detaches it.
     fn end_segment(&mut self) -> FinishedSegment;
+}
+
+/// Writes one packet whose payload is borrowed (`buf` null: the muxer copies
+/// what it keeps) with times already in the stream's time base; returns
+/// `av_write_frame`'s result.
+///
+/// # Safety
+/// `octx` must be a live output context whose header has been written,
+/// `track` one of its stream indexes, and its muxer one that does not keep
+/// a pointer into an unreferenced packet's data after the call.
+pub(crate) unsafe fn write_borrowed(
+    octx: *mut ffmpeg::ffi::AVFormatContext,
+    track: usize,
+    data: &[u8],
+    (pts, dts, duration): (i64, i64, i64),
+    keyframe: bool,
+) -> i32 {
+    // SAFETY: an all-zero AVPacket is a valid blank packet (no buffer, no
+    // side data); `data` outlives the call and the caller vouches for the
+    // context, the stream index and the muxer not keeping the data.
+    unsafe {
+        let mut pkt: ffmpeg::ffi::AVPacket = std::mem::zeroed();
+        pkt.data = data.as_ptr() as *mut u8;
+        pkt.size = data.len() as i32;
+        pkt.pts = pts;
+        pkt.dts = dts;
+        pkt.duration = duration;
+        pkt.pos = -1;
+        pkt.stream_index = track as i32;
+        pkt.flags = if keyframe {
+            ffmpeg::ffi::AV_PKT_FLAG_KEY
+        } else {
+            0
+        };
+        ffmpeg::ffi::av_write_frame(octx, &mut pkt)
+    }
 }
 
 /// Initialises libavformat once and hands its logging to us.

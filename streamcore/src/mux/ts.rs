@@ -176,29 +176,18 @@ impl SegmentMuxer for TsMuxer {
                 ),
             });
         }
-        let data = packet.data;
-        // SAFETY: an all-zero AVPacket is a valid blank packet (no buffer,
-        // no side data). `data` points into a slice that outlives the call;
-        // with `buf` null, av_write_frame neither frees nor keeps the data
-        // (it references `buf` only when set, and the MPEG-TS muxer writes
-        // video PES packets out before returning). `octx` is a live output
-        // context whose header has been written, and `stream_index` names
-        // one of its streams (checked above).
+        // SAFETY: `octx` is a live output context whose header has been
+        // written, and `track` names one of its streams (checked above);
+        // the MPEG-TS muxer writes video PES packets out before returning
+        // and copies the audio it gathers, keeping no pointer to the data.
         let ret = unsafe {
-            let mut pkt: ffi::AVPacket = std::mem::zeroed();
-            pkt.data = data.as_ptr() as *mut u8;
-            pkt.size = data.len() as i32;
-            pkt.pts = packet.pts.0;
-            pkt.dts = packet.dts.0;
-            pkt.duration = packet.duration.0;
-            pkt.pos = -1;
-            pkt.stream_index = packet.track as i32;
-            pkt.flags = if packet.keyframe {
-                ffi::AV_PKT_FLAG_KEY
-            } else {
-                0
-            };
-            ffi::av_write_frame(self.octx.as_mut_ptr(), &mut pkt)
+            super::write_borrowed(
+                self.octx.as_mut_ptr(),
+                packet.track,
+                packet.data,
+                (packet.pts.0, packet.dts.0, packet.duration.0),
+                packet.keyframe,
+            )
         };
         if ret < 0 {
             return Err(Error::Mux {

@@ -11,6 +11,7 @@ mod chunking_props;
 mod clip;
 mod fuzz_regressions;
 mod h265;
+mod low_latency;
 mod remux_ffprobe;
 mod steady_state_alloc;
 mod stream_behaviour;
