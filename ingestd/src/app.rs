@@ -48,7 +48,12 @@ pub fn host_name() -> String {
 const STALE_INCIDENT_MS: i64 = 60_000;
 
 /// Opens the catalog (failing fast on a bad URL), then starts everything.
-pub async fn start(config: Config, stream: streamcore::StreamConfig) -> Result<App, StartError> {
+pub async fn start(
+    config: Config,
+    mut stream: streamcore::StreamConfig,
+) -> Result<App, StartError> {
+    // The daemon's setting decides, whatever the embedder's stream config says.
+    stream.low_latency = config.low_latency;
     let io = |what: &str| {
         let what = what.to_string();
         move |source| StartError::Io { what, source }
@@ -92,18 +97,24 @@ pub async fn start(config: Config, stream: streamcore::StreamConfig) -> Result<A
         g726_other_packing_sims: config.g726_other_packing_sims.clone(),
     });
     let metrics = Arc::new(Metrics::default());
-    let (handler_writer, handler_metrics) = (writer.clone(), metrics.clone());
+    let ll = Arc::new(crate::low_latency::LlRegistry::default());
+    let (handler_writer, handler_metrics, handler_ll) =
+        (writer.clone(), metrics.clone(), ll.clone());
     let factory: HandlerFactory = Arc::new(move |_| {
-        Box::new(RemuxHandler::new(
-            remux.clone(),
-            handler_metrics.clone(),
-            Some(handler_writer.clone()),
-        )) as Box<dyn MediaHandler>
+        Box::new(
+            RemuxHandler::new(
+                remux.clone(),
+                handler_metrics.clone(),
+                Some(handler_writer.clone()),
+            )
+            .with_low_latency(handler_ll.clone()),
+        ) as Box<dyn MediaHandler>
     });
     let hooks = Hooks {
         media: Some(factory),
         events: Some(tx),
         metrics: Some(metrics),
+        ll: Some(ll),
     };
     let running = crate::server::start(config, hooks)
         .await

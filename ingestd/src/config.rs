@@ -37,6 +37,29 @@ pub enum ConfigError {
     Invalid(String),
 }
 
+/// When streams make their low-latency rendition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LowLatencyMode {
+    /// While someone asks for it.
+    On,
+    /// All the time.
+    Always,
+    Off,
+}
+
+fn parse_low_latency(s: &str) -> Result<LowLatencyMode, String> {
+    match s {
+        "on" | "true" | "1" => Ok(LowLatencyMode::On),
+        "always" => Ok(LowLatencyMode::Always),
+        "off" | "false" | "0" => Ok(LowLatencyMode::Off),
+        _ => Err(format!("{s:?}: expected on, always or off")),
+    }
+}
+
+/// How long an on-demand stream goes on making parts after the last request for them.
+pub const LOW_LATENCY_LINGER: Duration = Duration::from_secs(30);
+
 fn parse_on_off(s: &str) -> Result<bool, String> {
     match s {
         "on" | "true" | "1" => Ok(true),
@@ -158,6 +181,12 @@ pub struct Cli {
     /// Uploads of incident video a device runs at once [default: 1].
     #[arg(long, env = "INGESTD_INCIDENT_UPLOADS_PER_DEVICE", value_name = "N")]
     pub incident_uploads_per_device: Option<usize>,
+    /// Low-Latency HLS (ll.m3u8: fragmented-MP4 parts held in memory, served on --http-listen at /ll/<stream>/; hlsd forwards /live/<stream>/ll.m3u8 there). "on": a stream makes parts from its next segment after someone asks for them, and stops 30 s after the last request (an unwatched stream costs nothing); "always": every stream, all the time; "off" [default: on].
+    #[arg(long, env = "INGESTD_LOW_LATENCY", value_name = "on|always|off", value_parser = parse_low_latency)]
+    pub low_latency: Option<LowLatencyMode>,
+    /// Longest low-latency part (PART-TARGET) in milliseconds, 100-1000 [default: 200].
+    #[arg(long, env = "INGESTD_PART_TARGET_MS", value_name = "MS")]
+    pub part_target_ms: Option<u32>,
 }
 
 /// The TOML file: the same settings, unknown keys rejected.
@@ -192,6 +221,8 @@ pub struct FileConfig {
     pub incident_channels: Option<Vec<u8>>,
     pub incident_fetch: Option<bool>,
     pub incident_uploads_per_device: Option<usize>,
+    pub low_latency: Option<LowLatencyMode>,
+    pub part_target_ms: Option<u32>,
     /// Per-alarm overrides, keyed by alarm name or bit number (config file
     /// only): `[incident_rules.collision_warning] before = 30`.
     pub incident_rules: Option<std::collections::BTreeMap<String, crate::incidents::RuleOverride>>,
@@ -241,6 +272,8 @@ pub struct Config {
     pub device_answer_timeout: Duration,
     /// Which alarms open incidents on which channels, and their fetching.
     pub incidents: crate::incidents::IncidentConfig,
+    /// The low-latency rendition of every stream (`None`: off).
+    pub low_latency: Option<streamcore::ll::LowLatencyConfig>,
 }
 
 fn addr(what: &'static str, v: Option<String>, default: &str) -> Result<SocketAddr, ConfigError> {
@@ -356,7 +389,30 @@ impl Config {
             f.incident_rules.unwrap_or_default(),
         )
         .map_err(ConfigError::Invalid)?;
+        let part_target_ms = cli.part_target_ms.or(f.part_target_ms).unwrap_or(200);
+        if !(100..=1000).contains(&part_target_ms) {
+            return Err(ConfigError::Invalid(format!(
+                "part-target-ms {part_target_ms}: expected 100-1000 milliseconds"
+            )));
+        }
+        let part_target = streamcore::Dur90k::from_millis(part_target_ms as i64);
+        let low_latency = match cli
+            .low_latency
+            .or(f.low_latency)
+            .unwrap_or(LowLatencyMode::On)
+        {
+            LowLatencyMode::Off => None,
+            LowLatencyMode::On => Some(streamcore::ll::LowLatencyConfig {
+                part_target,
+                on_demand: Some(LOW_LATENCY_LINGER),
+            }),
+            LowLatencyMode::Always => Some(streamcore::ll::LowLatencyConfig {
+                part_target,
+                on_demand: None,
+            }),
+        };
         Ok(Config {
+            low_latency,
             audio,
             g726_other_packing_sims,
             device_clock,
@@ -447,6 +503,10 @@ impl Config {
             // Test devices that never answer should not hold a test for long.
             device_answer_timeout: Duration::from_secs(2),
             incidents: Default::default(),
+            low_latency: Some(streamcore::ll::LowLatencyConfig {
+                on_demand: Some(LOW_LATENCY_LINGER),
+                ..Default::default()
+            }),
         }
     }
 }

@@ -32,6 +32,8 @@ pub struct Ctx {
     pub incidents: Option<tokio::sync::mpsc::Sender<crate::incidents::AlarmReport>>,
     /// Actual bound JT/T 1078 address (port 0 resolved).
     pub jt1078_addr: SocketAddr,
+    /// Low-latency renditions of the streams this node ingests.
+    pub ll: Arc<crate::low_latency::LlRegistry>,
 }
 
 /// Why a command did not get the answer asked for.

@@ -2,6 +2,9 @@
 //! that hlsd and operators use to start/stop device video.
 //!
 //! - `GET /metrics`: Prometheus text.
+//! - `GET /ll/<stream>/<file>`: the stream's Low-Latency HLS rendition
+//!   (`ll.m3u8` with blocking reload, init segment, parts, segments), held
+//!   in this node's memory: [`crate::low_latency`].
 //! - `GET /api/devices`: devices seen, online flag, last seen, media sessions.
 //! - `POST /api/devices/<sim>/channels/<ch>/live`: send 0x9101 telling the
 //!   device to stream channel `ch` to this server's JT/T 1078 port. Optional
@@ -469,12 +472,22 @@ pub fn routes(
         .and(warp::get())
         .and(with_ctx.clone())
         .map(|ctx: Arc<Ctx>| {
-            let text = ctx
+            let mut text = ctx
                 .metrics
                 .render(ctx.media.queue_depth(), ctx.registry.online_count());
+            text.push_str(&ctx.ll.render_metrics());
             warp::reply::with_header(text, "content-type", "text/plain; version=0.0.4")
                 .into_response()
         });
+    let low_latency = warp::path!("ll" / String / String)
+        .and(warp::get())
+        .and(warp::query::raw().or(warp::any().map(String::new)).unify())
+        .and(with_ctx.clone())
+        .then(
+            |stream: String, file: String, query: String, ctx: Arc<Ctx>| {
+                ctx.ll.clone().serve(stream, file, query)
+            },
+        );
     let devices = warp::path!("api" / "devices")
         .and(warp::get())
         .and(with_ctx.clone())
@@ -500,6 +513,8 @@ pub fn routes(
         .recover(body_refused)
         .unify();
     metrics
+        .or(low_latency)
+        .unify()
         .or(devices)
         .unify()
         .or(recordings)

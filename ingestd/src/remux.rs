@@ -25,6 +25,7 @@ use streamcore::{layout, LiveStream, StreamConfig, StreamEvent};
 use tracing::{error, info, warn};
 
 use crate::context::playback_record;
+use crate::low_latency::{LlRegistration, LlRegistry};
 use crate::media::{FrameKind, MediaHandler, MediaMsg, SessionKind};
 use crate::metrics::{Metrics, StreamCounters, StreamStats};
 use crate::sessions::{IncidentKey, PlaybackTicket};
@@ -48,6 +49,8 @@ pub struct RemuxConfig {
 
 struct Active {
     live: LiveStream,
+    /// Serves the stream's low-latency rendition while it lives.
+    _ll: Option<LlRegistration>,
     counters: Arc<StreamCounters>,
     /// Catalog session of the current source connection, if one is open.
     session: Option<OpenSession>,
@@ -79,6 +82,8 @@ pub struct RemuxHandler {
     streams: foldhash::HashMap<String, Active>,
     /// A catalog session carried over while its stream is reopened.
     reopened_session: Option<OpenSession>,
+    /// Where low-latency renditions are served from (HTTP `/ll/`).
+    ll: Option<Arc<LlRegistry>>,
 }
 
 impl RemuxHandler {
@@ -93,7 +98,14 @@ impl RemuxHandler {
             catalog,
             streams: Default::default(),
             reopened_session: None,
+            ll: None,
         }
+    }
+
+    /// Registers each stream's low-latency rendition in `registry`.
+    pub fn with_low_latency(mut self, registry: Arc<LlRegistry>) -> Self {
+        self.ll = Some(registry);
+        self
     }
 
     fn record(&self, r: Record) {
@@ -138,10 +150,15 @@ impl RemuxHandler {
                 Ok(live) => {
                     info!(stream = name, dir = %dir.display(), "stream opened");
                     let session = self.reopened_session.take();
+                    let ll = match (&self.ll, live.low_latency()) {
+                        (Some(registry), Some(store)) => Some(registry.register(name, store)),
+                        _ => None,
+                    };
                     self.streams.insert(
                         name.to_string(),
                         Active {
                             live,
+                            _ll: ll,
                             counters: self.metrics.stream_counters(name),
                             session,
                             last_data: Instant::now(),

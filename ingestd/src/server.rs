@@ -42,6 +42,9 @@ pub struct Hooks {
     pub events: Option<crossbeam_channel::Sender<IngestEvent>>,
     /// Counters to use (shared with the media handlers); `None`: new ones.
     pub metrics: Option<Arc<Metrics>>,
+    /// The low-latency renditions the media handlers register (served at
+    /// `/ll/`); `None`: an empty registry.
+    pub ll: Option<Arc<crate::low_latency::LlRegistry>>,
 }
 
 /// A running daemon.
@@ -83,6 +86,7 @@ pub async fn start(config: Config, hooks: Hooks) -> std::io::Result<Running> {
         media: pool.sender(),
         events: hooks.events,
         incidents: Some(alarm_tx),
+        ll: hooks.ll.unwrap_or_default(),
         jt1078_addr: l1078.local_addr()?,
         config,
     });

@@ -40,6 +40,7 @@ fn hooks(r: &Recorder) -> Hooks {
         })),
         events: None,
         metrics: None,
+        ll: None,
     }
 }
 

@@ -12,6 +12,7 @@ mod daemon_808;
 mod daemon_media;
 mod incidents;
 mod jt1078_captures;
+mod low_latency;
 mod parsers_fuzzish;
 mod recordings;
 mod remux_e2e;
