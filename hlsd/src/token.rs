@@ -93,14 +93,33 @@ pub fn now_unix() -> u64 {
         .unwrap_or(0)
 }
 
-/// Appends `token=<token>` to every URI line (lines not starting with `#`) of a playlist, so
-/// players that resolve relative segment URLs without the playlist's query still send it.
+/// Appends `token=<token>` to every URI of a playlist: URI lines (not starting with `#`) and the
+/// quoted `URI="..."` attribute of tags (EXT-X-MAP, EXT-X-PART, EXT-X-PRELOAD-HINT), so players
+/// that resolve relative URLs without the playlist's query still send it.
 pub fn add_token_to_uris(playlist: &str, token: &str) -> String {
     let mut out = String::with_capacity(playlist.len() + playlist.len() / 4);
     for line in playlist.split_inclusive('\n') {
         let body = line.trim_end_matches(['\r', '\n']);
-        if body.is_empty() || body.starts_with('#') {
+        if body.is_empty() {
             out.push_str(line);
+            continue;
+        }
+        if body.starts_with('#') {
+            // Tags that name a file (EXT-X-MAP, EXT-X-PART, EXT-X-PRELOAD-HINT) carry it in
+            // a quoted URI attribute.
+            match body.find("URI=\"") {
+                Some(at) => {
+                    let start = at + 5;
+                    let end = body[start..].find('"').map_or(body.len(), |e| start + e);
+                    let uri = &body[start..end];
+                    out.push_str(&body[..end]);
+                    out.push(if uri.contains('?') { '&' } else { '?' });
+                    out.push_str("token=");
+                    out.push_str(token);
+                    out.push_str(&line[end..]);
+                }
+                None => out.push_str(line),
+            }
             continue;
         }
         out.push_str(body);
@@ -140,6 +159,19 @@ mod tests {
         assert_eq!(
             s.verify("cam1", &"*".repeat(54), 0),
             Err(TokenError::Malformed)
+        );
+    }
+
+    #[test]
+    fn token_rewrite_of_low_latency_tags() {
+        let pl = "#EXTM3U\n#EXT-X-PART-INF:PART-TARGET=0.200\n#EXT-X-MAP:URI=\"ll-init-0.mp4\"\n\
+                  #EXT-X-PART:DURATION=0.200,URI=\"ll-5.0.m4s\",INDEPENDENT=YES\n\
+                  #EXTINF:0.200000,\nll-5.m4s\n#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"ll-6.0.m4s\"\n";
+        assert_eq!(
+            add_token_to_uris(pl, "T"),
+            "#EXTM3U\n#EXT-X-PART-INF:PART-TARGET=0.200\n#EXT-X-MAP:URI=\"ll-init-0.mp4?token=T\"\n\
+             #EXT-X-PART:DURATION=0.200,URI=\"ll-5.0.m4s?token=T\",INDEPENDENT=YES\n\
+             #EXTINF:0.200000,\nll-5.m4s?token=T\n#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"ll-6.0.m4s?token=T\"\n"
         );
     }
 

@@ -457,11 +457,41 @@
   // kind: 'live' (join at the live edge), 'event' (a recording still growing), 'vod', or
   // 'playback' (a device upload: a live playlist that grows from the start of the recording
   // and ends with ENDLIST; watched from its start).
+  // Low-Latency HLS: the live rendition with parts (ll.m3u8) beside index.m3u8, same query.
+  const llUrlOf = (url) => url.replace(/\/index\.m3u8(\?|$)/, '/ll.m3u8$1');
+  // Latency samples (ms): now minus the program date-time on screen, one a second while live.
+  window.__latency = [];
+  window.__playing_ll = false;
+  setInterval(() => {
+    const hls = state.hls;
+    const el = $('latency');
+    if (!hls || probe.kind !== 'live' || !hls.playingDate || video.paused) { el.textContent = ''; return; }
+    // hls.js catches up with its target latency (PART-HOLD-BACK) only by playing faster with
+    // more than a second buffered, which a low-latency player never has: the latency it
+    // started with (the target plus the time to start) would stay. Playing 10 % faster while
+    // more than a quarter second behind the target takes it there without a seek.
+    if (probe.lowLatency && hls.targetLatency && !video.seeking) {
+      const behind = hls.latency - hls.targetLatency;
+      const rate = behind > 0.25 ? 1.1 : behind < 0.05 ? 1 : video.playbackRate;
+      if (video.playbackRate !== rate) {
+        video.playbackRate = rate;
+        if (rate > 1) probe.catchUps++;
+      }
+    }
+    const ms = Date.now() - hls.playingDate.getTime();
+    window.__latency.push(ms);
+    if (window.__latency.length > 3600) window.__latency.shift();
+    el.textContent = `${probe.lowLatency ? 'LL · ' : ''}latency ${(ms / 1000).toFixed(2)} s`;
+  }, 1000);
+
   function play(url, kind, title, startAt) {
     if (state.hls) { state.hls.destroy(); state.hls = null; }
+    const lowLatency = kind === 'live' && /\/ll\.m3u8(\?|$)/.test(url);
+    window.__playing_ll = lowLatency;
+    window.__latency = [];
     state.frag = null;
     state.playing = url;
-    Object.assign(probe, { url, kind, unsupportedCodec: null, errors: [], fatal: [], frags: 0, discontinuities: 0, lastCc: null, ended: false, endlist: false });
+    Object.assign(probe, { url, kind, lowLatency, catchUps: 0, unsupportedCodec: null, errors: [], fatal: [], frags: 0, discontinuities: 0, lastCc: null, ended: false, endlist: false });
     const badge = $('badge');
     badge.textContent = { live: 'LIVE', event: 'RECORDING', playback: 'FROM DEVICE' }[kind] || 'VOD';
     badge.className = `badge ${kind === 'live' ? 'live' : kind === 'playback' ? 'device' : 'vod'}`;
@@ -472,10 +502,24 @@
     if (dv.sim) renderTimeline();
     if (window.Hls && window.Hls.isSupported()) {
       probe.engine = 'hls.js';
-      const hls = new window.Hls({
-        liveSyncDurationCount: 3, maxBufferLength: 30, backBufferLength: 60,
-        startPosition: kind === 'playback' ? startAt || 0 : -1,
-      });
+      // Low latency: hls.js starts PART-HOLD-BACK (three parts) from the live edge; the page
+      // plays slightly faster to get back there after the start or a stall.
+      const hls = new window.Hls(lowLatency
+        ? {
+          // maxLiveSyncPlaybackRate 1: hls.js leaves the rate alone (see the catch-up above).
+          lowLatencyMode: true, maxLiveSyncPlaybackRate: 1, backBufferLength: 30,
+          // No retry of a first load that fails: the classic playlist is the fallback. The
+          // first answer may take a segment or two: a stream starts its parts on demand.
+          manifestLoadPolicy: { default: {
+            maxTimeToFirstByteMs: 30000, maxLoadTimeMs: 40000,
+            timeoutRetry: { maxNumRetry: 0, retryDelayMs: 0, maxRetryDelayMs: 0 },
+            errorRetry: { maxNumRetry: 0, retryDelayMs: 0, maxRetryDelayMs: 0 },
+          } },
+        }
+        : {
+          liveSyncDurationCount: 3, maxBufferLength: 30, backBufferLength: 60,
+          startPosition: kind === 'playback' ? startAt || 0 : -1,
+        });
       state.hls = hls;
       // A playlist without ENDLIST that gains it: the upload (or the recording) is complete.
       hls.on(window.Hls.Events.LEVEL_LOADED, (_e, d) => {
@@ -515,6 +559,12 @@
           if (state.hls === hls) state.hls = null;
           return;
         }
+        if (lowLatency && !probe.frags) {
+          // No low-latency rendition for this stream (ingestd runs with --low-latency off, or
+          // an older one): the classic playlist.
+          play(url.replace(/\/ll\.m3u8(\?|$)/, '/index.m3u8$1'), kind, title, startAt);
+          return;
+        }
         setStatus(`playback error: ${d.details}`, true);
         if (d.type === window.Hls.ErrorTypes.NETWORK_ERROR) {
           overlay('Stream unavailable, retrying…');
@@ -548,7 +598,9 @@
 
   function playLive(name) {
     const s = state.streams.find((x) => x.name === name);
-    play(s ? s.url : `/live/${name}/index.m3u8`, 'live', name);
+    const classic = s ? s.url : `/live/${name}/index.m3u8`;
+    // `?ll=0` in the page's address: the classic playlist (for comparison).
+    play(new URLSearchParams(location.search).get('ll') === '0' ? classic : llUrlOf(classic), 'live', name);
     const m = /^(\d{12})_(\d+)$/.exec(name);
     if (m) selectDevice(m[1], [Date.now() - 3600000, Date.now() + 3600000]);
   }
@@ -570,7 +622,7 @@
     try {
       const r = await getJSON(`/api/devices/${sim}/channels/${ch}/watch`, { method: 'POST' });
       await refresh();
-      play(r.playlist, 'live', name);
+      play(llUrlOf(r.playlist), 'live', name);
       selectDevice(sim);
     } catch (e) {
       overlay(`Channel ${ch} of ${sim}: ${e.message}`);

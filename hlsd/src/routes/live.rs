@@ -1,6 +1,7 @@
 //! Live HLS, served from the files ingestd writes under `DATA/live/`: `/live/<stream>/index.m3u8`
 //! and `/live/<stream>/<n>.ts`, and the token-in-path forms `/live/<stream>/t/<token>/index.m3u8`
-//! and `/live/<stream>/t/<token>/<n>.ts`. Also owns `open_live_file`, which keeps reads inside
+//! and `/live/<stream>/t/<token>/<n>.ts`. The low-latency rendition beside them
+//! (`ll.m3u8`, `ll-*`) is forwarded to ingestd ([`super::low_latency`]). Also owns `open_live_file`, which keeps reads inside
 //! the data dir; the API's watch uses it too, to see a playlist come alive.
 
 use std::path::Path;
@@ -87,13 +88,21 @@ async fn serve_live(
         return http::error(StatusCode::NOT_FOUND, "invalid stream name");
     }
     let is_playlist = file == layout::PLAYLIST_FILE;
-    if !is_playlist && layout::segment_sequence(&file).is_none() {
+    let low_latency = streamcore::ll::parse_file_name(&file).is_some();
+    if !is_playlist && !low_latency && layout::segment_sequence(&file).is_none() {
         return http::error(StatusCode::NOT_FOUND, "invalid segment name");
     }
     let token = match check_token(&st, &stream, path_token.as_deref(), &req) {
         Ok(t) => t,
         Err(resp) => return resp,
     };
+    if low_latency {
+        let query_token = match (&token, &path_token) {
+            (Some((tok, _)), None) => Some(tok.as_str()),
+            _ => None,
+        };
+        return super::low_latency::forward(&st, &stream, &file, query_token, &req).await;
+    }
     let data_dir = st.data_dir.clone();
     let (s2, f2) = (stream.clone(), file.clone());
     let opened = blocking(move || -> std::io::Result<_> {

@@ -8,6 +8,8 @@
 //! Routes (GET and HEAD unless noted; every answer carries CORS headers; OPTIONS answers preflight):
 //! - `/live/<stream>/index.m3u8`, `/live/<stream>/<n>.ts` and the token-in-path forms
 //!   `/live/<stream>/t/<token>/index.m3u8`, `/live/<stream>/t/<token>/<n>.ts`
+//! - `/live/<stream>/ll.m3u8` and `ll-init-<g>.mp4`, `ll-<msn>.<part>.m4s`, `ll-<msn>.m4s` (+ the
+//!   `/t/<token>/` forms): Low-Latency HLS, forwarded to ingestd (`low_latency`)
 //! - `/vod/session/<id>/index.m3u8`, `/vod/incident/<id>/index.m3u8[?channel=N]` (+ `/t/<token>/` forms)
 //! - `/api/streams/<stream>/clip.mp4?from&to`, `/vod/session/<id>/video.mp4` (+ `/t/<token>/` form)
 //! - `/api/streams[?all=1]`, `/api/devices`, `/api/devices/<sim>/{sessions,incidents,playbacks,positions}?from&to[&limit]`
@@ -35,6 +37,7 @@ use crate::token::{now_unix, TokenError};
 
 mod api;
 mod live;
+mod low_latency;
 mod mp4;
 mod page;
 mod playback;

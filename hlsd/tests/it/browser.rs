@@ -296,7 +296,7 @@ fn mux_stream(
     s.finish(true).unwrap();
 }
 
-fn node(script: &str, args: &[&str]) -> serde_json::Value {
+pub(crate) fn node(script: &str, args: &[&str]) -> serde_json::Value {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/it/browser")
         .join(script);

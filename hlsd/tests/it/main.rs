@@ -9,4 +9,5 @@ mod browser;
 mod cli;
 mod e2e;
 mod http;
+mod low_latency;
 mod playback;

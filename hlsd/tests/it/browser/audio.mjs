@@ -6,7 +6,7 @@
 // Prints one JSON object: {played_s, samples: [{t, peak_hz, peak_db, rms_db}], ctx_state,
 // source_buffers, errors}; the Rust test judges it (expect peak_hz near the test tone).
 import { pathToFileURL } from 'node:url';
-import { sleep, withPage } from './chromium.mjs';
+import { waitForPlayback, withPage } from './chromium.mjs';
 
 // Runs in the page before its scripts: remember the MIME types handed to MSE, which is what
 // decides how the audio gets decoded (hls.js may rewrite the codec it parsed from ADTS).
@@ -63,17 +63,11 @@ async function tapAudio({ seconds, keepMuted }) {
 export async function probeAudio(page, url, seconds, errors, { keepMuted = false } = {}) {
   await page.addInitScript(recordSourceBuffers);
   await page.goto(url);
-  const t0 = Date.now();
-  let started = false;
-  while (!started && Date.now() - t0 < 20000) {
-    started = await page.evaluate(() => { const v = document.getElementById('video'); return !!v && v.currentTime > 0 && !v.paused; });
-    if (!started) await sleep(200);
-  }
+  const { started, startup_ms } = await waitForPlayback(page);
   if (!started) {
     errors.push('playback did not start within 20 s');
     return { played_s: 0, samples: [], ctx_state: null, source_buffers: await page.evaluate(() => window.__sourceBuffers), errors };
   }
-  const startup_ms = Date.now() - t0;
   return { ...await page.evaluate(tapAudio, { seconds, keepMuted }), startup_ms, errors };
 }
 

@@ -41,3 +41,15 @@ export const sample = (page) => page.evaluate(() => {
     url: p.url, frags: p.frags, disc: p.discontinuities, fatal: p.fatal, errors: p.errors.length, pdt: p.pdt,
     marker: p.marker, engine: p.engine, dropped: v.getVideoPlaybackQuality ? v.getVideoPlaybackQuality().droppedVideoFrames : 0 };
 });
+
+// Waits up to `ms` for the page's <video> to play (time advancing, not paused): whether it did
+// and how long that took.
+export async function waitForPlayback(page, ms = 20000) {
+  const t0 = Date.now();
+  while (Date.now() - t0 < ms) {
+    const playing = await page.evaluate(() => { const v = document.getElementById('video'); return !!v && v.currentTime > 0 && !v.paused; });
+    if (playing) return { started: true, startup_ms: Date.now() - t0 };
+    await sleep(200);
+  }
+  return { started: false, startup_ms: Date.now() - t0 };
+}

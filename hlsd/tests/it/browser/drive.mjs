@@ -10,7 +10,8 @@ const out = { live: { samples: [] }, vod: {}, console: [] };
 
 await withPage({ width: 1440, height: 960 }, async (page, errors) => {
   out.console = errors;
-  await page.goto(`${base}/?sim=${sim}&stream=${stream}`);
+  // The classic playlist (`ll=0`): this hlsd has no ingestd to forward ll.m3u8 to.
+  await page.goto(`${base}/?sim=${sim}&stream=${stream}&ll=0`);
   const t0 = Date.now();
   while (Date.now() - t0 < 20000) {
     const s = await sample(page);

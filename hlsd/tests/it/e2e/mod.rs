@@ -518,8 +518,8 @@ async fn page_watch_button_plays_the_dashcam_and_its_upload() {
         last["url"]
             .as_str()
             .unwrap()
-            .ends_with(&format!("/live/{SIM}_1/index.m3u8")),
-        "{v}"
+            .ends_with(&format!("/live/{SIM}_1/ll.m3u8")),
+        "the button plays the low-latency rendition: {v}"
     );
     stop.store(true, Ordering::Relaxed);
     live.await.unwrap();
