@@ -547,4 +547,56 @@ mod tests {
         let cli = Cli::try_parse_from(["ingestd"]).unwrap();
         assert!(matches!(Config::resolve(cli), Err(ConfigError::NoDataDir)));
     }
+
+    #[test]
+    fn low_latency_and_part_target() {
+        use streamcore::ll::LowLatencyConfig;
+        use streamcore::Dur90k;
+        let resolve = |args: &[&str]| {
+            let cli = Cli::try_parse_from(["ingestd", "--data-dir", "/d"].iter().chain(args))
+                .map_err(|e| e.to_string())?;
+            Config::resolve(cli).map_err(|e| e.to_string())
+        };
+        let ll = |args: &[&str]| resolve(args).unwrap().low_latency;
+        assert_eq!(
+            ll(&[]),
+            Some(LowLatencyConfig {
+                part_target: Dur90k::from_millis(200),
+                on_demand: Some(LOW_LATENCY_LINGER),
+            })
+        );
+        assert_eq!(ll(&["--low-latency", "off"]), None);
+        assert_eq!(
+            ll(&["--low-latency", "always", "--part-target-ms", "1000"]),
+            Some(LowLatencyConfig {
+                part_target: Dur90k::from_millis(1000),
+                on_demand: None,
+            })
+        );
+        assert_eq!(
+            ll(&["--low-latency=on", "--part-target-ms=100"]).map(|c| c.part_target),
+            Some(Dur90k::from_millis(100))
+        );
+        for bad in ["99", "1001", "0"] {
+            let err = resolve(&["--part-target-ms", bad]).unwrap_err();
+            assert!(
+                err.contains("expected 100-1000 milliseconds"),
+                "{bad}: {err}"
+            );
+        }
+        let err = resolve(&["--low-latency", "maybe"]).unwrap_err();
+        assert!(err.contains("expected on, always or off"), "{err}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "low_latency = \"off\"\npart_target_ms = 300\n").unwrap();
+        let f = file.to_str().unwrap();
+        assert_eq!(ll(&["--config", f]), None);
+        assert_eq!(
+            ll(&["--config", f, "--low-latency", "always"]).map(|c| c.part_target),
+            Some(Dur90k::from_millis(300))
+        );
+        std::fs::write(&file, "part_target_ms = 2000\n").unwrap();
+        assert!(resolve(&["--config", f]).is_err());
+    }
 }

@@ -19,7 +19,6 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::Instant;
 
 use bytes::Bytes;
 use streamcore::ll::{parse_file_name, Fetch, LlFile, LlPlaylist, LlStore, Readiness};
@@ -188,21 +187,42 @@ fn parse_directives(query: &str) -> Result<Directives, String> {
 const MPEGURL: &str = "application/vnd.apple.mpegurl";
 const MP4: &str = "video/mp4";
 
+/// An answer before it becomes an HTTP response (tests read it as is).
+#[derive(Debug)]
+struct Answer {
+    status: StatusCode,
+    content_type: &'static str,
+    cache: &'static str,
+    /// The store's own `Bytes` for media: shared, not copied.
+    body: Bytes,
+}
+
+impl Answer {
+    fn into_response(self) -> Response {
+        let mut r = Response::new(self.body.into());
+        *r.status_mut() = self.status;
+        let h = r.headers_mut();
+        h.insert("content-type", HeaderValue::from_static(self.content_type));
+        h.insert("cache-control", HeaderValue::from_static(self.cache));
+        r
+    }
+}
+
 fn reply(
     status: StatusCode,
     content_type: &'static str,
     cache: &'static str,
     body: Bytes,
-) -> Response {
-    let mut r = Response::new(body.into());
-    *r.status_mut() = status;
-    let h = r.headers_mut();
-    h.insert("content-type", HeaderValue::from_static(content_type));
-    h.insert("cache-control", HeaderValue::from_static(cache));
-    r
+) -> Answer {
+    Answer {
+        status,
+        content_type,
+        cache,
+        body,
+    }
 }
 
-fn text(status: StatusCode, msg: impl Into<String>) -> Response {
+fn text(status: StatusCode, msg: impl Into<String>) -> Answer {
     reply(
         status,
         "text/plain; charset=utf-8",
@@ -229,24 +249,28 @@ impl Drop for HeldGuard<'_> {
 
 /// What one look at the store gives a request.
 enum Step {
-    Answer(Response),
+    Answer(Answer),
     Wait,
 }
 
 impl LlRegistry {
     /// Answers `GET /ll/<stream>/<file>?<query>`.
     pub async fn serve(self: Arc<Self>, stream: String, file: String, query: String) -> Response {
+        self.answer(&stream, &file, &query).await.into_response()
+    }
+
+    async fn answer(&self, stream: &str, file: &str, query: &str) -> Answer {
         let c = &self.counters;
-        if !streamcore::layout::valid_stream_name(&stream) {
+        if !streamcore::layout::valid_stream_name(stream) {
             c.missing.fetch_add(1, Ordering::Relaxed);
             return text(StatusCode::NOT_FOUND, "no such stream");
         }
-        let Some(kind) = parse_file_name(&file) else {
+        let Some(kind) = parse_file_name(file) else {
             c.missing.fetch_add(1, Ordering::Relaxed);
             return text(StatusCode::NOT_FOUND, format!("no file {file}"));
         };
         let directives = match kind {
-            LlFile::Playlist => match parse_directives(&query) {
+            LlFile::Playlist => match parse_directives(query) {
                 Ok(d) => d,
                 Err(e) => {
                     c.bad.fetch_add(1, Ordering::Relaxed);
@@ -255,7 +279,7 @@ impl LlRegistry {
             },
             _ => Directives::default(),
         };
-        let Some(mut entry) = self.get(&stream) else {
+        let Some(mut entry) = self.get(stream) else {
             c.missing.fetch_add(1, Ordering::Relaxed);
             return text(
                 StatusCode::NOT_FOUND,
@@ -263,7 +287,7 @@ impl LlRegistry {
             );
         };
         entry.store.mark_wanted();
-        let deadline = Instant::now() + entry.store.read(LlPlaylist::hold_limit);
+        let deadline = tokio::time::Instant::now() + entry.store.read(LlPlaylist::hold_limit);
         // Counts the request as held from its first wait until it ends, answered or dropped
         // (a client that hangs up drops this future mid-wait).
         let mut held: Option<HeldGuard> = None;
@@ -279,9 +303,7 @@ impl LlRegistry {
                 Step::Wait => {}
             }
             held.get_or_insert_with(|| HeldGuard::new(&c.held));
-            let timed_out = tokio::time::timeout_at(deadline.into(), notified)
-                .await
-                .is_err();
+            let timed_out = tokio::time::timeout_at(deadline, notified).await.is_err();
             if timed_out {
                 c.timeout.fetch_add(1, Ordering::Relaxed);
                 break text(
@@ -290,7 +312,7 @@ impl LlRegistry {
                 );
             }
             // The stream may have been reopened (a new store) or dropped.
-            match self.get(&stream) {
+            match self.get(stream) {
                 Some(e) => {
                     e.store.mark_wanted();
                     entry = e;
@@ -306,7 +328,7 @@ impl LlRegistry {
             }
         };
         drop(held);
-        match response.status() {
+        match response.status {
             StatusCode::OK => c.ok.fetch_add(1, Ordering::Relaxed),
             StatusCode::BAD_REQUEST => c.too_far.fetch_add(1, Ordering::Relaxed),
             StatusCode::NOT_FOUND => c.missing.fetch_add(1, Ordering::Relaxed),
@@ -378,5 +400,228 @@ mod tests {
         assert!(parse_directives("_HLS_msn=-1").is_err());
         assert!(parse_directives("_HLS_skip=NO").is_err());
         assert!(parse_directives("_HLS_skip=v2").unwrap().skip);
+    }
+
+    use streamcore::ll::{LlPart, LowLatencyConfig};
+    use streamcore::Dur90k;
+
+    /// Segment 0 (five 200 ms parts) complete, segment 1 with one part: the hint is `ll-1.1.m4s`.
+    fn store() -> Arc<LlStore> {
+        let store = LlStore::new(LlPlaylist::new(LowLatencyConfig::default(), 2));
+        store.update(|p| {
+            p.add_init(Bytes::from_static(b"init"));
+            p.begin_segment(0, 1_700_000_000_000, false);
+            for i in 0..5 {
+                p.push_part(part(i == 0));
+            }
+            p.end_segment(None);
+            p.begin_segment(1, 1_700_000_001_000, false);
+            p.push_part(part(true));
+        });
+        store
+    }
+
+    fn part(independent: bool) -> LlPart {
+        LlPart {
+            duration: Dur90k::from_millis(200),
+            independent,
+            bytes: Bytes::from(vec![7u8; 1000]),
+        }
+    }
+
+    fn registry() -> Arc<LlRegistry> {
+        Arc::new(LlRegistry::default())
+    }
+
+    fn body(a: &Answer) -> &str {
+        std::str::from_utf8(&a.body).unwrap()
+    }
+
+    /// Waits (a bounded while) until `n` requests are held.
+    async fn until_held(reg: &LlRegistry, n: i64) {
+        for _ in 0..2000 {
+            if reg.counters.held.load(Ordering::Relaxed) == n {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        panic!(
+            "{} held, not {n}",
+            reg.counters.held.load(Ordering::Relaxed)
+        );
+    }
+
+    fn spawn(
+        reg: &Arc<LlRegistry>,
+        file: &'static str,
+        query: &'static str,
+    ) -> tokio::task::JoinHandle<Answer> {
+        let reg = reg.clone();
+        tokio::spawn(async move { reg.answer("cam", file, query).await })
+    }
+
+    #[tokio::test]
+    async fn answered_at_once() {
+        let reg = registry();
+        let store = store();
+        let _r = reg.register("cam", store.clone());
+        let a = reg.answer("cam", "ll.m3u8", "").await;
+        assert_eq!(
+            (a.status, a.content_type, a.cache),
+            (StatusCode::OK, MPEGURL, "no-cache")
+        );
+        assert!(body(&a).contains("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"ll-1.1.m4s\""));
+        let a = reg.answer("cam", "ll-init-0.mp4", "").await;
+        assert_eq!(
+            (a.status, a.content_type, a.cache, &a.body[..]),
+            (StatusCode::OK, MP4, "public, max-age=3600", &b"init"[..])
+        );
+        let a = reg.answer("cam", "ll-0.3.m4s", "").await;
+        assert_eq!((a.status, a.cache), (StatusCode::OK, "public, max-age=60"));
+        // The store's bytes, not a copy.
+        let held = store.read(|p| match p.part(0, 3) {
+            Fetch::Ready(b) => b,
+            _ => unreachable!(),
+        });
+        assert_eq!(a.body.as_ptr(), held.as_ptr());
+        let a = reg.answer("cam", "ll-0.m4s", "").await;
+        assert_eq!((a.status, a.body.len()), (StatusCode::OK, 5000));
+
+        for (stream, file, query, want) in [
+            ("cam", "ll.m3u8", "_HLS_msn=4", StatusCode::BAD_REQUEST), // last + 3
+            (
+                "cam",
+                "ll.m3u8",
+                "_HLS_msn=1&_HLS_part=40",
+                StatusCode::BAD_REQUEST,
+            ),
+            ("cam", "ll.m3u8", "_HLS_part=1", StatusCode::BAD_REQUEST),
+            ("cam", "ll.m3u8", "_HLS_msn=one", StatusCode::BAD_REQUEST),
+            ("cam", "ll-0.9.m4s", "", StatusCode::NOT_FOUND),
+            ("cam", "ll-1.m4s", "", StatusCode::NOT_FOUND), // still open
+            ("cam", "ll-init-1.mp4", "", StatusCode::NOT_FOUND),
+            ("cam", "index.m3u8", "", StatusCode::NOT_FOUND),
+            ("cam", "ll-01.m4s", "", StatusCode::NOT_FOUND),
+            ("other", "ll.m3u8", "", StatusCode::NOT_FOUND),
+            ("c.m", "ll.m3u8", "", StatusCode::NOT_FOUND),
+        ] {
+            let a = reg.answer(stream, file, query).await;
+            assert_eq!(a.status, want, "{stream}/{file}?{query}: {}", body(&a));
+        }
+        let m = reg.render_metrics();
+        for line in [
+            "ingestd_ll_streams 1\n",
+            "ingestd_ll_bytes_held 6004\n",
+            "ingestd_ll_blocked_requests 0\n",
+            "ingestd_ll_requests_total{result=\"ok\"} 4\n",
+            "ingestd_ll_requests_total{result=\"too_far\"} 2\n",
+            "ingestd_ll_requests_total{result=\"missing\"} 7\n",
+            "ingestd_ll_requests_total{result=\"bad_request\"} 2\n",
+        ] {
+            assert!(m.contains(line), "{line} in {m}");
+        }
+    }
+
+    /// A thousand viewers held on one stream: futures on one `Notify`, all answered by the
+    /// change that makes the part, with the part's shared bytes.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn held_until_the_part_exists() {
+        let reg = registry();
+        let store = store();
+        let _r = reg.register("cam", store.clone());
+        let playlists: Vec<_> = (0..1000)
+            .map(|_| spawn(&reg, "ll.m3u8", "_HLS_msn=1&_HLS_part=1"))
+            .collect();
+        let hinted = spawn(&reg, "ll-1.1.m4s", "");
+        until_held(&reg, 1001).await;
+        assert!(reg
+            .render_metrics()
+            .contains("ingestd_ll_blocked_requests 1001\n"));
+        store.update(|p| p.push_part(part(false)));
+        for h in playlists {
+            let a = h.await.unwrap();
+            assert_eq!(a.status, StatusCode::OK);
+            assert!(body(&a).contains("URI=\"ll-1.1.m4s\""), "{}", body(&a));
+        }
+        let a = hinted.await.unwrap();
+        assert_eq!(a.status, StatusCode::OK);
+        let made = store.read(|p| match p.part(1, 1) {
+            Fetch::Ready(b) => b,
+            _ => unreachable!(),
+        });
+        assert_eq!(a.body.as_ptr(), made.as_ptr());
+        until_held(&reg, 0).await;
+        assert!(reg
+            .render_metrics()
+            .contains("ingestd_ll_requests_total{result=\"ok\"} 1001\n"));
+    }
+
+    #[tokio::test]
+    async fn ended_while_held() {
+        let reg = registry();
+        let store = store();
+        let _r = reg.register("cam", store.clone());
+        let playlist = spawn(&reg, "ll.m3u8", "_HLS_msn=1&_HLS_part=1");
+        let hinted = spawn(&reg, "ll-1.1.m4s", "");
+        until_held(&reg, 2).await;
+        store.update(|p| p.end());
+        let a = playlist.await.unwrap();
+        assert_eq!(a.status, StatusCode::OK);
+        assert!(body(&a).ends_with("#EXT-X-ENDLIST\n"), "{}", body(&a));
+        // The hinted part will never be made.
+        assert_eq!(hinted.await.unwrap().status, StatusCode::NOT_FOUND);
+    }
+
+    /// A stream dropped from memory (idle close, upload complete) answers its held requests
+    /// at once, not after the hold limit.
+    #[tokio::test]
+    async fn closed_while_held() {
+        let reg = registry();
+        let store = store();
+        let r = reg.register("cam", store.clone());
+        let playlist = spawn(&reg, "ll.m3u8", "_HLS_msn=1&_HLS_part=1");
+        until_held(&reg, 1).await;
+        drop(r);
+        drop(store);
+        let a = tokio::time::timeout(std::time::Duration::from_secs(2), playlist)
+            .await
+            .expect("answered at once")
+            .unwrap();
+        assert_eq!(a.status, StatusCode::NOT_FOUND);
+        assert_eq!(
+            reg.answer("cam", "ll.m3u8", "").await.status,
+            StatusCode::NOT_FOUND
+        );
+        assert!(reg.render_metrics().contains("ingestd_ll_streams 0\n"));
+    }
+
+    /// A reopened stream (its codec changed) replaces the store; the old registration's drop
+    /// leaves the new one, and held requests move to it.
+    #[tokio::test]
+    async fn reopened_while_held() {
+        let reg = registry();
+        let old = reg.register("cam", store());
+        let playlist = spawn(&reg, "ll.m3u8", "_HLS_msn=1&_HLS_part=1");
+        until_held(&reg, 1).await;
+        let new = store();
+        new.update(|p| p.push_part(part(false)));
+        let _r = reg.register("cam", new);
+        drop(old);
+        let a = playlist.await.unwrap();
+        assert_eq!(a.status, StatusCode::OK, "{}", body(&a));
+        assert!(body(&a).contains("URI=\"ll-1.1.m4s\""));
+        assert!(reg.render_metrics().contains("ingestd_ll_streams 1\n"));
+    }
+
+    /// A viewer that hangs up while held is no longer counted as held.
+    #[tokio::test]
+    async fn hung_up_while_held() {
+        let reg = registry();
+        let _r = reg.register("cam", store());
+        let h = spawn(&reg, "ll.m3u8", "_HLS_msn=2");
+        until_held(&reg, 1).await;
+        h.abort();
+        assert!(h.await.unwrap_err().is_cancelled());
+        assert_eq!(reg.counters.held.load(Ordering::Relaxed), 0);
     }
 }
