@@ -25,20 +25,8 @@ AUDIO=${AUDIO:-fixtures/audio/tone1k_g711a.raw}
 AUDIO_PT=${AUDIO_PT:-6}
 AUDIO_PACKET_BYTES=${AUDIO_PACKET_BYTES:-320}
 mkdir -p "$(dirname "$OUT")"
-cargo build --release -q -p ingestd --bin ingestd
-cargo build --release -q -p benches --bin devsim
-if [ ! -x target/loadenv/bin/python ]; then
-  python3 -m venv target/loadenv
-  target/loadenv/bin/pip install -q -r benches/load/requirements.txt
-fi
-PY=target/loadenv/bin/python
-IN=target/bench-inputs/720p25_2700k_10s.h264
-mkdir -p "$(dirname "$IN")"
-[ -s "$IN" ] || ffmpeg -nostdin -v error -y -f lavfi -i testsrc2=size=1280x720:rate=25:duration=10 \
-  -pix_fmt yuv420p -c:v libx264 -preset veryfast -profile:v main -bf 0 -g 50 -keyint_min 50 \
-  -sc_threshold 0 -b:v 2700k -maxrate 2700k -bufsize 5400k -f h264 "$IN"
+. benches/load/inputs.sh
 [ -s "$AUDIO" ] || { echo "no audio input $AUDIO" >&2; exit 1; }
-ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 run() { "$PY" benches/load/loadtest.py --approach ingestd --input "$IN" --duration "$DURATION" --out "$OUT" "$@"; }
 arm() { # arm NAME N
   local a=(--audio "$AUDIO" --audio-pt "$AUDIO_PT" --audio-packet-bytes "$AUDIO_PACKET_BYTES")

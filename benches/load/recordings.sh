@@ -13,21 +13,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 REPS=${REPS:-5}
-cargo build --release -q -p ingestd --bin ingestd
-cargo build --release -q -p hlsd --bin hlsd
-cargo build --release -q -p benches --bin devsim
-BIN=${CARGO_TARGET_DIR:-target}/release
-DIR=$(mktemp -d)
-pids=()
-cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$DIR"; }
-trap cleanup EXIT
-"$BIN"/ingestd --data-dir "$DIR" --jt808-listen 127.0.0.1:16808 --jt1078-listen 127.0.0.1:16809 \
-  --raw-listen 127.0.0.1:16810 --http-listen 127.0.0.1:16811 >"$DIR/ingestd.log" 2>&1 &
-pids+=($!)
-"$BIN"/hlsd --data-dir "$DIR" --listen 127.0.0.1:18080 --ingestd-url http://127.0.0.1:16811 \
-  >"$DIR/hlsd.log" 2>&1 &
-pids+=($!)
-sleep 1
+HLSD_ARGS=()
+. benches/load/daemons.sh
 # Signalling only: the card answers queries and uploads on request.
 "$BIN"/devsim --jt808 127.0.0.1:16808 --input fixtures/baseline.h264 --sd-channels 1,2 \
   >"$DIR/devsim.log" 2>&1 &

@@ -23,7 +23,7 @@ async fn run_devsim(
     let hooks = ingestd::server::Hooks {
         media: None,
         events: Some(tx),
-        metrics: None,
+        ..Default::default()
     };
     let d = ingestd::server::start(ingestd::config::Config::for_tests(dir.path()), hooks)
         .await

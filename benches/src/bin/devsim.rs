@@ -91,6 +91,12 @@ struct Args {
     /// Send as fast as the connection allows.
     #[arg(long)]
     flat_out: bool,
+    /// Stamp media with the wall clock at sending (Unix ms) instead of the
+    /// input's own times, as a device with a synchronised clock does: the
+    /// playlists' PROGRAM-DATE-TIME is then the capture time, and a player's
+    /// `now - playing date` is the glass-to-glass latency.
+    #[arg(long)]
+    wall_clock: bool,
     /// Repeat the input, keeping timestamps increasing.
     #[arg(long = "loop")]
     looping: bool,
@@ -1040,6 +1046,15 @@ async fn run_media(
     let sim = Sim::parse(&sim_of(&args, i)).context("SIM does not fit 12 digits")?;
     let span = src.span_ms();
     let t0 = Instant::now();
+    let t0_unix_ms = now_ms();
+    // With --wall-clock a frame's time is when pacing sends it.
+    let stamp = |media_ms: u64| {
+        if args.wall_clock {
+            t0_unix_ms as u64 + media_ms
+        } else {
+            media_ms
+        }
+    };
     let log_keyframes = args.keyframe_log.is_some();
     let mut seq: u16 = 0;
     let mut out = BytesMut::with_capacity(64 * 1024);
@@ -1068,7 +1083,7 @@ async fn run_media(
                         sim,
                         channel: args.channel,
                         seq,
-                        timestamp_ms: ts,
+                        timestamp_ms: ts.map(|t| if args.wall_clock { stamp(t - base) } else { t }),
                         ..p.clone()
                     };
                     seq = seq.wrapping_add(1);
@@ -1104,9 +1119,15 @@ async fn run_media(
                         continue;
                     }
                     out.clear();
-                    stats.packets +=
-                        packetize_unit(sim, args.channel, args.fps, u, ts, &mut seq, &mut out)
-                            as u64;
+                    stats.packets += packetize_unit(
+                        sim,
+                        args.channel,
+                        args.fps,
+                        u,
+                        stamp(ts),
+                        &mut seq,
+                        &mut out,
+                    ) as u64;
                     sock.write_all(&out).await?;
                     stats.bytes += out.len() as u64;
                     stats.frames += 1;
