@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use streamcore::ll::{parse_file_name, LlFile, LowLatencyConfig};
 use streamcore::playlist::{MediaPlaylist, PlaylistKind};
 use streamcore::stream::PLAYLIST_NAME;
 use streamcore::{Dur90k, LiveStream, MemoryStorage, StreamConfig, StreamEvent};
@@ -15,6 +16,9 @@ pub fn open() -> (LiveStream, MemoryStorage, PlaylistKind) {
         live_window: Some(window),
         delete_grace: Dur90k::from_secs(1),
         clock: Arc::new(|| 1_700_000_000_000),
+        // The low-latency rendition too: hostile input through the
+        // fragmented-MP4 muxer and the part cutting.
+        low_latency: Some(LowLatencyConfig::default()),
         ..StreamConfig::default()
     };
     let storage = MemoryStorage::new();
@@ -66,4 +70,41 @@ pub fn check_storage(stream: &LiveStream, storage: &MemoryStorage, kind: Playlis
     }
     let st = stream.stats();
     assert!(st.frames_muxed <= st.access_units);
+    check_low_latency(stream);
+}
+
+/// The low-latency playlist names only segments the MPEG-TS one has begun, and
+/// every part and complete segment it names can be fetched.
+fn check_low_latency(stream: &LiveStream) {
+    let Some(store) = stream.low_latency() else {
+        return;
+    };
+    let next = stream.playlist().next_sequence();
+    store.read(|p| {
+        let text = p.render(false);
+        for line in text.lines() {
+            let uri = match line.split_once("URI=\"") {
+                Some((_, rest)) => rest.split('"').next().unwrap_or(""),
+                None if !line.starts_with('#') && !line.is_empty() => line,
+                None => continue,
+            };
+            match parse_file_name(uri) {
+                Some(LlFile::Segment(n)) => {
+                    assert!(n < next, "ll segment {n} beyond the TS playlist ({next})");
+                    assert!(p.segment(n).is_some(), "{uri} listed but missing");
+                }
+                Some(LlFile::Part { msn, part }) => {
+                    assert!(msn <= next, "part of segment {msn} beyond {next}");
+                    if !line.starts_with("#EXT-X-PRELOAD-HINT") {
+                        assert!(
+                            matches!(p.part(msn, part), streamcore::ll::Fetch::Ready(_)),
+                            "{uri} listed but missing"
+                        );
+                    }
+                }
+                Some(LlFile::Init(g)) => assert!(p.init(g).is_some(), "{uri} listed but missing"),
+                other => panic!("unexpected URI {uri} ({other:?}) in {text}"),
+            }
+        }
+    });
 }

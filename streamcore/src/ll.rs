@@ -665,6 +665,8 @@ pub(crate) struct LlWriter {
     pending_segment: Option<u64>,
     /// A segment is listed and receiving parts.
     in_segment: bool,
+    /// Decode time of the open segment's first primary sample.
+    segment_start: Option<crate::time::Ts90k>,
     part: OpenPart,
     buf: Vec<u8>,
     /// The next listed segment starts a discontinuity (a new muxer or a
@@ -686,6 +688,7 @@ impl LlWriter {
             muxer: None,
             pending_segment: None,
             in_segment: false,
+            segment_start: None,
             part: OpenPart::default(),
             buf: Vec::with_capacity(16 * 1024),
             discontinuity: false,
@@ -794,6 +797,14 @@ impl LlWriter {
         if !self.in_segment {
             return;
         }
+        if !primary && self.segment_start.is_some_and(|start| packet.dts < start) {
+            // Audio from before the segment's first frame (the MPEG-TS
+            // segment takes up to half a second of it): in a fragment that
+            // starts with its video it trips an av_assert0 in libavformat's
+            // mov muxer (`next_dts >= 0`, found by the live_stream_frames
+            // fuzz target), which aborts the process.
+            return;
+        }
         let Some(muxer) = self.muxer.as_mut() else {
             return;
         };
@@ -845,6 +856,7 @@ impl LlWriter {
         let disc = std::mem::take(&mut self.discontinuity);
         self.store.update(|p| p.begin_segment(msn, pdt_ms, disc));
         self.in_segment = true;
+        self.segment_start = Some(packet.dts);
         self.part = OpenPart::default();
         true
     }

@@ -205,6 +205,8 @@ struct TrackState {
     end: Option<i64>,
     /// No sample of the track in the open fragment yet.
     fresh: bool,
+    /// DTS of the last sample written, in `time_base`.
+    last_dts: Option<i64>,
 }
 
 const TB_90K: ffi::AVRational = ffi::AVRational {
@@ -321,6 +323,7 @@ impl Fmp4Muxer {
                     },
                     end: None,
                     fresh: true,
+                    last_dts: None,
                 }
             })
             .collect();
@@ -407,7 +410,26 @@ impl Fmp4Muxer {
         // back over the gap. (A jump within a fragment lengthens the sample
         // before it: `trun` has no gaps.) One tick of slack for rounding to
         // the track's timescale.
-        let gap = track.fresh && track.end.is_some_and(|end| dts > end + 1);
+        //
+        // Only at a fragment's first sample: the flag applies to every
+        // track's next packet, and a track that already has samples in the
+        // fragment would have its decode timeline restarted under them,
+        // which trips an av_assert0 in libavformat (`next_dts >= 0`,
+        // movenc.c) and aborts the process (found by the live_stream_frames
+        // fuzz target).
+        let gap = self.pending == 0 && track.end.is_some_and(|end| dts > end + 1);
+        if track.last_dts.is_some_and(|last| dts < last) {
+            return Err(self.error(format!(
+                "decode time {:?} goes back before the track's last sample",
+                packet.dts
+            )));
+        }
+        if duration < 0 {
+            return Err(self.error(format!(
+                "negative duration {:?} at {:?}",
+                packet.duration, packet.pts
+            )));
+        }
         if gap {
             // SAFETY: `octx` is a live mp4 output context; its `priv_data`
             // is the muxer's option-carrying private context and
@@ -453,6 +475,7 @@ impl Fmp4Muxer {
         let track = &mut self.tracks[packet.track];
         track.end = Some(dts + duration);
         track.fresh = false;
+        track.last_dts = Some(dts);
         self.pending += 1;
         Ok(())
     }
