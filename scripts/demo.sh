@@ -39,10 +39,11 @@ for _ in $(seq 1 50); do
 done
 # Each simulated dashcam also has an SD card (recordings on channels 1 and
 # 2, listed on 0x9205, played back on 0x9201) and raises an overspeed alarm
-# 20 s in.
+# 20 s in. Frames carry the wall clock (a dashcam whose clock is right), so
+# the page's latency figure is the real one.
 "$BIN"/devsim --jt808 127.0.0.1:6808 --jt1078 127.0.0.1:6809 \
   --devices "$DEVICES" --input "$INPUT" --loop --position-interval 2 \
-  --sd-channels 1,2 --alarm-at 20 &
+  --sd-channels 1,2 --alarm-at 20 --wall-clock &
 pids+=($!)
 
 stream="013800000000_1"
@@ -55,6 +56,7 @@ cat <<MSG
   Demo running (data in $DATA_DIR, catalog $DATA_DIR/catalog.sqlite).
   Web page:       http://127.0.0.1:$HTTP_PORT/
   Live playlist:  http://127.0.0.1:$HTTP_PORT/live/$stream/index.m3u8
+  Low latency:    http://127.0.0.1:$HTTP_PORT/live/$stream/ll.m3u8 (the page plays it)
   API:            http://127.0.0.1:$HTTP_PORT/api/streams
   SD card:        http://127.0.0.1:$HTTP_PORT/api/devices/013800000000/recordings?channel=0
   Metrics:        http://127.0.0.1:6811/metrics
