@@ -1,5 +1,5 @@
 //! The catalog: devices, positions, streams, sessions, segments,
-//! incidents and playback requests in SQL, through diesel, on SQLite
+//! incidents, playback requests and who may see them ([`access`]) in SQL, through diesel, on SQLite
 //! (embedded, the default), PostgreSQL or MySQL/MariaDB with one code path
 //! (see [`conn`] for how).
 //!
@@ -59,6 +59,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod access;
 pub mod conn;
 mod query;
 pub mod record;
@@ -71,11 +72,12 @@ pub mod writer;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
+pub use access::{valid_user_name, ApiKey, AuditEntry, NewAuditEntry, Role, User};
 pub use conn::{Backend, DbUrl};
 pub use record::{
     new_session_id, now_ms, Device, Incident, Playback, PlaybackState, Position, Record, Segment,
-    Session, SessionKind, Stream, TimeRange, INCIDENT_KIND_PLAYBACK, INCIDENT_VIDEO_STATES,
-    ONLINE_WINDOW_MS,
+    Session, SessionKind, Stream, Terminal, TimeRange, INCIDENT_KIND_PLAYBACK,
+    INCIDENT_VIDEO_STATES, ONLINE_WINDOW_MS,
 };
 pub use recording::recording_playlist;
 pub use retention::{RetentionPolicy, RetentionReport};

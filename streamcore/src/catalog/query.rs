@@ -8,7 +8,7 @@ use diesel::sql_types::{BigInt, Double, Float, Integer, Nullable, Text};
 
 use super::conn::{dispatch, write_tx};
 use super::record::{
-    now_ms, Device, Incident, Playback, PlaybackRow, Position, Segment, Session, Stream,
+    now_ms, Device, Incident, Playback, PlaybackRow, Position, Segment, Session, Stream, Terminal,
     ONLINE_WINDOW_MS,
 };
 use super::schema::{incidents, playbacks, positions, segments, sessions, streams};
@@ -44,15 +44,24 @@ struct DeviceWithLast {
     alarm: Option<i64>,
     #[diesel(sql_type = Nullable<BigInt>)]
     status: Option<i64>,
+    #[diesel(sql_type = Nullable<Text>)]
+    maker_id: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    model: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    terminal_id: Option<String>,
+    #[diesel(sql_type = Nullable<Integer>)]
+    plate_color: Option<i32>,
 }
 
 /// One statement for all devices and their latest fix; the correlated MAX
 /// is an index lookup on the (sim, device_time_ms) key on every backend.
 const DEVICES_SQL: &str = "SELECT d.sim, d.plate, d.auth_code, d.registered_ms, d.first_seen_ms, \
      d.last_seen_ms, p.device_time_ms, p.lat, p.lon, p.speed_kmh, p.heading, p.altitude_m, \
-     p.alarm, p.status \
+     p.alarm, p.status, t.maker_id, t.model, t.terminal_id, t.plate_color \
      FROM devices d LEFT JOIN positions p ON p.sim = d.sim AND p.device_time_ms = \
      (SELECT MAX(p2.device_time_ms) FROM positions p2 WHERE p2.sim = d.sim) \
+     LEFT JOIN terminals t ON t.sim = d.sim \
      ORDER BY d.sim";
 
 impl Catalog {
@@ -65,6 +74,7 @@ impl Catalog {
         })?;
         let streams = self.streams()?;
         let live = self.live_sessions()?;
+        let mut groups = self.device_groups()?;
         let now = now_ms();
         Ok(rows
             .into_iter()
@@ -91,7 +101,20 @@ impl Catalog {
                     }),
                     _ => None,
                 };
+                let terminal = match (r.maker_id, r.model, r.terminal_id, r.plate_color) {
+                    (Some(maker_id), Some(model), Some(terminal_id), Some(plate_color)) => {
+                        Some(Terminal {
+                            maker_id,
+                            model,
+                            terminal_id,
+                            plate_color,
+                        })
+                    }
+                    _ => None,
+                };
                 Device {
+                    groups: groups.remove(&r.sim).unwrap_or_default(),
+                    terminal,
                     online: streaming || now - r.last_seen_ms <= ONLINE_WINDOW_MS,
                     sim: r.sim,
                     plate: r.plate,

@@ -42,6 +42,19 @@ pub enum Record {
         auth_code: Option<String>,
         at: i64,
     },
+    /// A terminal registered (0x0100): what it said about itself. Stores
+    /// the plate on the device and replaces its `terminals` row.
+    DeviceRegistered {
+        sim: String,
+        plate: String,
+        plate_color: u8,
+        maker_id: String,
+        model: String,
+        terminal_id: String,
+        province: u16,
+        city: u16,
+        at: i64,
+    },
     /// A location report (808 0x0200, or one item of 0x0704).
     Position {
         sim: String,
@@ -266,6 +279,7 @@ impl Record {
     pub fn kind_name(&self) -> &'static str {
         match self {
             Record::DeviceSeen { .. } => "device_seen",
+            Record::DeviceRegistered { .. } => "device_registered",
             Record::Position { .. } => "position",
             Record::SessionStarted { .. } => "session_started",
             Record::SessionEnded { .. } => "session_ended",
@@ -365,6 +379,20 @@ pub struct Device {
     pub last_position: Option<Position>,
     /// Channels that have (or had) a stream, ascending.
     pub channels: Vec<u8>,
+    /// What the terminal said about itself when it last registered (0x0100).
+    pub terminal: Option<Terminal>,
+    /// Groups the device belongs to (granted to users as `group:<name>`), ascending.
+    pub groups: Vec<String>,
+}
+
+/// A terminal's identity from its latest registration (0x0100).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Terminal {
+    pub maker_id: String,
+    pub model: String,
+    pub terminal_id: String,
+    /// JT/T 415 colour code: 1 blue, 2 yellow, 3 black, 4 white, 9 other; 0 = no plate (VIN).
+    pub plate_color: i32,
 }
 
 /// One stored location fix.

@@ -117,6 +117,89 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    terminals (sim) {
+        sim -> Text,
+        maker_id -> Text,
+        model -> Text,
+        terminal_id -> Text,
+        plate_color -> Integer,
+        province -> Integer,
+        city -> Integer,
+        registered_ms -> BigInt,
+    }
+}
+
+diesel::table! {
+    settings (name) {
+        name -> Text,
+        value -> Text,
+        updated_ms -> BigInt,
+    }
+}
+
+diesel::table! {
+    allowed_sims (sim) {
+        sim -> Text,
+        note -> Nullable<Text>,
+        added_ms -> BigInt,
+    }
+}
+
+diesel::table! {
+    users (name) {
+        name -> Text,
+        role -> Text,
+        password_hash -> Text,
+        created_ms -> BigInt,
+        disabled -> Bool,
+    }
+}
+
+diesel::table! {
+    api_keys (id) {
+        id -> Text,
+        user_name -> Text,
+        secret_sha256 -> Text,
+        label -> Nullable<Text>,
+        created_ms -> BigInt,
+    }
+}
+
+diesel::table! {
+    grants (user_name, target) {
+        user_name -> Text,
+        target -> Text,
+    }
+}
+
+diesel::table! {
+    device_groups (sim, group_name) {
+        sim -> Text,
+        group_name -> Text,
+    }
+}
+
+diesel::table! {
+    audit_log (id) {
+        id -> BigInt,
+        at_ms -> BigInt,
+        actor -> Text,
+        action -> Text,
+        target -> Text,
+        detail -> Nullable<Text>,
+        client -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    viewers (stream, instance) {
+        stream -> Text,
+        instance -> Text,
+        last_ms -> BigInt,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
     devices,
     positions,
@@ -126,4 +209,13 @@ diesel::allow_tables_to_appear_in_same_query!(
     incidents,
     playbacks,
     pending_deletions,
+    terminals,
+    settings,
+    allowed_sims,
+    users,
+    api_keys,
+    grants,
+    device_groups,
+    audit_log,
+    viewers,
 );

@@ -14,7 +14,9 @@ use diesel::sqlite::SqliteConnection;
 
 use super::conn::{write_tx, AnyConn};
 use super::record::{stored_kind, PlaybackState, Record, SessionKind, INCIDENT_VIDEO_STATES};
-use super::schema::{devices, incidents, playbacks, positions, segments, sessions, streams};
+use super::schema::{
+    devices, incidents, playbacks, positions, segments, sessions, streams, terminals,
+};
 
 /// Rows per multi-row position INSERT: 9 parameters each keeps us well under
 /// every backend's placeholder limit (SQLite 32766, PostgreSQL/MySQL 65535).
@@ -38,6 +40,19 @@ struct NewDevice<'a> {
     registered_ms: Option<i64>,
     first_seen_ms: i64,
     last_seen_ms: i64,
+}
+
+#[derive(Insertable, AsChangeset)]
+#[diesel(table_name = terminals)]
+struct NewTerminal<'a> {
+    sim: &'a str,
+    maker_id: &'a str,
+    model: &'a str,
+    terminal_id: &'a str,
+    plate_color: i32,
+    province: i32,
+    city: i32,
+    registered_ms: i64,
 }
 
 #[derive(AsChangeset)]
@@ -316,6 +331,20 @@ pub(crate) fn validate(r: &Record) -> Result<(), String> {
             opt_len("plate", plate, 32)?;
             opt_len("auth_code", auth_code, 64)
         }
+        Record::DeviceRegistered {
+            sim,
+            plate,
+            maker_id,
+            model,
+            terminal_id,
+            ..
+        } => {
+            len("sim", sim, 20)?;
+            len("plate", plate, 32)?;
+            len("maker_id", maker_id, 16)?;
+            len("model", model, 40)?;
+            len("terminal_id", terminal_id, 40)
+        }
         Record::Position { sim, lat, lon, .. } => {
             len("sim", sim, 20)?;
             if !(lat.is_finite() && lon.is_finite()) {
@@ -508,6 +537,51 @@ pub(crate) fn apply_batch(
                             })
                             .execute(c)?;
                     }
+                }
+                Record::DeviceRegistered {
+                    sim,
+                    plate,
+                    plate_color,
+                    maker_id,
+                    model,
+                    terminal_id,
+                    province,
+                    city,
+                    at,
+                } => {
+                    if !known.sims.contains(sim) && !added.sims.contains(sim) {
+                        ensure_device!(c, sim, now_ms)?;
+                        added.sims.insert(sim.clone());
+                    }
+                    diesel::update(devices::table.filter(devices::sim.eq(sim)))
+                        .set((
+                            devices::plate.eq(plate.as_str()),
+                            devices::registered_ms.eq(*at),
+                        ))
+                        .execute(c)?;
+                    let row = NewTerminal {
+                        sim,
+                        maker_id,
+                        model,
+                        terminal_id,
+                        plate_color: i32::from(*plate_color),
+                        province: i32::from(*province),
+                        city: i32::from(*city),
+                        registered_ms: *at,
+                    };
+                    // Insert-or-ignore then update: one statement shape on
+                    // every backend, and racing writers cannot fail.
+                    diesel::insert_into(terminals::table)
+                        .values(&row)
+                        .on_conflict_do_nothing()
+                        .execute(c)?;
+                    diesel::update(
+                        terminals::table
+                            .filter(terminals::sim.eq(sim))
+                            .filter(terminals::registered_ms.le(*at)),
+                    )
+                    .set(&row)
+                    .execute(c)?;
                 }
                 Record::Position {
                     sim,

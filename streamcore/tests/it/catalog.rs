@@ -367,7 +367,7 @@ fn migrations_apply_once_with_a_comment_on_every_column(db: TestDb) {
                 "SELECT name AS a, sql AS b FROM sqlite_master WHERE type = 'table' \
                  AND name NOT LIKE 'sqlite_%' AND name <> '__diesel_schema_migrations'",
             );
-            assert_eq!(tables.len(), 8, "{tables:?}");
+            assert_eq!(tables.len(), 17, "{tables:?}");
             let mut missing = Vec::new();
             for (table, sql) in tables {
                 let cols = db.pairs(&format!(
@@ -399,6 +399,15 @@ fn migrations_apply_once_with_a_comment_on_every_column(db: TestDb) {
         ("incidents", 15),
         ("playbacks", 16),
         ("pending_deletions", 2),
+        ("terminals", 8),
+        ("settings", 3),
+        ("allowed_sims", 3),
+        ("users", 5),
+        ("api_keys", 5),
+        ("grants", 2),
+        ("device_groups", 2),
+        ("audit_log", 7),
+        ("viewers", 3),
     ];
     for (t, _) in expected {
         assert_eq!(db.count(t), 0, "{t}");

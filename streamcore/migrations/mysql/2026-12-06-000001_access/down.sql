@@ -1,0 +1,9 @@
+DROP TABLE viewers;
+DROP TABLE audit_log;
+DROP TABLE device_groups;
+DROP TABLE grants;
+DROP TABLE api_keys;
+DROP TABLE users;
+DROP TABLE allowed_sims;
+DROP TABLE settings;
+DROP TABLE terminals;
