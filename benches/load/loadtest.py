@@ -369,6 +369,8 @@ def run(args):
             [args.ingestd_bin, "--data-dir", data,
              "--jt808-listen", p("jt808"), "--jt1078-listen", p("jt1078"),
              "--raw-listen", p("raw"), "--http-listen", p("http"),
+             # The load devices send JT/T 1078 media without a JT/T 808 login.
+             "--device-auth", "off",
              "--max-connections", str(n + 1000)] + args.ingestd_arg,
             stdout=log, stderr=log, env={**os.environ, "RUST_LOG": "warn"}))
         metrics_url = f"http://{p('http')}/metrics"

@@ -49,7 +49,7 @@ const STALE_INCIDENT_MS: i64 = 60_000;
 
 /// Opens the catalog (failing fast on a bad URL), then starts everything.
 pub async fn start(
-    config: Config,
+    mut config: Config,
     mut stream: streamcore::StreamConfig,
 ) -> Result<App, StartError> {
     // The daemon's setting decides, whatever the embedder's stream config says.
@@ -61,6 +61,14 @@ pub async fn start(
     std::fs::create_dir_all(config.data_dir.join(streamcore::layout::LIVE_DIR))
         .map_err(io("creating the data dir"))?;
     let catalog = Catalog::open(&config.database_url)?;
+    if config.auth_secret.is_none() {
+        // Kept in the catalog, so a restart (or another node on the same
+        // catalog) derives the same auth codes and no device must register again.
+        config.auth_secret = Some(catalog.setting_or_init(
+            crate::access::AUTH_SECRET_SETTING,
+            crate::access::random_secret,
+        )?);
+    }
     let host = host_name();
     match catalog.end_open_sessions(&host, catalog::now_ms()) {
         Ok(0) => {}
@@ -115,6 +123,7 @@ pub async fn start(
         events: Some(tx),
         metrics: Some(metrics),
         ll: Some(ll),
+        catalog: Some(catalog.clone()),
     };
     let running = crate::server::start(config, hooks)
         .await

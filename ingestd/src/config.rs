@@ -147,7 +147,7 @@ pub struct Cli {
         value_delimiter = ','
     )]
     pub g726_other_packing_sims: Option<Vec<String>>,
-    /// Secret from which device auth codes are derived [default: random per start].
+    /// Secret from which device auth codes are derived (HMAC-SHA256 of the SIM) [default: generated once and kept in the catalog's settings table, shared by every ingestd on that catalog].
     #[arg(
         long,
         env = "INGESTD_AUTH_SECRET",
@@ -187,6 +187,36 @@ pub struct Cli {
     /// Longest low-latency part (PART-TARGET) in milliseconds, 100-1000 [default: 200].
     #[arg(long, env = "INGESTD_PART_TARGET_MS", value_name = "MS")]
     pub part_target_ms: Option<u32>,
+    /// JT/T 808 authentication: "required" answers every message of a terminal that has not authenticated (0x0102) with a failure and refuses its JT/T 1078 connections; "off" accepts devices that never authenticate (legacy fleets, load tools) [default: required].
+    #[arg(long, env = "INGESTD_DEVICE_AUTH", value_name = "required|off", value_parser = parse_device_auth)]
+    pub device_auth: Option<bool>,
+    /// SIMs (comma-separated) allowed to register and authenticate, added to the catalog's allowed_sims table; while both are empty every SIM is allowed [default: none].
+    #[arg(
+        long,
+        env = "INGESTD_ALLOWED_SIMS",
+        value_name = "SIM,...",
+        value_delimiter = ','
+    )]
+    pub allowed_sims: Option<Vec<String>>,
+    /// Seconds after the last viewer of a live channel (any hlsd on the catalog) left before ingestd stops the device's video (0x9102); only video started through the control API is stopped; 0 never stops [default: 60].
+    #[arg(long, env = "INGESTD_AUTO_STOP_SECS", value_name = "SECS")]
+    pub auto_stop_secs: Option<u64>,
+}
+
+fn parse_device_auth(s: &str) -> Result<bool, String> {
+    match s {
+        "required" => Ok(true),
+        "off" => Ok(false),
+        _ => Err(format!("{s:?}: expected required or off")),
+    }
+}
+
+/// `device_auth` in the config file: "required" or "off".
+fn de_device_auth<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+    let s = String::deserialize(d)?;
+    parse_device_auth(&s)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
 }
 
 /// The TOML file: the same settings, unknown keys rejected.
@@ -223,6 +253,10 @@ pub struct FileConfig {
     pub incident_uploads_per_device: Option<usize>,
     pub low_latency: Option<LowLatencyMode>,
     pub part_target_ms: Option<u32>,
+    #[serde(default, deserialize_with = "de_device_auth")]
+    pub device_auth: Option<bool>,
+    pub allowed_sims: Option<Vec<String>>,
+    pub auto_stop_secs: Option<u64>,
     /// Per-alarm overrides, keyed by alarm name or bit number (config file
     /// only): `[incident_rules.collision_warning] before = 30`.
     pub incident_rules: Option<std::collections::BTreeMap<String, crate::incidents::RuleOverride>>,
@@ -261,7 +295,15 @@ pub struct Config {
     pub max_nal_bytes: usize,
     /// Catalog writer's outage buffer, in records.
     pub catalog_buffer: usize,
-    pub auth_secret: String,
+    /// Secret of the device auth codes; `None`: the catalog's (made once).
+    pub auth_secret: Option<String>,
+    /// Refuse devices until they authenticate (0x0102).
+    pub device_auth: bool,
+    /// SIMs allowed besides the catalog's allow-list (both empty: all).
+    pub allowed_sims: Vec<String>,
+    /// Stop video started through the control API this long after its
+    /// last viewer left (`None`: never).
+    pub auto_stop: Option<Duration>,
     /// Audio transcoding (streamcore's `StreamConfig::audio`).
     pub audio: streamcore::audio::AudioConfig,
     /// SIMs whose G.726 packing is the other one than `audio.g726_packing`.
@@ -280,18 +322,6 @@ fn addr(what: &'static str, v: Option<String>, default: &str) -> Result<SocketAd
     let s = v.unwrap_or_else(|| default.to_string());
     s.parse()
         .map_err(|_| ConfigError::BadAddr { what, value: s })
-}
-
-fn random_secret() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos(),
-    );
-    format!("{:016x}", h.finish())
 }
 
 /// Catalog records buffered during a database outage (the catalog writer's
@@ -389,6 +419,19 @@ impl Config {
             f.incident_rules.unwrap_or_default(),
         )
         .map_err(ConfigError::Invalid)?;
+        let mut allowed_sims = Vec::new();
+        for sim in cli.allowed_sims.or(f.allowed_sims).unwrap_or_default() {
+            let sim = sim.trim();
+            if sim.is_empty() {
+                continue;
+            }
+            if sim.len() > 20 || !sim.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(ConfigError::Invalid(format!(
+                    "allowed-sims: {sim:?} is not a SIM (up to 20 digits)"
+                )));
+            }
+            allowed_sims.push(crate::bcd::normalize_sim(&format!("{sim:0>12}")));
+        }
         let part_target_ms = cli.part_target_ms.or(f.part_target_ms).unwrap_or(200);
         if !(100..=1000).contains(&part_target_ms) {
             return Err(ConfigError::Invalid(format!(
@@ -468,10 +511,13 @@ impl Config {
                 .catalog_buffer
                 .or(f.catalog_buffer)
                 .unwrap_or(DEFAULT_CATALOG_BUFFER),
-            auth_secret: cli
-                .auth_secret
-                .or(f.auth_secret)
-                .unwrap_or_else(random_secret),
+            auth_secret: cli.auth_secret.or(f.auth_secret).filter(|s| !s.is_empty()),
+            device_auth: cli.device_auth.or(f.device_auth).unwrap_or(true),
+            allowed_sims,
+            auto_stop: match cli.auto_stop_secs.or(f.auto_stop_secs).unwrap_or(60) {
+                0 => None,
+                s => Some(Duration::from_secs(s)),
+            },
             data_dir,
             database_url,
         })
@@ -496,7 +542,12 @@ impl Config {
             queue_depth: 64,
             max_nal_bytes: streamcore::annexb::DEFAULT_MAX_NAL,
             catalog_buffer: DEFAULT_CATALOG_BUFFER,
-            auth_secret: "test-secret".into(),
+            auth_secret: Some("test-secret".into()),
+            // Most tests drive media without a 808 login; the ones about
+            // authentication turn it on.
+            device_auth: false,
+            allowed_sims: Vec::new(),
+            auto_stop: None,
             audio: Default::default(),
             g726_other_packing_sims: Vec::new(),
             device_clock: crate::jt808::DeviceClock::UTC8,

@@ -34,6 +34,10 @@ pub struct Ctx {
     pub jt1078_addr: SocketAddr,
     /// Low-latency renditions of the streams this node ingests.
     pub ll: Arc<crate::low_latency::LlRegistry>,
+    /// Who may log in (the JT/T 808 policy and the SIM allow-list).
+    pub access: Arc<crate::access::DeviceAccess>,
+    /// Live video started for operators, stopped when nobody watches.
+    pub auto_stop: Arc<crate::access::AutoStop>,
 }
 
 /// Why a command did not get the answer asked for.

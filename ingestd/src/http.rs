@@ -445,13 +445,20 @@ async fn control(
     };
     let msg_id = cmd.msg_id();
     match ctx.send_command(&sim, cmd).await {
-        Some(serial) => json_status(
-            serde_json::json!({
-                "sim": sim, "channel": channel, "msg_id": msg_id, "serial": serial,
-                "server": format!("{ip}:{port}"),
-            }),
-            StatusCode::OK,
-        ),
+        Some(serial) => {
+            // Video an operator started is stopped once nobody watches it.
+            match action.as_str() {
+                "live" => ctx.auto_stop.started(&sim, channel),
+                _ => ctx.auto_stop.stopped(&sim, channel),
+            }
+            json_status(
+                serde_json::json!({
+                    "sim": sim, "channel": channel, "msg_id": msg_id, "serial": serial,
+                    "server": format!("{ip}:{port}"),
+                }),
+                StatusCode::OK,
+            )
+        }
         None => json_status(
             serde_json::json!({ "error": "device not connected", "sim": sim }),
             StatusCode::NOT_FOUND,

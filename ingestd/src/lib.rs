@@ -18,6 +18,7 @@
 //! - Stream names: `<SIM>_<channel>` (12-digit SIM), playback
 //!   `<SIM>_<channel>_pb`, raw `[A-Za-z0-9_-]{1,64}`.
 
+pub mod access;
 pub mod app;
 pub mod bcd;
 pub mod catalog_events;

@@ -127,6 +127,14 @@ pub struct Metrics {
     pub jt808_bad_checksum: AtomicU64,
     pub jt808_bad_frames: AtomicU64,
     pub jt808_unsupported: AtomicU64,
+    /// 808 messages refused: the terminal had not authenticated.
+    pub jt808_refused_unauthenticated: AtomicU64,
+    /// 808 registrations/authentications refused: SIM not on the allow-list.
+    pub jt808_refused_not_allowed: AtomicU64,
+    /// 1078 connections closed: their SIM had no authenticated 808 session.
+    pub jt1078_refused: AtomicU64,
+    /// Live video stopped (0x9102) because nobody watched it.
+    pub auto_stops: AtomicU64,
     pub positions: AtomicU64,
     /// Events (positions, sessions) dropped because the event channel was full.
     pub events_dropped: AtomicU64,
@@ -363,6 +371,24 @@ impl Metrics {
             "counter",
             "JT/T 808 messages answered 'unsupported'.",
             self.jt808_unsupported.load(Relaxed),
+        );
+        let _ = writeln!(
+            o,
+            "# HELP ingestd_devices_refused_total Device messages (jt808) and media connections (jt1078) refused by the access policy.\n\
+             # TYPE ingestd_devices_refused_total counter\n\
+             ingestd_devices_refused_total{{protocol=\"jt808\",reason=\"unauthenticated\"}} {}\n\
+             ingestd_devices_refused_total{{protocol=\"jt808\",reason=\"not_allowed\"}} {}\n\
+             ingestd_devices_refused_total{{protocol=\"jt1078\",reason=\"unauthenticated\"}} {}",
+            self.jt808_refused_unauthenticated.load(Relaxed),
+            self.jt808_refused_not_allowed.load(Relaxed),
+            self.jt1078_refused.load(Relaxed),
+        );
+        g(
+            &mut o,
+            "ingestd_live_auto_stops_total",
+            "counter",
+            "Live video stopped (0x9102) because no viewer watched it for the idle limit.",
+            self.auto_stops.load(Relaxed),
         );
         g(
             &mut o,

@@ -45,6 +45,10 @@ pub struct Hooks {
     /// The low-latency renditions the media handlers register (served at
     /// `/ll/`); `None`: an empty registry.
     pub ll: Option<Arc<crate::low_latency::LlRegistry>>,
+    /// The catalog the allow-list and the viewers (for the automatic stop
+    /// of live video) are read from; `None`: the config's list only, and no
+    /// automatic stop.
+    pub catalog: Option<streamcore::catalog::Catalog>,
 }
 
 /// A running daemon.
@@ -67,7 +71,17 @@ impl Running {
 }
 
 /// Binds all listeners and starts serving; returns the bound addresses.
-pub async fn start(config: Config, hooks: Hooks) -> std::io::Result<Running> {
+pub async fn start(mut config: Config, hooks: Hooks) -> std::io::Result<Running> {
+    if config.auth_secret.is_none() {
+        // `app::start` takes the catalog's; an embedder without a catalog
+        // gets one that lasts as long as the process.
+        warn!("no device auth secret configured: using a random one (devices must register again after a restart)");
+        config.auth_secret = Some(crate::access::random_secret());
+    }
+    let access = Arc::new(crate::access::DeviceAccess::new(
+        config.device_auth,
+        &config.allowed_sims,
+    ));
     let l808 = TcpListener::bind(config.jt808_listen).await?;
     let l1078 = TcpListener::bind(config.jt1078_listen).await?;
     let lraw = TcpListener::bind(config.raw_listen).await?;
@@ -88,10 +102,27 @@ pub async fn start(config: Config, hooks: Hooks) -> std::io::Result<Running> {
         incidents: Some(alarm_tx),
         ll: hooks.ll.unwrap_or_default(),
         jt1078_addr: l1078.local_addr()?,
+        access,
+        auto_stop: Default::default(),
         config,
     });
     tokio::spawn(crate::incidents::run(ctx.clone(), alarm_rx));
     let (stop, stop_rx) = watch::channel(false);
+    if let Some(catalog) = hooks.catalog {
+        tokio::spawn(crate::access::refresh_allow_list(
+            ctx.access.clone(),
+            catalog.clone(),
+            stop_rx.clone(),
+        ));
+        if let Some(idle) = ctx.config.auto_stop {
+            tokio::spawn(crate::access::run_auto_stop(
+                ctx.clone(),
+                catalog,
+                idle,
+                stop_rx.clone(),
+            ));
+        }
+    }
     let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
     let limit = Arc::new(Semaphore::new(ctx.config.max_connections));
     let addrs = (

@@ -228,6 +228,13 @@ impl Registry {
         }
     }
 
+    /// Whether `sim` is online on a JT/T 808 connection on which it
+    /// authenticated (0x0102).
+    pub fn is_authenticated(&self, sim: &str) -> bool {
+        let d = self.devices.lock().expect("registry lock");
+        d.get(sim).is_some_and(|e| e.online && e.authenticated)
+    }
+
     /// The command channel and local address of an online device.
     pub fn device_handle(&self, sim: &str) -> Option<(mpsc::Sender<CommandRequest>, SocketAddr)> {
         let d = self.devices.lock().expect("registry lock");

@@ -94,6 +94,8 @@ fn spawn(data: &Path, ports: &Ports, log: &Path) -> Child {
         .args(["--jt1078-listen", &a(ports.jt1078)])
         .args(["--raw-listen", &a(ports.raw)])
         .args(["--http-listen", &a(ports.http)])
+        // The simulated devices send media without a JT/T 808 login.
+        .args(["--device-auth", "off"])
         .env("RUST_LOG", "info")
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())

@@ -59,7 +59,11 @@ pub(crate) async fn handle(
             }
         }
         let read_at = Instant::now();
-        if conn.forward_packets(read_at).await.is_err() {
+        if let Err(why) = conn.forward_packets(read_at).await {
+            if let Closed::Refused(sim) = why {
+                ctx.metrics.jt1078_refused.fetch_add(1, Relaxed);
+                warn!(%sim, %peer, "media connection refused: the SIM has no authenticated JT/T 808 session on this node");
+            }
             break;
         }
         // Only whole packets move the deadline (see `read_until`).
@@ -69,6 +73,20 @@ pub(crate) async fn handle(
         }
     }
     conn.end_sessions().await;
+}
+
+/// Why a connection stops reading.
+enum Closed {
+    /// The media workers are gone (shutdown).
+    Pool,
+    /// The SIM's device has not authenticated (`--device-auth required`).
+    Refused(String),
+}
+
+impl From<PoolClosed> for Closed {
+    fn from(_: PoolClosed) -> Self {
+        Closed::Pool
+    }
 }
 
 /// The media session of one SIM + channel on this connection.
@@ -155,7 +173,7 @@ impl<'a> Connection<'a> {
     /// Handles every packet parsed from the buffered input: opens stream
     /// slots, reassembles, forwards complete frames. Errors only when the
     /// media workers are gone (shutdown).
-    async fn forward_packets(&mut self, read_at: Instant) -> Result<(), PoolClosed> {
+    async fn forward_packets(&mut self, read_at: Instant) -> Result<(), Closed> {
         while let Some(ev) = self.parser.pull() {
             let p = match ev {
                 Jt1078Event::Packet(p) => p,
@@ -164,6 +182,12 @@ impl<'a> Connection<'a> {
                     continue;
                 }
             };
+            if !self.slots.contains_key(&(p.sim, p.channel))
+                && self.ctx.access.requires_auth()
+                && !self.ctx.registry.is_authenticated(&p.sim.to_string())
+            {
+                return Err(Closed::Refused(p.sim.to_string()));
+            }
             self.open_stream_slot(p.sim, p.channel);
             if p.payload_type == PT_H265 && !self.h265_logged {
                 self.h265_logged = true;

@@ -15,7 +15,7 @@ use tracing::{debug, info, warn};
 use super::{read_until, Gauge};
 use crate::context::Ctx;
 use crate::incidents::AlarmReport;
-use crate::jt808::{msg, result, Jt808Counters, Jt808Session, SessionEvent};
+use crate::jt808::{msg, result, Jt808Counters, Jt808Session, RefuseReason, SessionEvent};
 use crate::sessions::{now_ms, Answer, CommandRequest, IngestEvent, PositionRecord};
 
 /// A command whose answer someone is waiting for.
@@ -92,6 +92,8 @@ struct Connection<'a> {
     published: Jt808Counters,
     /// Commands awaiting the device's answer, by serial.
     waiting: std::collections::HashMap<u16, Waiter>,
+    /// Refusals logged at warn level (the rest go to debug).
+    refusals_logged: u32,
 }
 
 impl<'a> Connection<'a> {
@@ -101,7 +103,9 @@ impl<'a> Connection<'a> {
         local: SocketAddr,
         commands: mpsc::Sender<CommandRequest>,
     ) -> Self {
-        let session = Jt808Session::with_clock(&ctx.config.auth_secret, ctx.config.device_clock);
+        let secret = ctx.config.auth_secret.as_deref().unwrap_or_default();
+        let session = Jt808Session::with_clock(secret, ctx.config.device_clock)
+            .with_policy(ctx.access.policy());
         let published = *session.counters();
         Connection {
             ctx,
@@ -113,6 +117,7 @@ impl<'a> Connection<'a> {
             sim: None,
             published,
             waiting: Default::default(),
+            refusals_logged: 0,
         }
     }
 
@@ -201,9 +206,11 @@ impl<'a> Connection<'a> {
             | SessionEvent::TerminalReply { sim, .. }
             | SessionEvent::Resources { sim, .. }
             | SessionEvent::Unsupported { sim, .. } => Some(sim.clone()),
-            SessionEvent::Error(_) => None,
+            SessionEvent::Refused { .. } | SessionEvent::Error(_) => None,
         };
-        if let Some(s) = ev_sim {
+        // A device is online (commands reach it, its media is accepted)
+        // only once it authenticated, unless the policy lets it skip that.
+        if let Some(s) = ev_sim.filter(|s| self.session.accepts(s)) {
             self.track_device(s);
         }
         let ctx = self.ctx;
@@ -235,7 +242,40 @@ impl<'a> Connection<'a> {
             SessionEvent::AuthFailed { sim } => warn!(%sim, "authentication failed"),
             SessionEvent::Error(e) => debug!(error = %e, "jt808 frame rejected"),
             SessionEvent::Registered { sim, register } => {
-                info!(%sim, plate = %register.plate, terminal = %register.terminal_id, "registered")
+                info!(%sim, plate = %register.plate, terminal = %register.terminal_id, "registered");
+                ctx.emit(IngestEvent::Record(
+                    streamcore::catalog::Record::DeviceRegistered {
+                        sim,
+                        plate: register.plate,
+                        plate_color: register.plate_color,
+                        maker_id: register.maker_id,
+                        model: register.model,
+                        terminal_id: register.terminal_id,
+                        province: register.province,
+                        city: register.city,
+                        at: now_ms(),
+                    },
+                ));
+            }
+            SessionEvent::Refused {
+                sim,
+                msg_id,
+                reason,
+            } => {
+                let counter = match reason {
+                    RefuseReason::Unauthenticated => &ctx.metrics.jt808_refused_unauthenticated,
+                    RefuseReason::NotAllowed => &ctx.metrics.jt808_refused_not_allowed,
+                };
+                counter.fetch_add(1, Relaxed);
+                // One clear line per connection; a device retrying every
+                // second must not flood the log.
+                if self.refusals_logged < 1 {
+                    self.refusals_logged += 1;
+                    warn!(%sim, msg_id = format_args!("{msg_id:#06x}"), reason = reason.as_str(),
+                        "device refused (further refusals on this connection logged at debug)");
+                } else {
+                    debug!(%sim, msg_id = format_args!("{msg_id:#06x}"), reason = reason.as_str(), "device refused");
+                }
             }
             SessionEvent::Authenticated { sim } => info!(%sim, "authenticated"),
             SessionEvent::TerminalReply { reply, .. } => self.answered(Answer::Reply(reply)),

@@ -44,7 +44,7 @@ pub use media::{playback_control, playback_mode, speed_code, speed_multiplier, P
 pub use register::{auth_code, register_reply_body, Authenticate, Register};
 pub use reply::{result, GeneralReply};
 pub use resources::{Resource, ResourceList, RESOURCE_ENTRY_BYTES};
-pub use session::{Jt808Session, SessionEvent};
+pub use session::{DevicePolicy, Jt808Session, RefuseReason, SessionEvent};
 
 /// Message ids.
 pub mod msg {

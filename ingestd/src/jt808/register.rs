@@ -150,14 +150,18 @@ pub fn register_reply_body(serial: u16, result: u8, auth_code: &str) -> Vec<u8> 
     out
 }
 
-/// Derives a device's auth code from a per-server secret, so a device that
-/// registered before a restart can still authenticate. FNV-1a: this is an
-/// identifier the device echoes back, not a cryptographic credential.
+/// Derives a device's auth code from the platform secret (persistent, so a
+/// device that registered before a restart still authenticates, on any
+/// node sharing the secret). The code is the credential 0x0102 checks, so
+/// it is a MAC: HMAC-SHA256(secret, SIM), the first 16 bytes in hex
+/// (32 characters, within the 2019 format's length-prefixed field and the
+/// 2013 format's free-length one). Nobody can derive another SIM's code
+/// from their own.
 pub fn auth_code(secret: &str, phone: &str) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in secret.bytes().chain([0u8]).chain(phone.bytes()) {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    format!("{h:016x}")
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes())
+        .expect("HMAC accepts keys of any length");
+    mac.update(phone.as_bytes());
+    let tag = mac.finalize().into_bytes();
+    tag[..16].iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -1,7 +1,10 @@
 //! [`Jt808Session`], the per-connection protocol state machine: it drives
 //! the parser, answers every message (general reply, register reply),
-//! tracks serials and authentication, addresses platform commands to the
-//! device, and reports each message as a [`SessionEvent`]. No I/O.
+//! tracks serials and authentication, enforces the [`DevicePolicy`]
+//! (authentication first, the SIM allow-list), addresses platform commands
+//! to the device, and reports each message as a [`SessionEvent`]. No I/O.
+
+use std::sync::Arc;
 
 use bytes::BytesMut;
 
@@ -47,8 +50,80 @@ pub enum SessionEvent {
         sim: String,
         msg_id: u16,
     },
+    /// A message the policy refused: answered with a failure (0x8001 result
+    /// 1, or 0x8100 result 4 for a registration) and otherwise ignored.
+    Refused {
+        sim: String,
+        msg_id: u16,
+        reason: RefuseReason,
+    },
     /// A frame or body was rejected.
     Error(Jt808Error),
+}
+
+/// Why a message was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefuseReason {
+    /// Anything but registration/authentication before a successful 0x0102.
+    Unauthenticated,
+    /// The SIM is not on the allow-list.
+    NotAllowed,
+}
+
+impl RefuseReason {
+    /// Label value of the refusal metric.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefuseReason::Unauthenticated => "unauthenticated",
+            RefuseReason::NotAllowed => "not_allowed",
+        }
+    }
+}
+
+/// 0x8100 result for a terminal the platform does not accept.
+const REGISTER_NO_SUCH_TERMINAL: u8 = 4;
+
+/// Decides whether a SIM may register and authenticate.
+pub type AllowSim = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
+/// Who a session lets in.
+#[derive(Clone)]
+pub struct DevicePolicy {
+    /// Refuse every message but 0x0100/0x0102 until the SIM authenticates.
+    pub require_auth: bool,
+    /// Whether a SIM may register and authenticate; `None` lets every SIM.
+    pub allowed: Option<AllowSim>,
+}
+
+impl DevicePolicy {
+    /// Authentication required, every SIM allowed.
+    pub fn authenticated() -> Self {
+        DevicePolicy {
+            require_auth: true,
+            allowed: None,
+        }
+    }
+
+    /// Nothing enforced (legacy fleets, load tools).
+    pub fn open() -> Self {
+        DevicePolicy {
+            require_auth: false,
+            allowed: None,
+        }
+    }
+
+    fn allows(&self, sim: &str) -> bool {
+        self.allowed.as_ref().is_none_or(|f| f(sim))
+    }
+}
+
+impl std::fmt::Debug for DevicePolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DevicePolicy")
+            .field("require_auth", &self.require_auth)
+            .field("allow_list", &self.allowed.is_some())
+            .finish()
+    }
 }
 
 /// Per-connection JT/T 808 protocol state: parses, decides replies (written
@@ -63,14 +138,24 @@ pub struct Jt808Session {
     /// address platform commands.
     phone: Option<String>,
     version: Option<u8>,
-    authenticated: bool,
+    /// The SIM that authenticated on this connection: a message in another
+    /// SIM's name is not authenticated by it.
+    authenticated: Option<String>,
+    policy: DevicePolicy,
     pending: std::collections::VecDeque<SessionEvent>,
 }
 
 impl Jt808Session {
-    /// A session for devices whose clocks run at UTC+8.
+    /// A session for devices whose clocks run at UTC+8, enforcing
+    /// authentication.
     pub fn new(secret: &str) -> Self {
         Self::with_clock(secret, DeviceClock::UTC8)
+    }
+
+    /// Replaces the policy (authentication required, every SIM allowed by default).
+    pub fn with_policy(mut self, policy: DevicePolicy) -> Self {
+        self.policy = policy;
+        self
     }
 
     /// A session reading and writing device times in `clock`'s zone.
@@ -82,7 +167,8 @@ impl Jt808Session {
             next_serial: 0,
             phone: None,
             version: None,
-            authenticated: false,
+            authenticated: None,
+            policy: DevicePolicy::authenticated(),
             pending: Default::default(),
         }
     }
@@ -100,8 +186,15 @@ impl Jt808Session {
         self.phone.as_deref().map(bcd::normalize_sim)
     }
 
+    /// Whether a SIM has authenticated on this connection.
     pub fn is_authenticated(&self) -> bool {
-        self.authenticated
+        self.authenticated.is_some()
+    }
+
+    /// Whether messages in `sim`'s name are accepted: it authenticated, or
+    /// the policy does not ask it to.
+    pub fn accepts(&self, sim: &str) -> bool {
+        !self.policy.require_auth || self.authenticated.as_deref() == Some(sim)
     }
 
     fn take_serial(&mut self) -> u16 {
@@ -173,6 +266,31 @@ impl Jt808Session {
             self.phone = Some(h.phone.clone());
             self.version = h.version;
             let sim = h.sim();
+            let logging_in = matches!(h.msg_id, msg::REGISTER | msg::AUTHENTICATE);
+            if !logging_in && !self.accepts(&sim) {
+                // A terminal's own general reply is never answered.
+                if h.msg_id != msg::TERMINAL_REPLY {
+                    self.general(h, result::FAILURE, out);
+                }
+                return Some(SessionEvent::Refused {
+                    sim,
+                    msg_id: h.msg_id,
+                    reason: RefuseReason::Unauthenticated,
+                });
+            }
+            if logging_in && !self.policy.allows(&sim) {
+                if h.msg_id == msg::REGISTER {
+                    let body = register_reply_body(h.serial, REGISTER_NO_SUCH_TERMINAL, "");
+                    self.reply(h, msg::REGISTER_REPLY, &body, out);
+                } else {
+                    self.general(h, result::FAILURE, out);
+                }
+                return Some(SessionEvent::Refused {
+                    sim,
+                    msg_id: h.msg_id,
+                    reason: RefuseReason::NotAllowed,
+                });
+            }
             let body = match decode_body_in(&msg, self.clock) {
                 Ok(b) => b,
                 Err(e) => {
@@ -189,7 +307,7 @@ impl Jt808Session {
                 }
                 Body::Authenticate(a) => {
                     if a.code == auth_code(&self.secret, &sim) {
-                        self.authenticated = true;
+                        self.authenticated = Some(sim.clone());
                         self.general(h, result::OK, out);
                         SessionEvent::Authenticated { sim }
                     } else {

@@ -167,7 +167,7 @@ pub async fn start(hooks: Hooks) -> Daemon {
         ..hooks
     };
     let mut cfg = Config::for_tests(dir.path());
-    cfg.auth_secret = SECRET.into();
+    cfg.auth_secret = Some(SECRET.into());
     let running = ingestd::server::start(cfg, hooks).await.expect("start");
     Daemon {
         running,

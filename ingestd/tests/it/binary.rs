@@ -92,6 +92,10 @@ fn help_documents_every_flag() {
         "0.0.0.0:6809",
         "127.0.0.1:6810",
         "127.0.0.1:6811",
+        "--device-auth",
+        "INGESTD_DEVICE_AUTH",
+        "--allowed-sims",
+        "--auto-stop-secs",
     ] {
         assert!(help.contains(flag), "{flag} missing from --help");
     }

@@ -134,7 +134,7 @@ async fn full_conversation_2013() {
     )
     .await;
     let code = auth_code(SECRET, SIM);
-    assert_eq!(code.len(), 16);
+    assert_eq!(code.len(), 32);
     let mut body = vec![0x7e, 0x7d, 0x00];
     body.extend_from_slice(code.as_bytes());
     let expect = frame(0x8100, &PHONE, 0, None, None, &body);
@@ -553,7 +553,7 @@ async fn control_api_sends_commands_to_device() {
 async fn positions_and_alarms_reach_the_catalog() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = ingestd::config::Config::for_tests(dir.path());
-    cfg.auth_secret = SECRET.into();
+    cfg.auth_secret = Some(SECRET.into());
     let app = ingestd::app::start(cfg, streamcore::StreamConfig::default())
         .await
         .unwrap();

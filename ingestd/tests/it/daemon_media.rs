@@ -40,7 +40,7 @@ fn hooks(r: &Recorder) -> Hooks {
         })),
         events: None,
         metrics: None,
-        ll: None,
+        ..Default::default()
     }
 }
 

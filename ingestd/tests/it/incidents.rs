@@ -93,7 +93,7 @@ async fn read_frame_patiently(s: &mut TcpStream) -> Vec<u8> {
 
 fn app_config(dir: &std::path::Path) -> ingestd::config::Config {
     let mut cfg = ingestd::config::Config::for_tests(dir);
-    cfg.auth_secret = SECRET.into();
+    cfg.auth_secret = Some(SECRET.into());
     cfg.incidents = ingestd::incidents::IncidentConfig::new(
         Duration::from_secs(2),
         Duration::from_secs(1),

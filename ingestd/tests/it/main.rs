@@ -10,6 +10,7 @@ mod common;
 mod binary;
 mod daemon_808;
 mod daemon_media;
+mod device_auth;
 mod incidents;
 mod jt1078_captures;
 mod low_latency;
