@@ -14,7 +14,7 @@ trap cleanup EXIT
   --raw-listen 127.0.0.1:16810 --http-listen 127.0.0.1:16811 >"$DIR/ingestd.log" 2>&1 &
 INGESTD=$!
 pids+=($INGESTD)
-"$BIN"/hlsd --data-dir "$DIR" --listen 127.0.0.1:18080 --ingestd-url http://127.0.0.1:16811 \
+"$BIN"/hlsd --data-dir "$DIR" --listen 127.0.0.1:18080 --ingestd-url http://127.0.0.1:16811 --allow-anonymous \
   "${HLSD_ARGS[@]}" >"$DIR/hlsd.log" 2>&1 &
 HLSD=$!
 pids+=($HLSD)

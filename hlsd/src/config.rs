@@ -19,6 +19,15 @@ pub const DEFAULT_WATCH_TIMEOUT_SECS: u64 = 15;
 pub const DEFAULT_LIVE_TIMEOUT_SECS: u64 = 20;
 pub const DEFAULT_HEADER_TIMEOUT_SECS: u64 = 15;
 pub const DEFAULT_SEND_TIMEOUT_SECS: u64 = 30;
+pub const DEFAULT_SESSION_HOURS: u64 = 12;
+pub const DEFAULT_MAX_TOKEN_TTL_SECS: u64 = 86_400;
+
+/// The PEM files of `--tls-cert` and `--tls-key`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
 
 /// Everything the server needs, after merging all sources.
 #[derive(Debug, Clone)]
@@ -30,8 +39,19 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Base URL of ingestd's control API.
     pub ingestd_url: String,
-    /// When set, playlists and segments need a valid signed token.
+    /// Key of player tokens and session cookies; `None`: the catalog's (made once, shared by
+    /// every hlsd on the catalog).
     pub token_secret: Option<String>,
+    /// Serve viewing and the API without login (as an operator on every device; never admin).
+    pub allow_anonymous: bool,
+    /// How long a login lasts.
+    pub session_ttl: Duration,
+    /// Longest lifetime of a player token minted by `POST /api/tokens`.
+    pub max_token_ttl: Duration,
+    /// Name of this instance in the viewers table (several hlsd share one catalog).
+    pub instance_id: Option<String>,
+    /// Serve HTTPS (HTTP/2 and HTTP/1.1 through ALPN) with this PEM certificate chain and key.
+    pub tls: Option<TlsFiles>,
     /// Concurrent TCP connections served; more are answered 503 and closed.
     pub max_connections: usize,
     /// How long `watch` waits for the first segment of the requested stream.
@@ -55,6 +75,11 @@ impl Config {
             listen: DEFAULT_LISTEN.parse().expect("valid default"),
             ingestd_url: DEFAULT_INGESTD_URL.into(),
             token_secret: None,
+            allow_anonymous: false,
+            session_ttl: Duration::from_secs(DEFAULT_SESSION_HOURS * 3600),
+            max_token_ttl: Duration::from_secs(DEFAULT_MAX_TOKEN_TTL_SECS),
+            instance_id: None,
+            tls: None,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             watch_timeout: Duration::from_secs(DEFAULT_WATCH_TIMEOUT_SECS),
             live_timeout: Duration::from_secs(DEFAULT_LIVE_TIMEOUT_SECS),
@@ -74,15 +99,16 @@ impl Config {
 )]
 pub struct Cli {
     /// TOML file with any of the settings below (keys: data_dir, database_url, listen, ingestd_url,
-    /// token_secret, max_connections, watch_timeout_secs, live_timeout_secs, header_timeout_secs,
+    /// token_secret, allow_anonymous, session_hours, max_token_ttl_secs, instance_id, tls_cert, tls_key,
+    /// max_connections, watch_timeout_secs, live_timeout_secs, header_timeout_secs,
     /// send_timeout_secs).
-    #[arg(long, env = "HLSD_CONFIG", value_name = "FILE")]
+    #[arg(long, env = "HLSD_CONFIG", value_name = "FILE", global = true)]
     pub config: Option<PathBuf>,
     /// Data directory written by ingestd (live/<stream>/index.m3u8 and segments). Required.
-    #[arg(long, env = "HLSD_DATA_DIR", value_name = "DIR")]
+    #[arg(long, env = "HLSD_DATA_DIR", value_name = "DIR", global = true)]
     pub data_dir: Option<PathBuf>,
     /// Catalog database URL (SQLite path or sqlite://, postgres://, mysql://). Default: DATA/catalog.sqlite.
-    #[arg(long, env = "HLSD_DATABASE_URL", value_name = "URL")]
+    #[arg(long, env = "HLSD_DATABASE_URL", value_name = "URL", global = true)]
     pub database_url: Option<String>,
     /// Address to listen on [default: 0.0.0.0:8080].
     #[arg(long, env = "HLSD_LISTEN", value_name = "ADDR")]
@@ -90,7 +116,7 @@ pub struct Cli {
     /// ingestd control API, used by watch/stop [default: http://127.0.0.1:6811].
     #[arg(long, env = "HLSD_INGESTD_URL", value_name = "URL")]
     pub ingestd_url: Option<String>,
-    /// Secret for HMAC-signed expiring tokens; when set, playlists and segments require ?token= or /t/<token>/.
+    /// Key of the HMAC-signed player tokens and session cookies [default: generated once and kept in the catalog's settings table, shared by every hlsd on that catalog].
     #[arg(
         long,
         env = "HLSD_TOKEN_SECRET",
@@ -98,6 +124,24 @@ pub struct Cli {
         hide_env_values = true
     )]
     pub token_secret: Option<String>,
+    /// Serve live and recorded video and the API without login, as an operator on every device (admin pages still need a login). For demos and closed networks only. Without it an anonymous client gets nothing but the login page [default: off].
+    #[arg(long, env = "HLSD_ALLOW_ANONYMOUS", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub allow_anonymous: Option<bool>,
+    /// Hours a login (session cookie) lasts [default: 12].
+    #[arg(long, env = "HLSD_SESSION_HOURS", value_name = "HOURS")]
+    pub session_hours: Option<u64>,
+    /// Longest lifetime, in seconds, of a player token minted by POST /api/tokens [default: 86400].
+    #[arg(long, env = "HLSD_MAX_TOKEN_TTL_SECS", value_name = "SECS")]
+    pub max_token_ttl_secs: Option<u64>,
+    /// Name of this instance in the catalog's viewers table, which tells ingestd when nobody watches a live channel [default: host name and listen port].
+    #[arg(long, env = "HLSD_INSTANCE_ID", value_name = "NAME")]
+    pub instance_id: Option<String>,
+    /// PEM certificate chain: with --tls-key, hlsd serves HTTPS only (HTTP/2 and HTTP/1.1 by ALPN) and the session cookie gets Secure [default: plain HTTP].
+    #[arg(long, env = "HLSD_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of --tls-cert.
+    #[arg(long, env = "HLSD_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
     /// Maximum concurrent connections; more are answered 503 [default: 4096].
     #[arg(long, env = "HLSD_MAX_CONNECTIONS", value_name = "N")]
     pub max_connections: Option<usize>,
@@ -113,6 +157,10 @@ pub struct Cli {
     /// Seconds a response write may stay blocked (a client not reading) before the connection is closed [default: 30].
     #[arg(long, env = "HLSD_SEND_TIMEOUT_SECS", value_name = "SECS")]
     pub send_timeout_secs: Option<u64>,
+    /// Manage accounts and devices in the catalog instead of serving (same --data-dir,
+    /// --database-url and --config as the daemon).
+    #[command(subcommand)]
+    pub command: Option<crate::admin::Command>,
 }
 
 /// The `--config` file.
@@ -124,6 +172,12 @@ pub struct FileConfig {
     pub listen: Option<SocketAddr>,
     pub ingestd_url: Option<String>,
     pub token_secret: Option<String>,
+    pub allow_anonymous: Option<bool>,
+    pub session_hours: Option<u64>,
+    pub max_token_ttl_secs: Option<u64>,
+    pub instance_id: Option<String>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
     pub max_connections: Option<usize>,
     pub watch_timeout_secs: Option<u64>,
     pub live_timeout_secs: Option<u64>,
@@ -141,6 +195,8 @@ pub enum ConfigError {
     NoDataDir,
     #[error("{0} must be at least 1")]
     Zero(&'static str),
+    #[error("--tls-cert and --tls-key go together (both or neither)")]
+    TlsPair,
 }
 
 impl FileConfig {
@@ -173,6 +229,27 @@ impl Cli {
                 .token_secret
                 .or(file.token_secret)
                 .filter(|s| !s.is_empty()),
+            allow_anonymous: self
+                .allow_anonymous
+                .or(file.allow_anonymous)
+                .unwrap_or(false),
+            session_ttl: self
+                .session_hours
+                .or(file.session_hours)
+                .map_or(d.session_ttl, |h| Duration::from_secs(h * 3600)),
+            max_token_ttl: self
+                .max_token_ttl_secs
+                .or(file.max_token_ttl_secs)
+                .map_or(d.max_token_ttl, Duration::from_secs),
+            instance_id: self.instance_id.or(file.instance_id),
+            tls: match (
+                self.tls_cert.or(file.tls_cert),
+                self.tls_key.or(file.tls_key),
+            ) {
+                (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+                (None, None) => None,
+                _ => return Err(ConfigError::TlsPair),
+            },
             max_connections: self
                 .max_connections
                 .or(file.max_connections)
@@ -203,6 +280,12 @@ impl Cli {
         }
         if cfg.send_timeout.is_zero() {
             return Err(ConfigError::Zero("send_timeout_secs"));
+        }
+        if cfg.session_ttl.is_zero() {
+            return Err(ConfigError::Zero("session_hours"));
+        }
+        if cfg.max_token_ttl.is_zero() {
+            return Err(ConfigError::Zero("max_token_ttl_secs"));
         }
         Ok(cfg)
     }

@@ -16,6 +16,8 @@
 //! # Ok(()) }
 //! ```
 
+pub mod admin;
+pub mod auth;
 pub mod config;
 pub mod http;
 mod routes;

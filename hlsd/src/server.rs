@@ -35,6 +35,44 @@ pub enum ServeError {
     Catalog(#[from] streamcore::catalog::Error),
     #[error("HTTP client: {0}")]
     Client(#[from] reqwest::Error),
+    #[error("TLS: {0}")]
+    Tls(String),
+}
+
+/// The TLS acceptor of `--tls-cert`/`--tls-key`: HTTP/2 and HTTP/1.1 offered by ALPN.
+fn tls_acceptor(files: &crate::config::TlsFiles) -> Result<tokio_rustls::TlsAcceptor, ServeError> {
+    use rustls_pki_types::pem::PemObject as _;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    use tokio_rustls::rustls;
+    let bad = |what: &str, path: &std::path::Path, e: &dyn std::fmt::Display| {
+        ServeError::Tls(format!("{what} {}: {e}", path.display()))
+    };
+    let certs = CertificateDer::pem_file_iter(&files.cert)
+        .map_err(|e| bad("reading the certificate", &files.cert, &e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad("parsing the certificate", &files.cert, &e))?;
+    if certs.is_empty() {
+        return Err(bad(
+            "reading the certificate",
+            &files.cert,
+            &"no CERTIFICATE in the file",
+        ));
+    }
+    let key = PrivateKeyDer::from_pem_file(&files.key)
+        .map_err(|e| bad("reading the private key", &files.key, &e))?;
+    // ring rather than aws-lc-rs: no cmake and no large C build on every machine. rustls marks
+    // it deprecated because ring has no post-quantum key exchange (X25519MLKEM768); browsers
+    // offer that and fall back to X25519, which ring has.
+    #[allow(deprecated)]
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ServeError::Tls(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| bad("the key does not fit the certificate", &files.key, &e))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
 /// Shared state of the handlers.
@@ -42,7 +80,13 @@ pub struct AppState {
     /// Canonical data dir: every file served must canonicalize to a path under it.
     pub data_dir: PathBuf,
     pub catalog: Catalog,
-    pub signer: Option<TokenSigner>,
+    /// Accounts, cookies, API keys and player tokens.
+    pub auth: crate::auth::Auth,
+    /// This instance's name in the viewers table.
+    pub instance: String,
+    /// When each live stream's viewing was last written to the catalog (at most every
+    /// [`VIEWER_WRITE_EVERY`] per stream).
+    pub viewers_written: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
     pub ingestd_url: String,
     pub client: reqwest::Client,
     pub watch_timeout: Duration,
@@ -50,6 +94,9 @@ pub struct AppState {
     /// Permits for concurrent clip exports.
     pub clip_slots: Arc<Semaphore>,
 }
+
+/// How often this instance tells the catalog a stream is being watched.
+pub const VIEWER_WRITE_EVERY: Duration = Duration::from_secs(5);
 
 /// A running server.
 pub struct Running {
@@ -111,10 +158,48 @@ pub async fn serve_with_catalog(config: Config, catalog: Catalog) -> Result<Runn
         .connect_timeout(Duration::from_secs(3))
         .timeout(Duration::from_secs(10))
         .build()?;
+    let secret = match config.token_secret.clone() {
+        Some(s) => s,
+        // Shared through the catalog, so a cookie or token made by one hlsd works on all.
+        None => {
+            let cat = catalog.clone();
+            tokio::task::spawn_blocking(move || {
+                cat.setting_or_init(crate::auth::SIGNING_KEY_SETTING, || {
+                    crate::auth::random_hex(32)
+                })
+            })
+            .await
+            .expect("reading the signing key panicked")?
+        }
+    };
+    let tls = config.tls.as_ref().map(tls_acceptor).transpose()?;
+    let auth = crate::auth::Auth::new(
+        catalog.clone(),
+        TokenSigner::new(secret),
+        config.allow_anonymous,
+        tls.is_some(),
+        config.session_ttl,
+        config.max_token_ttl,
+    );
+    if config.allow_anonymous {
+        tracing::warn!("anonymous access is on: anyone who reaches this server can watch every vehicle and command its video");
+    }
+    let instance = config.instance_id.clone().unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/etc/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_default();
+        format!(
+            "{}:{}",
+            if host.is_empty() { "hlsd" } else { &host },
+            config.listen.port()
+        )
+    });
     let state = Arc::new(AppState {
         data_dir,
         catalog,
-        signer: config.token_secret.as_deref().map(TokenSigner::new),
+        auth,
+        instance,
+        viewers_written: Default::default(),
         ingestd_url: config.ingestd_url.trim_end_matches('/').to_owned(),
         client,
         watch_timeout: config.watch_timeout,
@@ -136,9 +221,10 @@ pub async fn serve_with_catalog(config: Config, catalog: Catalog) -> Result<Runn
             header_timeout: config.header_timeout,
             send_timeout: config.send_timeout,
         },
+        tls.clone(),
         rx,
     ));
-    tracing::info!(%addr, data_dir = %config.data_dir.display(), max_connections = config.max_connections, "hlsd listening");
+    tracing::info!(%addr, data_dir = %config.data_dir.display(), max_connections = config.max_connections, tls = tls.is_some(), "hlsd listening");
     Ok(Running {
         addr,
         shutdown: Some(tx),
@@ -163,6 +249,7 @@ async fn accept_loop<F>(
     listener: TcpListener,
     filter: F,
     limits: Limits,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     mut shutdown: oneshot::Receiver<()>,
 ) where
     F: Filter<Extract = (Response,), Error = Infallible> + Clone + Send + Sync + 'static,
@@ -192,6 +279,7 @@ async fn accept_loop<F>(
         match permits.clone().try_acquire_owned() {
             Ok(permit) => {
                 let svc = TowerToHyperService::new(svc.clone());
+                let tls = tls.clone();
                 tokio::spawn(async move {
                     let mut builder = auto::Builder::new(TokioExecutor::new());
                     // Slow senders of headers must not hold a connection slot for long.
@@ -201,8 +289,29 @@ async fn accept_loop<F>(
                         .header_read_timeout(header_timeout)
                         .max_buf_size(MAX_REQUEST_HEAD);
                     // Clients that stop reading must not hold a slot either.
-                    let io = TokioIo::new(crate::stall::WriteStallLimit::new(tcp, send_timeout));
-                    if let Err(e) = builder.serve_connection(io, svc).await {
+                    let tcp = crate::stall::WriteStallLimit::new(tcp, send_timeout);
+                    let r = match tls {
+                        None => builder.serve_connection(TokioIo::new(tcp), svc).await,
+                        Some(acceptor) => {
+                            // The handshake is bounded like a request head.
+                            let accepted =
+                                tokio::time::timeout(header_timeout, acceptor.accept(tcp)).await;
+                            match accepted {
+                                Ok(Ok(stream)) => {
+                                    builder.serve_connection(TokioIo::new(stream), svc).await
+                                }
+                                Ok(Err(e)) => {
+                                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                                    Ok(())
+                                }
+                                Err(_) => {
+                                    tracing::debug!(%peer, "TLS handshake timed out");
+                                    Ok(())
+                                }
+                            }
+                        }
+                    };
+                    if let Err(e) = r {
                         tracing::debug!(%peer, error = %e, "connection ended with an error");
                     }
                     drop(permit);

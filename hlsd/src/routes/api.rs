@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::json;
+use streamcore::catalog::Role;
 use streamcore::layout::{self, StreamName};
 use streamcore::playlist::{format_pdt, MediaPlaylist};
 use warp::http::StatusCode;
@@ -40,7 +41,8 @@ pub(super) fn routes(
     let devices = warp::path!("api" / "devices")
         .and(get)
         .and(st.clone())
-        .then(|st: Arc<AppState>| async move { api_devices(st).await });
+        .and(request())
+        .then(|st: Arc<AppState>, req: Req| async move { api_devices(st, req).await });
     let device_q = warp::path!("api" / "devices" / String / String)
         .and(get)
         .and(st.clone())
@@ -53,9 +55,10 @@ pub(super) fn routes(
     let control = warp::path!("api" / "devices" / String / "channels" / String / String)
         .and(warp::post())
         .and(st.clone())
+        .and(request())
         .then(
-            |sim: String, ch: String, action: String, st: Arc<AppState>| async move {
-                control(st, sim, ch, action).await
+            |sim: String, ch: String, action: String, st: Arc<AppState>, req: Req| async move {
+                control(st, sim, ch, action, req).await
             },
         );
 
@@ -73,6 +76,10 @@ pub(super) fn routes(
 /// (`session_id`) and the latest one, open or ended (`recording_session_id`), so a client can
 /// also open the recording.
 async fn api_streams(st: Arc<AppState>, req: Req) -> Response {
+    let principal = match st.auth.principal(&req).await {
+        Ok(p) => p,
+        Err(resp) => return resp,
+    };
     let all = matches!(req.query.get("all").map(String::as_str), Some("1" | "true"));
     let (dir, timeout, cat) = (st.data_dir.clone(), st.live_timeout, st.catalog.clone());
     let scanned = blocking(move || scan_streams(&dir, timeout)).await;
@@ -90,10 +97,24 @@ async fn api_streams(st: Arc<AppState>, req: Req) -> Response {
         Ok(v) => v,
         Err(e) => return catalog_failed(e),
     };
+    let sims = streams
+        .iter()
+        .filter_map(|s| s.name.sim().map(str::to_string))
+        .collect();
+    let visible = match st.auth.visible_sims(&principal, sims).await {
+        Ok(v) => v,
+        Err(resp) => return resp,
+    };
     let now = SystemTime::now();
     let list: Vec<_> = streams
         .into_iter()
         .filter(|s| all || s.live)
+        // Raw streams (no SIM) only for those who see everything.
+        .filter(|s| match (&visible, s.name.sim()) {
+            (None, _) => true,
+            (Some(v), Some(sim)) => v.contains(sim),
+            (Some(_), None) => false,
+        })
         .map(|s| {
             let name = s.name.to_string();
             let updated_ms = s
@@ -130,12 +151,26 @@ async fn api_streams(st: Arc<AppState>, req: Req) -> Response {
     http::json(StatusCode::OK, &list)
 }
 
-async fn api_devices(st: Arc<AppState>) -> Response {
+async fn api_devices(st: Arc<AppState>, req: Req) -> Response {
+    let principal = match st.auth.principal(&req).await {
+        Ok(p) => p,
+        Err(resp) => return resp,
+    };
     let cat = st.catalog.clone();
-    match blocking(move || cat.devices()).await {
-        Ok(d) => http::json(StatusCode::OK, &d),
-        Err(e) => catalog_failed(e),
+    let mut devices = match blocking(move || cat.devices()).await {
+        Ok(d) => d,
+        Err(e) => return catalog_failed(e),
+    };
+    match st
+        .auth
+        .visible_sims(&principal, devices.iter().map(|d| d.sim.clone()).collect())
+        .await
+    {
+        Ok(Some(visible)) => devices.retain(|d| visible.contains(&d.sim)),
+        Ok(None) => {}
+        Err(resp) => return resp,
     }
+    http::json(StatusCode::OK, &devices)
 }
 
 /// Sessions, incidents and playback requests (the device recordings asked for, with their
@@ -143,6 +178,9 @@ async fn api_devices(st: Arc<AppState>) -> Response {
 async fn api_device_query(st: Arc<AppState>, sim: String, what: String, req: Req) -> Response {
     if !layout::valid_sim(&sim) {
         return http::error(StatusCode::NOT_FOUND, "invalid SIM");
+    }
+    if let Err(resp) = st.auth.require_device(&req, Role::Viewer, &sim).await {
+        return resp;
     }
     let range = match parse_range(&req) {
         Ok(r) => r,
@@ -219,10 +257,14 @@ fn playlist_fresh(data_dir: &Path, stream: &str, since: SystemTime) -> bool {
     }
 }
 
-async fn control(st: Arc<AppState>, sim: String, ch: String, action: String) -> Response {
+async fn control(st: Arc<AppState>, sim: String, ch: String, action: String, req: Req) -> Response {
     if !layout::valid_sim(&sim) {
         return http::error(StatusCode::NOT_FOUND, "invalid SIM");
     }
+    let principal = match st.auth.require_device(&req, Role::Operator, &sim).await {
+        Ok(p) => p,
+        Err(resp) => return resp,
+    };
     let Some(channel) = layout::parse_channel(&ch) else {
         return http::error(StatusCode::NOT_FOUND, "invalid channel");
     };
@@ -232,6 +274,18 @@ async fn control(st: Arc<AppState>, sim: String, ch: String, action: String) -> 
         _ => return not_found(format!("action {action}")),
     };
     let stream = StreamName::live(&sim, channel).to_string();
+    st.auth
+        .audit(
+            &principal.actor(),
+            if action == "watch" {
+                "live.start"
+            } else {
+                "live.stop"
+            },
+            &stream,
+            None,
+        )
+        .await;
     // A playlist already being updated is as good as a new one: a second viewer needn't wait.
     let started = Instant::now();
     let already_live = {

@@ -12,7 +12,7 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::{Filter, Rejection};
 
-use super::{blocking, check_token, get_or_head, not_found, request, with_state, MPEGURL};
+use super::{blocking, get_or_head, not_found, request, touch_viewer, with_state, MPEGURL};
 use crate::http::{self, Representation, Req, Source};
 use crate::server::AppState;
 use crate::token::add_token_to_uris;
@@ -21,6 +21,8 @@ use streamcore::layout;
 const MP2T: &str = "video/mp2t";
 const LIVE_PLAYLIST_CACHE: &str = "public, max-age=1";
 const SEGMENT_CACHE: &str = "public, max-age=31536000, immutable";
+/// Segments behind a login must not be kept by shared caches.
+const SEGMENT_CACHE_PRIVATE: &str = "private, max-age=31536000, immutable";
 
 pub(super) fn routes(
     state: Arc<AppState>,
@@ -92,10 +94,26 @@ async fn serve_live(
     if !is_playlist && !low_latency && layout::segment_sequence(&file).is_none() {
         return http::error(StatusCode::NOT_FOUND, "invalid segment name");
     }
-    let token = match check_token(&st, &stream, path_token.as_deref(), &req) {
+    // A segment also opens with its own token: VOD playlists opened by a token sign every
+    // segment URI for that segment alone.
+    let segment_scope = format!("{stream}/{file}");
+    let scopes: &[&str] = if is_playlist || low_latency {
+        &[&stream]
+    } else {
+        &[&stream, &segment_scope]
+    };
+    let sim = crate::auth::sim_of_stream(&stream);
+    let token = match st
+        .auth
+        .media(&req, path_token.as_deref(), scopes, sim.as_deref())
+        .await
+    {
         Ok(t) => t,
         Err(resp) => return resp,
     };
+    if is_playlist || file == streamcore::ll::LL_PLAYLIST {
+        touch_viewer(&st, &stream);
+    }
     if low_latency {
         let query_token = match (&token, &path_token) {
             (Some((tok, _)), None) => Some(tok.as_str()),
@@ -156,7 +174,11 @@ async fn serve_live(
             len: meta.len(),
         },
         content_type: MP2T,
-        cache_control: SEGMENT_CACHE,
+        cache_control: if st.auth.allow_anonymous {
+            SEGMENT_CACHE
+        } else {
+            SEGMENT_CACHE_PRIVATE
+        },
         last_modified: meta.modified().ok(),
         gzip: false,
         vary_encoding: false,

@@ -33,8 +33,8 @@ use streamcore::catalog::{self, TimeRange};
 
 use crate::http::{self, Req};
 use crate::server::AppState;
-use crate::token::{now_unix, TokenError};
 
+mod account;
 mod api;
 mod live;
 mod low_latency;
@@ -55,6 +55,8 @@ pub(crate) fn routes(
         .unify()
         // Before `api`: its `channels/<ch>/<action>` and `<sim>/<what>` would take these paths.
         .or(playback::routes(state.clone()))
+        .unify()
+        .or(account::routes(state.clone()))
         .unify()
         .or(api::routes(state))
         .unify()
@@ -97,29 +99,30 @@ fn not_found(what: impl std::fmt::Display) -> Response {
     http::error(StatusCode::NOT_FOUND, format!("{what} not found"))
 }
 
-fn token_refused(e: TokenError) -> Response {
-    http::error(StatusCode::FORBIDDEN, e)
-}
-
-/// Checks the token (path form first, then `?token=`) when a secret is configured.
-/// Returns the token and its expiry when one was accepted.
-fn check_token(
-    st: &AppState,
-    scope: &str,
-    path_token: Option<&str>,
-    req: &Req,
-) -> Result<Option<(String, u64)>, Response> {
-    let Some(signer) = &st.signer else {
-        return Ok(None);
-    };
-    let tok = path_token
-        .or(req.query.get("token").map(String::as_str))
-        .ok_or(TokenError::Missing)
-        .map_err(token_refused)?;
-    let expiry = signer
-        .verify(scope, tok, now_unix())
-        .map_err(token_refused)?;
-    Ok(Some((tok.to_owned(), expiry)))
+/// Tells the catalog (at most every [`crate::server::VIEWER_WRITE_EVERY`] per stream) that
+/// this instance serves `stream`'s live playlist, so ingestd keeps the device's video running.
+/// Off the request path: the answer never waits for the catalog.
+fn touch_viewer(st: &Arc<AppState>, stream: &str) {
+    let now = std::time::Instant::now();
+    {
+        let mut seen = st.viewers_written.lock().unwrap_or_else(|e| e.into_inner());
+        if seen
+            .get(stream)
+            .is_some_and(|t| now.duration_since(*t) < crate::server::VIEWER_WRITE_EVERY)
+        {
+            return;
+        }
+        if seen.len() > 100_000 {
+            seen.clear();
+        }
+        seen.insert(stream.to_string(), now);
+    }
+    let (cat, stream, instance) = (st.catalog.clone(), stream.to_string(), st.instance.clone());
+    tokio::task::spawn_blocking(move || {
+        if let Err(e) = cat.touch_viewer(&stream, &instance, catalog::now_ms()) {
+            tracing::debug!(error = %e, %stream, "cannot record the viewer");
+        }
+    });
 }
 
 /// A catalog that is down is a 503 (retry later); anything else is ours, a 500.

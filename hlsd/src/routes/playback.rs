@@ -32,9 +32,7 @@ use warp::{Filter, Rejection};
 
 use super::mp4;
 use super::vod::MAX_CLIP_MS;
-use super::{
-    blocking, catalog_failed, check_token, get_or_head, not_found, parse_time, request, with_state,
-};
+use super::{blocking, catalog_failed, get_or_head, not_found, parse_time, request, with_state};
 use crate::http::{self, Req};
 use crate::server::AppState;
 
@@ -72,29 +70,38 @@ pub(super) fn routes(
     let start = warp::path!("api" / "devices" / String / "channels" / String / "playback")
         .and(warp::post())
         .and(st.clone())
+        .and(request())
         .and(bounded_body())
         .then(
-            |sim: String, ch: String, st: Arc<AppState>, body: Result<Bytes, Response>| async move {
-                match body {
-                    Ok(body) => start_playback(st, sim, ch, body).await,
+            |sim: String,
+             ch: String,
+             st: Arc<AppState>,
+             req: Req,
+             body: Result<Bytes, Response>| async move {
+                match operator(&st, &req, &sim, "playback.request", &ch, body).await {
                     Err(resp) => resp,
+                    Ok(body) => start_playback(st, sim, ch, body).await,
                 }
             },
         );
-    let control = warp::path!(
-        "api" / "devices" / String / "channels" / String / "playback" / "control"
-    )
-    .and(warp::post())
-    .and(st.clone())
-    .and(bounded_body())
-    .then(
-        |sim: String, ch: String, st: Arc<AppState>, body: Result<Bytes, Response>| async move {
-            match body {
-                Ok(body) => control_playback(st, sim, ch, body).await,
-                Err(resp) => resp,
-            }
-        },
-    );
+    let control =
+        warp::path!("api" / "devices" / String / "channels" / String / "playback" / "control")
+            .and(warp::post())
+            .and(st.clone())
+            .and(request())
+            .and(bounded_body())
+            .then(
+                |sim: String,
+                 ch: String,
+                 st: Arc<AppState>,
+                 req: Req,
+                 body: Result<Bytes, Response>| async move {
+                    match operator(&st, &req, &sim, "playback.control", &ch, body).await {
+                        Err(resp) => resp,
+                        Ok(body) => control_playback(st, sim, ch, body).await,
+                    }
+                },
+            );
     let mp4 = warp::path!("vod" / "session" / String / "video.mp4")
         .and(get)
         .and(st.clone())
@@ -121,6 +128,33 @@ pub(super) fn routes(
         .unify()
         .or(mp4_t)
         .unify()
+}
+
+/// Checks that the request may command `sim` (an operator granted the device); once the body
+/// was read, writes the audit log entry of `action` on `sim`/`channel` with the body.
+async fn operator(
+    st: &AppState,
+    req: &Req,
+    sim: &str,
+    action: &str,
+    channel: &str,
+    body: Result<Bytes, Response>,
+) -> Result<Bytes, Response> {
+    let p = st
+        .auth
+        .require_device(req, streamcore::catalog::Role::Operator, sim)
+        .await?;
+    let body = body?;
+    let detail = String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned();
+    st.auth
+        .audit(
+            &p.actor(),
+            action,
+            &format!("{sim}/{channel}"),
+            Some(detail),
+        )
+        .await;
+    Ok(body)
 }
 
 /// The request body, at most [`MAX_BODY`] bytes (413 otherwise, before reading when the
@@ -297,6 +331,24 @@ async fn ask_ingestd(
 async fn recordings(st: Arc<AppState>, sim: String, req: Req) -> Response {
     if let Err(resp) = check_sim(&sim) {
         return resp;
+    }
+    // Listing asks the device itself (0x9205): an operator's action.
+    match st
+        .auth
+        .require_device(&req, streamcore::catalog::Role::Operator, &sim)
+        .await
+    {
+        Ok(p) => {
+            st.auth
+                .audit(
+                    &p.actor(),
+                    "recordings.query",
+                    &sim,
+                    serde_json::to_string(&req.query).ok(),
+                )
+                .await
+        }
+        Err(resp) => return resp,
     }
     let mut query = Vec::new();
     let param = |k: &str| req.query.get(k).filter(|v| !v.is_empty());
@@ -538,8 +590,11 @@ async fn session_mp4(
         return http::error(StatusCode::NOT_FOUND, "invalid id");
     }
     let scope = format!("vod/session/{id}");
-    if let Err(resp) = check_token(&st, &scope, path_token.as_deref(), &req) {
-        return resp;
+    let token_given = path_token.is_some() || req.query.contains_key("token");
+    if !token_given {
+        if let Err(resp) = st.auth.principal(&req).await {
+            return resp;
+        }
     }
     let (cat, id2) = (st.catalog.clone(), id.clone());
     let found = blocking(move || {
@@ -551,9 +606,22 @@ async fn session_mp4(
     .await;
     let (session, rows) = match found {
         Ok(Some(v)) => v,
+        Ok(None) if token_given => return crate::auth::forbidden("token invalid"),
         Ok(None) => return not_found(&scope),
         Err(e) => return catalog_failed(e),
     };
+    if let Err(resp) = st
+        .auth
+        .media(
+            &req,
+            path_token.as_deref(),
+            &[&scope],
+            session.sim.as_deref(),
+        )
+        .await
+    {
+        return resp;
+    }
     let Some((start_ms, end_ms)) = mp4::span_ms(&rows) else {
         return not_found(format!("segments of {scope}"));
     };

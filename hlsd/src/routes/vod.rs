@@ -12,8 +12,8 @@ use warp::{Filter, Rejection};
 
 use super::live::open_live_file;
 use super::{
-    blocking, catalog_failed, check_token, get_or_head, mp4, not_found, parse_range, request,
-    with_state, MPEGURL,
+    blocking, catalog_failed, get_or_head, mp4, not_found, parse_range, request, with_state,
+    MPEGURL,
 };
 use streamcore::catalog::{self, recording_playlist, Catalog, Segment};
 use streamcore::layout::{self, StreamName};
@@ -88,10 +88,14 @@ async fn serve_vod(
         _ => return not_found(format!("vod kind {kind}")),
     };
     let scope = format!("vod/{kind}/{id}");
-    let token = match check_token(&st, &scope, path_token.as_deref(), &req) {
-        Ok(t) => t,
-        Err(resp) => return resp,
-    };
+    let token_given = path_token.is_some() || req.query.contains_key("token");
+    // Without a token the request needs a principal; refuse before the catalog says whether
+    // the recording exists.
+    if !token_given {
+        if let Err(resp) = st.auth.principal(&req).await {
+            return resp;
+        }
+    }
     let channel = req
         .query
         .get("channel")
@@ -102,27 +106,34 @@ async fn serve_vod(
         Some(incident) => incident_segments(&cat, incident, channel),
     })
     .await;
-    let (segments, finished) = match found {
+    let (segments, finished, sim) = match found {
         Ok(Some(v)) => v,
+        Ok(None) if token_given => return crate::auth::forbidden("token invalid"),
         Ok(None) => return not_found(&scope),
         Err(e) => return catalog_failed(e),
+    };
+    let token = match st
+        .auth
+        .media(&req, path_token.as_deref(), &[&scope], sim.as_deref())
+        .await
+    {
+        Ok(t) => t,
+        Err(resp) => return resp,
     };
     if segments.is_empty() {
         return not_found(format!("segments of {scope}"));
     }
-    let signer = st.signer.clone();
+    // A token-opened recording signs each segment URI for that segment alone, so its token
+    // never opens the live stream or the rest of the recording.
+    let signer = &st.auth.signer;
     let seg_uri = |s: &Segment, sequence: u64| {
         let file = layout::segment_file(sequence);
-        match (&signer, &token) {
-            (Some(signer), Some((_, expiry))) => {
-                let t = signer.sign(&s.stream, *expiry);
-                if path_token.is_some() {
-                    format!("/live/{}/t/{t}/{file}", s.stream)
-                } else {
-                    format!("/live/{}/{file}?token={t}", s.stream)
-                }
+        match &token {
+            Some((_, expiry)) => {
+                let t = signer.sign(&format!("{}/{file}", s.stream), *expiry);
+                format!("/live/{}/{file}?token={t}", s.stream)
             }
-            _ => format!("/live/{}/{file}", s.stream),
+            None => format!("/live/{}/{file}", s.stream),
         }
     };
     // One TARGETDURATION for the recording's whole life, open or finished: its stream's.
@@ -145,6 +156,11 @@ async fn serve_vod(
     )
 }
 
+/// The token scope of one clip export (the `from`/`to` query values as given).
+pub(crate) fn clip_scope(stream: &str, from: &str, to: &str) -> String {
+    format!("clip/{stream}/{from}/{to}")
+}
+
 /// The TARGETDURATION of a stream's live playlist (the longest a segment of it may be), if the
 /// playlist is there.
 fn stream_target_duration(data_dir: &std::path::Path, stream: &str) -> Option<u32> {
@@ -154,17 +170,18 @@ fn stream_target_duration(data_dir: &std::path::Path, stream: &str) -> Option<u3
     Some(MediaPlaylist::parse_any(&text).ok()?.target_duration())
 }
 
-/// A session's segments, and whether it has ended.
-fn session_segments(
-    cat: &Catalog,
-    id: &str,
-) -> Result<Option<(Vec<Segment>, bool)>, catalog::Error> {
+/// A recording's segments, whether it is complete, and its device (`None`: a raw stream).
+type Recording = (Vec<Segment>, bool, Option<String>);
+
+/// A session's segments, whether it has ended, and its device.
+fn session_segments(cat: &Catalog, id: &str) -> Result<Option<Recording>, catalog::Error> {
     let Some(session) = cat.session(id)? else {
         return Ok(None);
     };
     Ok(Some((
         cat.segments_of_session(id)?,
         session.ended_ms.is_some(),
+        session.sim.clone(),
     )))
 }
 
@@ -177,10 +194,11 @@ fn incident_segments(
     cat: &Catalog,
     id: i64,
     channel: Option<u8>,
-) -> Result<Option<(Vec<Segment>, bool)>, catalog::Error> {
+) -> Result<Option<Recording>, catalog::Error> {
     let Some(inc) = cat.incident(id)? else {
         return Ok(None);
     };
+    let sim = Some(inc.sim.clone());
     if let Some(session) = &inc.session_id {
         // The upload is complete when its session has ended; a session retention has
         // deleted ended long ago.
@@ -188,6 +206,7 @@ fn incident_segments(
         return Ok(Some((
             cat.segments_of_session(session)?,
             ended && !inc.open,
+            sim,
         )));
     }
     let stream = match (channel, inc.stream_name()) {
@@ -202,7 +221,7 @@ fn incident_segments(
             .map(|c| StreamName::live(&inc.sim, c).to_string()),
     };
     let Some(stream) = stream else {
-        return Ok(Some((Vec::new(), true)));
+        return Ok(Some((Vec::new(), true, sim)));
     };
     let segments = cat.segments_in_range(&stream, inc.from_ms, inc.to_ms)?;
     // A segment is catalogued when it closes, seconds after the moments it holds: while the
@@ -215,19 +234,30 @@ fn incident_segments(
             || cat
                 .sessions_of_stream(&stream, i64::MAX - 1, i64::MAX)?
                 .is_empty());
-    Ok(Some((segments, finished)))
+    Ok(Some((segments, finished, sim)))
 }
 
 /// `GET /api/streams/<stream>/clip.mp4?from=&to=`: the recording of `[from, to)` as an MP4
 /// download, remuxed in-process (streamcore's `mux::clip`). Cuts are at segment boundaries: the clip
 /// starts with the segment containing `from` and ends with the one containing `to`
-/// (`x-clip-start-ms` / `x-clip-end-ms` say what it covers). Needs a token for the stream
-/// (`?token=`) when tokens are on.
+/// (`x-clip-start-ms` / `x-clip-end-ms` say what it covers). Opens for a principal that may
+/// see the stream, or with a token minted for exactly this clip (scope
+/// `clip/<stream>/<from>/<to>`, the share link) or for the whole stream.
 async fn export_clip(st: Arc<AppState>, stream: String, req: Req) -> Response {
     if !layout::valid_stream_name(&stream) {
         return http::error(StatusCode::NOT_FOUND, "invalid stream name");
     }
-    if let Err(resp) = check_token(&st, &stream, None, &req) {
+    let clip_scope = clip_scope(
+        &stream,
+        req.query.get("from").map_or("", String::as_str),
+        req.query.get("to").map_or("", String::as_str),
+    );
+    let sim = crate::auth::sim_of_stream(&stream);
+    if let Err(resp) = st
+        .auth
+        .media(&req, None, &[&clip_scope, &stream], sim.as_deref())
+        .await
+    {
         return resp;
     }
     let range = match parse_range(&req) {

@@ -80,11 +80,160 @@ fn help_documents_every_flag_and_variable() {
         "HLSD_INGESTD_URL",
         "HLSD_TOKEN_SECRET",
         "HLSD_MAX_CONNECTIONS",
+        "--allow-anonymous",
+        "HLSD_ALLOW_ANONYMOUS",
+        "--session-hours",
+        "--max-token-ttl-secs",
+        "--instance-id",
+        "user",
+        "device",
         "0.0.0.0:8080",
         "http://127.0.0.1:6811",
     ] {
         assert!(help.contains(flag), "--help lacks {flag}:\n{help}");
     }
+}
+
+/// `hlsd user ...` on the daemon's own catalog (same --data-dir): an account made on the
+/// command line logs in to a running hlsd, its API key opens the API, and a SIM grant limits
+/// what it sees.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_commands_make_accounts_the_daemon_accepts() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap().to_string();
+    let run = |args: &[&str], stdin: Option<&str>| {
+        use std::io::Write as _;
+        let mut c = hlsd();
+        c.args(["--data-dir", &data]).args(args);
+        c.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.unwrap_or("").as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // The password from stdin (not on the command line, where `ps` shows it).
+    let (ok, _, err) = run(
+        &[
+            "user",
+            "add",
+            "alice",
+            "--role",
+            "viewer",
+            "--grant",
+            "013800000001",
+        ],
+        Some("alice-password\n"),
+    );
+    assert!(ok, "{err}");
+    let (ok, _, err) = run(
+        &[
+            "user",
+            "add",
+            "alice",
+            "--role",
+            "admin",
+            "--password",
+            "x-password",
+        ],
+        None,
+    );
+    assert!(
+        !ok && err.contains("exists"),
+        "a taken name is refused: {err}"
+    );
+    let (ok, _, err) = run(
+        &[
+            "user",
+            "add",
+            "bob",
+            "--role",
+            "viewer",
+            "--password",
+            "short",
+        ],
+        None,
+    );
+    assert!(!ok && err.contains("8 characters"), "{err}");
+    let (ok, _, err) = run(
+        &[
+            "user",
+            "add",
+            "bob",
+            "--role",
+            "chief",
+            "--password",
+            "long-enough",
+        ],
+        None,
+    );
+    assert!(!ok && err.contains("viewer, operator or admin"), "{err}");
+    let (ok, list, _) = run(&["user", "list"], None);
+    assert!(ok);
+    assert!(
+        list.contains("alice\tviewer\tenabled\t013800000001"),
+        "{list}"
+    );
+    let (ok, key, err) = run(&["user", "key", "alice", "--label", "test"], None);
+    assert!(ok, "{err}");
+    let key = key.trim().to_string();
+    assert!(key.starts_with("fk_"), "{key}");
+
+    let mut cfg = hlsd::Config::new(dir.path());
+    cfg.listen = "127.0.0.1:0".parse().unwrap();
+    let srv = hlsd::serve(cfg).await.unwrap();
+    let base = format!("http://{}", srv.addr);
+    let c = reqwest::Client::builder().no_proxy().build().unwrap();
+    let r = c
+        .post(format!("{base}/api/login"))
+        .json(&serde_json::json!({"name": "alice", "password": "alice-password"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = c
+        .get(format!("{base}/api/me"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let me: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(
+        (me["name"].as_str(), me["role"].as_str()),
+        (Some("alice"), Some("viewer"))
+    );
+    // Deleted on the command line: the key stops working within the cache's few seconds.
+    let (ok, _, err) = run(&["user", "delete", "alice"], None);
+    assert!(ok, "{err}");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let r = c
+            .get(format!("{base}/api/me"))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 401 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the deleted account's key still opens the API"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    srv.shutdown().await;
 }
 
 #[test]

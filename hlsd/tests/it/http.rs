@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::{
     default_url, device_records, install, now_ms, raw, seg_pdt, session_records, start,
-    write_catalog, write_playlist, Clips, PgDb,
+    write_catalog, write_playlist, Clips, ServerDb,
 };
 use reqwest::header;
 use reqwest::StatusCode;
@@ -491,7 +491,11 @@ fn signer() -> hlsd::TokenSigner {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_accepted_expired_forged_and_carried_into_segment_urls() {
     let fx = Fixture::new();
-    let srv = start(&fx.data(), |c| c.token_secret = Some("s3cret".into())).await;
+    let srv = start(&fx.data(), |c| {
+        c.token_secret = Some("s3cret".into());
+        c.allow_anonymous = false;
+    })
+    .await;
     let base = format!("http://{}", srv.addr);
     let c = client();
     let stream = format!("{SIM}_1");
@@ -503,13 +507,17 @@ async fn tokens_accepted_expired_forged_and_carried_into_segment_urls() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), StatusCode::FORBIDDEN, "token required");
+    assert_eq!(
+        r.status(),
+        StatusCode::UNAUTHORIZED,
+        "token or login required"
+    );
     let r = c
         .get(format!("{base}/live/{stream}/0.ts"))
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
 
     // Query form: every segment URI in the playlist carries the token, and works.
     let r = c
@@ -587,49 +595,44 @@ async fn tokens_accepted_expired_forged_and_carried_into_segment_urls() {
         "token expired"
     );
 
-    // VOD: its own scope; segment URIs carry stream tokens with the same expiry.
+    // VOD: its own scope; each segment URI carries a token for that segment alone (scope
+    // `<stream>/<n>.ts`), with the same expiry, so the recording's token opens nothing else.
     let sid = fx.sid2.clone();
     let r = c
         .get(format!("{base}/vod/session/{sid}/index.m3u8"))
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     let vtok = signer().sign(&format!("vod/session/{sid}"), exp);
-    let r = c
-        .get(format!("{base}/vod/session/{sid}/index.m3u8?token={vtok}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
-    let text = r.text().await.unwrap();
-    let stream_tok = signer().sign(&format!("{SIM}_2"), exp);
-    let first = text.lines().find(|l| l.starts_with("/live/")).unwrap();
-    assert_eq!(first, format!("/live/{SIM}_2/0.ts?token={stream_tok}"));
-    assert_eq!(
-        c.get(format!("{base}{first}"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        StatusCode::OK
-    );
-    let r = c
-        .get(format!("{base}/vod/session/{sid}/t/{vtok}/index.m3u8"))
-        .send()
-        .await
-        .unwrap();
-    let text = r.text().await.unwrap();
-    let first = text.lines().find(|l| l.starts_with("/live/")).unwrap();
-    assert_eq!(first, format!("/live/{SIM}_2/t/{stream_tok}/0.ts"));
-    assert_eq!(
-        c.get(format!("{base}{first}"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        StatusCode::OK
-    );
+    let seg_tok = signer().sign(&format!("{SIM}_2/0.ts"), exp);
+    for url in [
+        format!("{base}/vod/session/{sid}/index.m3u8?token={vtok}"),
+        format!("{base}/vod/session/{sid}/t/{vtok}/index.m3u8"),
+    ] {
+        let r = c.get(&url).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        let text = r.text().await.unwrap();
+        let first = text.lines().find(|l| l.starts_with("/live/")).unwrap();
+        assert_eq!(first, format!("/live/{SIM}_2/0.ts?token={seg_tok}"));
+        assert_eq!(
+            c.get(format!("{base}{first}"))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            StatusCode::OK
+        );
+        // Neither the segment's token nor the recording's opens the stream's live playlist.
+        for tok in [&seg_tok, &vtok] {
+            let r = c
+                .get(format!("{base}/live/{SIM}_2/index.m3u8?token={tok}"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::FORBIDDEN);
+        }
+    }
     srv.shutdown().await;
 }
 
@@ -640,7 +643,11 @@ const PY_MINT: &str = "import hmac,hashlib,base64,struct,sys,time; s,scope,ttl=s
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_minted_by_an_independent_implementation() {
     let fx = Fixture::new();
-    let srv = start(&fx.data(), |c| c.token_secret = Some("s3cret".into())).await;
+    let srv = start(&fx.data(), |c| {
+        c.token_secret = Some("s3cret".into());
+        c.allow_anonymous = false;
+    })
+    .await;
     let mint = |secret: &str, scope: &str, ttl: i64| {
         let out = std::process::Command::new("python3")
             .args(["-c", PY_MINT, secret, scope, &ttl.to_string()])
@@ -1337,7 +1344,7 @@ async fn cors_preflight_and_web_page() {
 /// and incident playlists render from it, decode with ffmpeg, and the API reads it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vod_from_a_postgresql_catalog() {
-    let pg = PgDb::new();
+    let pg = ServerDb::postgres();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
@@ -1600,14 +1607,18 @@ async fn clip_export_is_an_mp4_of_the_range_across_a_discontinuity() {
     srv.shutdown().await;
 
     // With tokens on, a clip needs the stream's token.
-    let srv = start(&fx.data(), |c| c.token_secret = Some("s3cret".into())).await;
+    let srv = start(&fx.data(), |c| {
+        c.token_secret = Some("s3cret".into());
+        c.allow_anonymous = false;
+    })
+    .await;
     let url = format!(
         "http://{}/api/streams/{stream}/clip.mp4?from={from}&to={to}",
         srv.addr
     );
     assert_eq!(
         c.get(&url).send().await.unwrap().status(),
-        StatusCode::FORBIDDEN
+        StatusCode::UNAUTHORIZED
     );
     let tok = signer().sign(&stream, hlsd::token::now_unix() + 60);
     let r = c.get(format!("{url}&token={tok}")).send().await.unwrap();

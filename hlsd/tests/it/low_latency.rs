@@ -42,6 +42,7 @@ async fn start(secret: Option<&str>, secs: u64) -> Daemons {
     cfg.listen = "127.0.0.1:0".parse().unwrap();
     cfg.ingestd_url = format!("http://{}", ingest.running.http_addr);
     cfg.token_secret = secret.map(str::to_string);
+    cfg.allow_anonymous = secret.is_none();
     let hls = hlsd::serve(cfg).await.unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let media = ingest.running.jt1078_addr;
@@ -113,15 +114,16 @@ async fn forwarded_with_tokens_and_statuses() {
     let token = signer.sign(STREAM, expiry);
     let other = signer.sign("013800138000_2", expiry);
 
-    // No token, another stream's token: refused before anything reaches ingestd.
-    for path in [
-        format!("/live/{STREAM}/ll.m3u8"),
-        format!("/live/{STREAM}/ll.m3u8?token={other}"),
-        format!("/live/{STREAM}/ll-init-0.mp4"),
-        format!("/live/{STREAM}/t/{other}/ll-0.0.m4s"),
+    // No token (no login either: 401), another stream's token (403): refused before
+    // anything reaches ingestd.
+    for (path, code) in [
+        (format!("/live/{STREAM}/ll.m3u8"), 401),
+        (format!("/live/{STREAM}/ll.m3u8?token={other}"), 403),
+        (format!("/live/{STREAM}/ll-init-0.mp4"), 401),
+        (format!("/live/{STREAM}/t/{other}/ll-0.0.m4s"), 403),
     ] {
         let (status, _, _) = get(addr, &path).await;
-        assert_eq!(status, 403, "{path}");
+        assert_eq!(status, code, "{path}");
     }
 
     // Query form: every URI of the playlist carries the token, and each opens.

@@ -5,6 +5,7 @@
 mod common;
 
 mod abuse;
+mod access;
 mod browser;
 mod cli;
 mod e2e;

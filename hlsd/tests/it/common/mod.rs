@@ -178,6 +178,8 @@ pub fn write_playlist(
 pub async fn start(data: &Path, tweak: impl FnOnce(&mut hlsd::Config)) -> hlsd::Running {
     let mut cfg = hlsd::Config::new(data);
     cfg.listen = "127.0.0.1:0".parse().unwrap();
+    // These suites are about delivery; `access` is about logins and grants.
+    cfg.allow_anonymous = true;
     tweak(&mut cfg);
     hlsd::serve(cfg).await.unwrap()
 }
@@ -301,24 +303,46 @@ pub fn default_url(data: &Path) -> String {
     streamcore::catalog::default_database_url(data)
 }
 
-/// A PostgreSQL database of the test's own (`CREATE DATABASE t_<unique>`, dropped on drop), on
-/// the machine's server (`HLSD_TEST_PG_URL` overrides the admin URL), as streamcore's catalog
-/// suite does it. A server that is not running fails the test: a silent pass would hide it.
-pub struct PgDb {
+/// A database of the test's own on the machine's PostgreSQL or MySQL/MariaDB server
+/// (`CREATE DATABASE <unique>`, dropped on drop), as streamcore's catalog suite does it.
+/// `HLSD_TEST_PG_URL` / `HLSD_TEST_MYSQL_URL` override the admin URLs. A server that is not
+/// running fails the test: a silent pass would hide it.
+pub struct ServerDb {
     admin: String,
+    postgres: bool,
     pub name: String,
     pub url: String,
 }
 
-impl PgDb {
-    pub fn new() -> PgDb {
-        use diesel::connection::SimpleConnection as _;
-        use diesel::Connection as _;
+impl ServerDb {
+    pub fn postgres() -> ServerDb {
         let admin = std::env::var("HLSD_TEST_PG_URL")
             .unwrap_or_else(|_| "postgres://root@127.0.0.1:5432/test".into());
-        let mut c = diesel::PgConnection::establish(&admin).unwrap_or_else(|e| {
-            panic!("PostgreSQL is not reachable at {admin}: {e} (CI starts it: pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start)")
-        });
+        ServerDb::create(admin, true)
+    }
+
+    pub fn mysql() -> ServerDb {
+        let admin = std::env::var("HLSD_TEST_MYSQL_URL")
+            .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".into());
+        ServerDb::create(admin, false)
+    }
+
+    fn execute(admin: &str, postgres: bool, sql: &str) -> Result<(), String> {
+        use diesel::connection::SimpleConnection as _;
+        use diesel::Connection as _;
+        let r = if postgres {
+            diesel::PgConnection::establish(admin)
+                .map_err(|e| e.to_string())?
+                .batch_execute(sql)
+        } else {
+            diesel::MysqlConnection::establish(admin)
+                .map_err(|e| e.to_string())?
+                .batch_execute(sql)
+        };
+        r.map_err(|e| e.to_string())
+    }
+
+    fn create(admin: String, postgres: bool) -> ServerDb {
         static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let name = format!(
             "hlsd_{}_{}_{}",
@@ -326,26 +350,27 @@ impl PgDb {
             now_ms() % 1_000_000_000,
             N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         );
-        c.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
+        ServerDb::execute(&admin, postgres, &format!("CREATE DATABASE {name}")).unwrap_or_else(|e| {
+            panic!("cannot create a database at {admin}: {e} (CI starts the servers: pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start; start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd)")
+        });
         let base = admin.rsplit_once('/').expect("url with /database").0;
-        PgDb {
+        ServerDb {
             url: format!("{base}/{name}"),
             admin,
+            postgres,
             name,
         }
     }
 }
 
-impl Drop for PgDb {
+impl Drop for ServerDb {
     fn drop(&mut self) {
-        use diesel::connection::SimpleConnection as _;
-        use diesel::Connection as _;
-        if let Ok(mut c) = diesel::PgConnection::establish(&self.admin) {
-            let _ = c.batch_execute(&format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.name
-            ));
-        }
+        let force = if self.postgres { " WITH (FORCE)" } else { "" };
+        let _ = ServerDb::execute(
+            &self.admin,
+            self.postgres,
+            &format!("DROP DATABASE IF EXISTS {}{force}", self.name),
+        );
     }
 }
 

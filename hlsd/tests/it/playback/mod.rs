@@ -66,6 +66,7 @@ impl Daemons {
         let mut cfg = hlsd::Config::new(data);
         cfg.listen = "127.0.0.1:0".parse().unwrap();
         cfg.ingestd_url = format!("http://{}", ingest.running.http_addr);
+        cfg.allow_anonymous = true;
         tweak(&mut cfg);
         hlsd::serve(cfg).await.unwrap()
     }
@@ -513,7 +514,8 @@ async fn playback_plays_while_uploading_and_downloads_as_mp4() {
     // With tokens on, the MP4 needs the session playlist's token, in the query or the path.
     let secret = "playback-secret";
     let guarded = Daemons::hlsd(d.data.path(), &d.ingest, |c| {
-        c.token_secret = Some(secret.into())
+        c.token_secret = Some(secret.into());
+        c.allow_anonymous = false;
     })
     .await;
     let signer = hlsd::TokenSigner::new(secret);
@@ -522,7 +524,7 @@ async fn playback_plays_while_uploading_and_downloads_as_mp4() {
     let other = signer.sign(&stream, expiry);
     let g = format!("http://{}", guarded.addr);
     for (url, code) in [
-        (format!("{g}/vod/session/{id}/video.mp4"), 403),
+        (format!("{g}/vod/session/{id}/video.mp4"), 401),
         (format!("{g}/vod/session/{id}/video.mp4?token={other}"), 403),
         (format!("{g}/vod/session/{id}/video.mp4?token={good}"), 200),
         (format!("{g}/vod/session/{id}/t/{good}/video.mp4"), 200),
