@@ -30,8 +30,10 @@ trap cleanup EXIT INT TERM
   --jt808-listen 127.0.0.1:6808 --jt1078-listen 127.0.0.1:6809 \
   --incident-channels 1,2 &
 pids+=($!)
+# The demo opens viewing and the API to anyone who reaches the port (no login);
+# a deployment makes accounts instead (README, "Accounts and access").
 "$BIN"/hlsd --data-dir "$DATA_DIR" --listen "0.0.0.0:$HTTP_PORT" \
-  --ingestd-url http://127.0.0.1:6811 &
+  --ingestd-url http://127.0.0.1:6811 --allow-anonymous &
 pids+=($!)
 for _ in $(seq 1 50); do
   (exec 3<>/dev/tcp/127.0.0.1/6809) 2>/dev/null && break
@@ -54,6 +56,8 @@ done
 cat <<MSG
 
   Demo running (data in $DATA_DIR, catalog $DATA_DIR/catalog.sqlite).
+  Anonymous access is ON (hlsd --allow-anonymous): no login, anyone who
+  reaches port $HTTP_PORT can watch and start/stop video. Not for deployment.
   Web page:       http://127.0.0.1:$HTTP_PORT/
   Live playlist:  http://127.0.0.1:$HTTP_PORT/live/$stream/index.m3u8
   Low latency:    http://127.0.0.1:$HTTP_PORT/live/$stream/ll.m3u8 (the page plays it)

@@ -4,7 +4,9 @@
 // plays while it arrives, with pause/resume/stop/speed, 0x9202), the device's sessions and
 // incidents (alarm names, whether their video could be fetched, VOD and MP4), and its GPS
 // track with incident markers and a marker at the time of the picture on screen (from
-// EXT-X-PROGRAM-DATE-TIME). No framework, no network beyond this server.
+// EXT-X-PROGRAM-DATE-TIME), a live grid of several channels (2x2, 3x3) with stop buttons, and
+// the login (a session cookie; nothing is shown before it unless hlsd allows anonymous
+// access). No framework, no network beyond this server.
 (function () {
   'use strict';
 
@@ -131,10 +133,43 @@
     if (!r.ok) {
       const e = new Error((body && body.error) || `${r.status} ${r.statusText}`);
       e.status = r.status;
+      // The session ended (expired, logged out elsewhere, account disabled): log in again.
+      if (r.status === 401) showLogin();
       throw e;
     }
     return body;
   }
+
+  // ---- login -------------------------------------------------------------------------
+  // Who the page acts as ({name, role, anonymous}), from /api/me.
+  let me = null;
+  function showLogin(message) {
+    $('login').classList.remove('hidden');
+    $('login-error').textContent = message || '';
+    $('login-name').focus();
+  }
+  $('login-form').addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    $('login-submit').disabled = true;
+    try {
+      const r = await fetch('/api/login', {
+        method: 'POST', headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ name: $('login-name').value, password: $('login-password').value }),
+      });
+      if (!r.ok) {
+        $('login-error').textContent = r.status === 401 ? 'Wrong name or password' : `Login failed (HTTP ${r.status})`;
+        return;
+      }
+      location.reload();
+    } finally {
+      $('login-submit').disabled = false;
+    }
+  });
+  $('logout').addEventListener('click', async () => {
+    await fetch('/api/logout', { method: 'POST' });
+    location.reload();
+  });
+  const mayCommand = () => me && (me.role === 'operator' || me.role === 'admin');
   const postJSON = (url, body) => getJSON(url, {
     method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body),
   });
@@ -177,6 +212,10 @@
           onclick: (ev) => { ev.stopPropagation(); isLive ? playLive(name) : watch(d.sim, ch, ev.currentTarget); },
         }, isLive ? `▶ Ch ${ch}` : `Watch ch ${ch}`));
       }
+      chans.append(el('button', {
+        type: 'button', class: 'grid-btn', title: `All channels of ${d.plate || d.sim} in the live grid`,
+        onclick: (ev) => { ev.stopPropagation(); openGrid((d.channels.length ? d.channels : [1]).map((c) => `${d.sim}_${c}`)); },
+      }, '▦ Grid'));
       const pos = d.last_position;
       const li = el('li', { class: d.sim === state.sim ? 'selected' : '', title: 'Open the device view',
         'data-sim': d.sim, onclick: () => selectDevice(d.sim, null, true) },
@@ -185,6 +224,9 @@
           el('span', { class: 'sub' }, d.plate || '')),
         el('div', { class: 'sub' }, `${d.online ? 'online' : 'offline'} · seen ${ago(d.last_seen_ms)}` +
           (pos ? ` · ${pos.speed_kmh.toFixed(0)} km/h` : '')),
+        pos ? el('div', { class: 'sub', title: `fix at ${fmtTime(pos.time_ms)}` },
+          `${pos.lat.toFixed(5)}, ${pos.lon.toFixed(5)}`) : null,
+        d.terminal ? el('div', { class: 'sub' }, `${d.terminal.maker_id} ${d.terminal.model}`) : null,
         chans);
       ul.append(li);
     }
@@ -253,6 +295,8 @@
       if (isSession || incidentHasVideo(r)) {
         actions.append(el('button', { type: 'button', onclick: () => (isSession ? playSession(r) : playIncident(r)) }, 'Play'));
         actions.append(mp4Link(isSession ? 'session' : 'incident', r, open));
+        actions.append(el('button', { type: 'button', class: 'share', title: 'A link that opens this recording (and nothing else) for 24 h, without a login',
+          onclick: () => share(isSession ? { session: r.id } : { incident: r.id }) }, 'Share'));
       }
       tb.append(el('tr', { class: state.playing === url ? 'playing' : '', 'data-id': r.id },
         el('td', {}, fmtTime(r.started_ms)),
@@ -292,6 +336,18 @@
     const dev = state.devices.find((d) => d.sim === x.sim);
     const ch = x.channel ?? (dev && dev.channels.length ? dev.channels[0] : 1);
     return `/api/streams/${x.sim}_${ch}/clip.mp4?from=${x.started_ms}&to=${x.ended_ms ?? Date.now()}`;
+  }
+  // A scoped, expiring link to one recording: hlsd mints a token for exactly it.
+  async function share(what) {
+    try {
+      const t = await postJSON('/api/tokens', { ...what, ttl_secs: 86400 });
+      const url = `${location.origin}${t.urls[0]}`;
+      probe.shared = url;
+      if (navigator.clipboard) navigator.clipboard.writeText(url).catch(() => {});
+      window.prompt(`Link valid until ${fmtTime(t.expires * 1000)} (copied when the browser allows):`, url);
+    } catch (e) {
+      setStatus(`share: ${errText(e)}`, true);
+    }
   }
   function mp4Link(kind, x, open) {
     return el('a', {
@@ -491,6 +547,9 @@
     window.__latency = [];
     state.frag = null;
     state.playing = url;
+    $('player-card').classList.remove('hidden');
+    state.playingLive = kind === 'live' ? title : null;
+    renderStopLive();
     Object.assign(probe, { url, kind, lowLatency, catchUps: 0, unsupportedCodec: null, errors: [], fatal: [], frags: 0, discontinuities: 0, lastCc: null, ended: false, endlist: false });
     const badge = $('badge');
     badge.textContent = { live: 'LIVE', event: 'RECORDING', playback: 'FROM DEVICE' }[kind] || 'VOD';
@@ -596,6 +655,23 @@
   video.addEventListener('ended', () => { probe.ended = true; setStatus('played to the end'); });
   video.addEventListener('timeupdate', updateMarker);
 
+  // The main player's "Stop device video": for a device's live channel, to an operator.
+  function renderStopLive() {
+    const m = state.playingLive && /^(\d{12})_(\d+)$/.exec(state.playingLive);
+    $('stop-live').classList.toggle('hidden', !(m && mayCommand()));
+  }
+  $('stop-live').addEventListener('click', async () => {
+    const m = /^(\d{12})_(\d+)$/.exec(state.playingLive || '');
+    if (!m) return;
+    try {
+      await stopChannel(m[1], m[2]);
+      setStatus(`device ${m[1]} told to stop channel ${m[2]}`);
+    } catch (e) {
+      setStatus(`stop: ${errText(e)}`, true);
+    }
+  });
+  const stopChannel = (sim, ch) => getJSON(`/api/devices/${sim}/channels/${ch}/stop`, { method: 'POST' });
+
   function playLive(name) {
     const s = state.streams.find((x) => x.name === name);
     const classic = s ? s.url : `/live/${name}/index.m3u8`;
@@ -629,6 +705,128 @@
     } finally {
       if (button) button.disabled = false;
     }
+  }
+
+  // ---- live grid ---------------------------------------------------------------------
+  // Tiles of live channels (of one vehicle or several), each its own hls.js player on the
+  // classic playlist (several low-latency players would poll several times a second each).
+  // A tile whose channel is not streaming asks the device first (watch), like the list's
+  // button. Nothing stops a device when the page closes: ingestd does that once no page has
+  // loaded the channel's playlist for its idle limit (60 s by default), counting every viewer.
+  const grid = { tiles: [], cols: 2 };
+  // Readable by the browser test: one entry per tile.
+  window.hlsdGrid = grid.tiles;
+
+  function openGrid(names) {
+    $('grid-card').classList.remove('hidden');
+    // An idle main player would only push the grid down.
+    if (!state.playing) $('player-card').classList.add('hidden');
+    for (const n of names) if (!grid.tiles.some((t) => t.stream === n)) addTile(n);
+    if (grid.tiles.length > 4 && grid.cols < 3) setGridCols(3);
+    renderGridAdd();
+    $('grid-card').scrollIntoView({ block: 'nearest' });
+  }
+  function setGridCols(n) {
+    grid.cols = n;
+    $('grid-layout').value = String(n);
+    $('tiles').className = `tiles cols-${n}`;
+  }
+  function renderGridAdd() {
+    const sel = $('grid-add');
+    sel.replaceChildren(el('option', { value: '' }, 'channel…'));
+    for (const d of state.devices) {
+      for (const ch of d.channels.length ? d.channels : [1]) {
+        const n = `${d.sim}_${ch}`;
+        if (!grid.tiles.some((t) => t.stream === n)) sel.append(el('option', { value: n }, `${d.plate || d.sim} ch ${ch}`));
+      }
+    }
+    $('grid-what').textContent = `${grid.tiles.length} channel${grid.tiles.length === 1 ? '' : 's'}`;
+  }
+  $('grid-layout').addEventListener('change', (e) => setGridCols(Number(e.target.value)));
+  $('grid-add').addEventListener('change', (e) => { if (e.target.value) openGrid([e.target.value]); });
+  $('grid-close').addEventListener('click', () => {
+    for (const t of grid.tiles.slice()) removeTile(t);
+    $('grid-card').classList.add('hidden');
+  });
+
+  function addTile(stream) {
+    const [, sim, ch] = /^(\d{12})_(\d+)$/.exec(stream) || [null, null, null];
+    const dev = state.devices.find((d) => d.sim === sim);
+    const v = el('video', { muted: '', playsinline: '' });
+    v.muted = true;
+    const status = el('span', { class: 'tile-status muted' }, 'starting…');
+    const stopBtn = el('button', { type: 'button', class: mayCommand() && sim ? '' : 'hidden',
+      title: 'Tell the device to stop streaming this channel (0x9102)' }, 'Stop');
+    const closeBtn = el('button', { type: 'button', title: 'Remove the tile (the device keeps streaming for other viewers)' }, '✕');
+    const t = { stream, sim, ch, video: v, hls: null, state: 'starting', frags: 0, error: null };
+    t.node = el('div', { class: 'tile', 'data-stream': stream },
+      el('div', { class: 'tile-head' },
+        el('span', { class: 'tile-name' }, el('span', { class: 'dot live' }), dev && dev.plate ? `${dev.plate} · ch ${ch}` : stream),
+        status, stopBtn, closeBtn),
+      v);
+    t.setState = (s, text) => { t.state = s; status.textContent = text || s; };
+    stopBtn.addEventListener('click', async () => {
+      stopBtn.disabled = true;
+      try {
+        await stopChannel(sim, ch);
+        if (t.hls) { t.hls.destroy(); t.hls = null; }
+        t.setState('stopped', 'stopped');
+      } catch (e) {
+        t.setState('error', `stop: ${errText(e)}`);
+      } finally {
+        stopBtn.disabled = false;
+      }
+    });
+    closeBtn.addEventListener('click', () => removeTile(t));
+    grid.tiles.push(t);
+    $('tiles').append(t.node);
+    startTile(t);
+  }
+  function removeTile(t) {
+    if (t.hls) { t.hls.destroy(); t.hls = null; }
+    t.node.remove();
+    const i = grid.tiles.indexOf(t);
+    if (i >= 0) grid.tiles.splice(i, 1);
+    renderGridAdd();
+  }
+  async function startTile(t) {
+    let url = `/live/${t.stream}/index.m3u8`;
+    if (!liveStream(t.stream) && t.sim) {
+      if (!mayCommand()) { t.setState('offline', 'not streaming'); return; }
+      t.setState('watching', 'asking the device…');
+      try {
+        url = (await getJSON(`/api/devices/${t.sim}/channels/${t.ch}/watch`, { method: 'POST' })).playlist;
+      } catch (e) {
+        t.setState('error', errText(e));
+        return;
+      }
+    }
+    if (!grid.tiles.includes(t)) return;
+    t.setState('loading', 'loading…');
+    if (window.Hls && window.Hls.isSupported()) {
+      const hls = new window.Hls({ liveSyncDurationCount: 3, maxBufferLength: 20, backBufferLength: 20 });
+      t.hls = hls;
+      hls.on(window.Hls.Events.MANIFEST_PARSED, () => { t.video.play().catch(() => t.setState('paused', 'click to play')); });
+      hls.on(window.Hls.Events.FRAG_CHANGED, () => { t.frags++; });
+      hls.on(window.Hls.Events.ERROR, (_e, d) => {
+        if (!d.fatal) return;
+        t.error = d.details;
+        if (d.type === window.Hls.ErrorTypes.NETWORK_ERROR) {
+          t.setState('retrying', 'unavailable, retrying…');
+          setTimeout(() => { if (t.hls === hls) hls.startLoad(); }, 2000);
+        } else if (d.type === window.Hls.ErrorTypes.MEDIA_ERROR) {
+          hls.recoverMediaError();
+        } else {
+          t.setState('error', d.details);
+        }
+      });
+      hls.loadSource(url);
+      hls.attachMedia(t.video);
+    } else {
+      t.video.src = url;
+      t.video.play().catch(() => t.setState('paused', 'click to play'));
+    }
+    t.video.addEventListener('playing', () => t.setState('playing', 'live'));
   }
 
   // ---- device view: a day of recordings -----------------------------------------------
@@ -974,13 +1172,25 @@
   // ---- start -------------------------------------------------------------------------
   $('hlsver').textContent = window.Hls ? `${window.Hls.version}${window.Hls.isSupported() ? '' : ' (unsupported here; using native HLS)'}` : 'missing';
   setInterval(() => { $('clock').textContent = fmtTime(Date.now()); }, 1000);
-  setInterval(refresh, 5000);
+  setInterval(() => { if (me) refresh(); }, 5000);
   setInterval(updateMarker, 500);
 
   (async function init() {
     $('clock').textContent = fmtTime(Date.now());
+    try {
+      me = await getJSON('/api/me');
+    } catch (e) {
+      // 401: the login form is up; nothing else is loaded until the operator logs in.
+      if (e.status === 401) return;
+      throw e;
+    }
+    $('who').textContent = me.anonymous ? 'anonymous access (no login)' : `${me.name} · ${me.role}`;
+    $('logout').classList.toggle('hidden', !!me.anonymous);
     await refresh();
     const q = new URLSearchParams(location.search);
+    // `?grid=SIM_1,SIM_2`: those channels in the live grid, `&cols=3` for 3 × 3.
+    if (q.get('cols') === '3') setGridCols(3);
+    if (q.get('grid')) openGrid(q.get('grid').split(',').filter((n) => /^[A-Za-z0-9_-]{1,64}$/.test(n)));
     dv.day = /^\d{4}-\d{2}-\d{2}$/.test(q.get('day') || '') ? q.get('day') : dayOf(new Date());
     if (q.get('sim')) await selectDevice(q.get('sim'), null, q.get('recordings') === '1');
     if (q.get('stream')) playLive(q.get('stream'));

@@ -32,21 +32,31 @@ struct Daemons {
 
 impl Daemons {
     async fn start() -> Daemons {
+        Daemons::start_with(|_| {}, |_| {}).await
+    }
+
+    /// Like [`Daemons::start`], with the two configurations adjusted.
+    async fn start_with(
+        ingest_tweak: impl FnOnce(&mut ingestd::config::Config),
+        hls_tweak: impl FnOnce(&mut hlsd::Config),
+    ) -> Daemons {
         let data = tempfile::tempdir().unwrap();
+        let mut ingest_cfg = ingestd::config::Config {
+            // Alarm incidents a few seconds wide, so their video is complete soon.
+            incidents: ingestd::incidents::IncidentConfig::new(
+                Duration::from_secs(2),
+                Duration::from_secs(2),
+                vec![1],
+                true,
+                1,
+                Default::default(),
+            )
+            .unwrap(),
+            ..ingestd::config::Config::for_tests(data.path())
+        };
+        ingest_tweak(&mut ingest_cfg);
         let ingest = ingestd::app::start(
-            ingestd::config::Config {
-                // Alarm incidents a few seconds wide, so their video is complete soon.
-                incidents: ingestd::incidents::IncidentConfig::new(
-                    Duration::from_secs(2),
-                    Duration::from_secs(2),
-                    vec![1],
-                    true,
-                    1,
-                    Default::default(),
-                )
-                .unwrap(),
-                ..ingestd::config::Config::for_tests(data.path())
-            },
+            ingest_cfg,
             streamcore::StreamConfig {
                 keep_segments: true,
                 ..Default::default()
@@ -59,6 +69,8 @@ impl Daemons {
         cfg.listen = "127.0.0.1:0".parse().unwrap();
         cfg.ingestd_url = control.clone();
         cfg.watch_timeout = Duration::from_secs(30);
+        cfg.allow_anonymous = true;
+        hls_tweak(&mut cfg);
         let hls = hlsd::serve(cfg).await.unwrap();
         Daemons {
             base: format!("http://{}", hls.addr),
@@ -444,16 +456,22 @@ async fn watch_alarm_playback_and_stop_through_the_real_daemons() {
 
 /// Runs the page driver; returns its observations.
 async fn drive_page(base: &str, args: &[&str]) -> Value {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/browser/e2e.mjs");
+    run_driver("e2e.mjs", base, args).await
+}
+
+/// Runs the page driver `script` (in `tests/it/browser/`) with Node and returns the JSON
+/// object it prints last.
+async fn run_driver(script: &str, base: &str, args: &[&str]) -> Value {
+    let script = format!("{}/tests/it/browser/{script}", env!("CARGO_MANIFEST_DIR"));
     let mut cmd = Process::new("node");
-    cmd.arg(script).arg(base).args(args);
+    cmd.arg(&script).arg(base).args(args);
     let out = tokio::task::spawn_blocking(move || cmd.output().expect("node (Node.js)"))
         .await
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
-        "page driver failed: {}\n{stdout}",
+        "page driver {script} failed: {}\n{stdout}",
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_str(stdout.lines().last().unwrap()).unwrap()
@@ -574,5 +592,137 @@ async fn page_watch_button_plays_the_dashcam_and_its_upload() {
         "the recording did not play to its end: {v}"
     );
     assert!(played(&v) >= 5.0, "{v}");
+    d.shutdown().await;
+}
+
+/// The operator's session in Chromium against the real daemons, no anonymous access: the page
+/// shows only the login form, refuses a wrong password, logs in; the grid of two channels asks
+/// the dashcam for both (0x9101 twice) and both tiles play; the Stop button of one sends its
+/// 0x9102; the page closes, and ingestd stops the other channel by itself (0x9102) once no hlsd
+/// has served its playlist for the idle limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn page_login_grid_stop_and_automatic_stop() {
+    require("/usr/bin/chromium");
+    require(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/web/node_modules/playwright-core"
+    ));
+    const IDLE: Duration = Duration::from_secs(6);
+    let d = Daemons::start_with(
+        |c| {
+            c.device_auth = true;
+            c.auto_stop = Some(IDLE);
+        },
+        |c| c.allow_anonymous = false,
+    )
+    .await;
+    d.ingest
+        .catalog
+        .add_user(
+            "dispatch",
+            streamcore::catalog::Role::Operator,
+            &hlsd::auth::hash_password("grid-password"),
+        )
+        .unwrap();
+    d.ingest.catalog.grant("dispatch", SIM).unwrap();
+    let base = d.base.clone();
+    let mut term = Terminal::connect(d.ingest.running.jt808_addr, SIM).await;
+    term.send_position(0);
+    // Nothing for an anonymous client but the page itself.
+    let r = client()
+        .get(format!("{base}/api/devices"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+
+    let shot = std::env::var("HLSD_GRID_SCREENSHOT").ok();
+    let streams = format!("{SIM}_1,{SIM}_2");
+    let stop_stream = format!("{SIM}_2");
+    let page = tokio::spawn({
+        let (base, streams, stop_stream) = (base.clone(), streams.clone(), stop_stream.clone());
+        async move {
+            let mut args = vec!["dispatch", "grid-password", &streams, &stop_stream];
+            if let Some(s) = shot.as_deref() {
+                args.push(s);
+            }
+            run_driver("grid.mjs", &base, &args).await
+        }
+    });
+    // The grid asks for both channels; the dashcam streams each.
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut senders = Vec::new();
+    let mut channels = Vec::new();
+    while channels.len() < 2 {
+        match term.next_command(Duration::from_secs(60)).await {
+            Command::Live { addr, channel } => {
+                channels.push(channel);
+                senders.push(stream_live(addr, SIM, channel, stop.clone()));
+            }
+            other => panic!("expected 0x9101, got {other:?}"),
+        }
+    }
+    channels.sort();
+    assert_eq!(channels, [1, 2]);
+    // The Stop button of channel 2.
+    match term.next_command(Duration::from_secs(90)).await {
+        Command::Control { channel, command } => assert_eq!((channel, command), (2, 0)),
+        other => panic!("expected 0x9102 for channel 2, got {other:?}"),
+    }
+    let v = page.await.unwrap();
+    assert_eq!(v["devices_before_login"], 0, "{v}");
+    assert_eq!(v["wrong_password_refused"], true, "{v}");
+    assert!(v["who"].as_str().unwrap().contains("dispatch"), "{v}");
+    let playing = v["playing"].as_array().unwrap();
+    assert_eq!(playing.len(), 2, "{v}");
+    for t in playing {
+        assert!(t["t"].as_f64().unwrap() > 3.0, "every tile plays: {v}");
+        assert_eq!((&t["w"], &t["h"]), (&json!(320), &json!(240)), "{v}");
+    }
+    let later = v["after_stop_later"].as_array().unwrap();
+    let ch1 = later
+        .iter()
+        .find(|t| t["stream"] == format!("{SIM}_1"))
+        .unwrap();
+    assert_eq!(ch1["state"], "playing", "the other tile plays on: {v}");
+    // Chromium logs the two refusals before the login (/api/me, the wrong password); nothing
+    // else may go wrong.
+    let console = v["console"].as_array().unwrap();
+    assert!(
+        console.len() <= 2 && console.iter().all(|m| m.as_str().unwrap().contains("401")),
+        "{v}"
+    );
+
+    // The page is gone: channel 1 is stopped by ingestd within the idle limit (+ a tick and
+    // the last playlist poll).
+    let closed = std::time::Instant::now();
+    match term.next_command(IDLE + Duration::from_secs(10)).await {
+        Command::Control { channel, command } => assert_eq!((channel, command), (1, 0)),
+        other => panic!("expected the automatic 0x9102 for channel 1, got {other:?}"),
+    }
+    let waited = closed.elapsed();
+    assert!(waited <= IDLE + Duration::from_secs(8), "{waited:?}");
+    stop.store(true, Ordering::Relaxed);
+    for s in senders {
+        s.await.unwrap();
+    }
+    let audit = d.ingest.catalog.audit_log(50, None).unwrap();
+    let has = |actor: &str, action: &str, target: &str| {
+        audit
+            .iter()
+            .any(|e| e.actor == actor && e.action == action && e.target == target)
+    };
+    assert!(
+        has("dispatch", "live.start", &format!("{SIM}_1")),
+        "{audit:?}"
+    );
+    assert!(
+        has("dispatch", "live.stop", &format!("{SIM}_2")),
+        "{audit:?}"
+    );
+    assert!(
+        has("system", "live.auto_stop", &format!("{SIM}_1")),
+        "{audit:?}"
+    );
     d.shutdown().await;
 }
