@@ -829,6 +829,36 @@
     t.video.addEventListener('playing', () => t.setState('playing', 'live'));
   }
 
+  // ---- administration (admins) --------------------------------------------------------
+  // What the daemons run with (segment target, retention, automatic stop, device policy,
+  // access), the accounts and the audit log.
+  const SETTING_NAMES = {
+    'ingestd.segment_target_secs': 'Segment target (s)', 'ingestd.retention_days': 'Recordings kept (days)',
+    'ingestd.position_retention_days': 'Positions kept (days)', 'ingestd.auto_stop_secs': 'Stop unwatched video after (s)',
+    'ingestd.device_auth': 'Device authentication', 'ingestd.low_latency': 'Low-latency HLS', 'ingestd.host': 'ingestd host',
+  };
+  async function loadAdmin() {
+    $('admin-view').classList.remove('hidden');
+    try {
+      const [settings, users, audit] = await Promise.all([
+        getJSON('/api/settings'), getJSON('/api/users'), getJSON('/api/audit?limit=30'),
+      ]);
+      const kv = $('admin-settings');
+      kv.replaceChildren();
+      for (const s of settings.catalog) {
+        kv.append(el('tr', { title: `written ${fmtTime(s.updated_ms)}` }, el('th', {}, SETTING_NAMES[s.name] || s.name), el('td', {}, s.value)));
+      }
+      for (const [k, v] of Object.entries(settings.hlsd)) kv.append(el('tr', {}, el('th', {}, `hlsd ${k.replaceAll('_', ' ')}`), el('td', {}, String(v))));
+      $('admin-users').replaceChildren(...users.map((u) => el('tr', { class: u.disabled ? 'muted' : '' },
+        el('td', {}, u.name), el('td', {}, u.role), el('td', {}, u.role === 'admin' ? 'everything' : (u.grants.join(', ') || 'nothing')))));
+      $('admin-audit').replaceChildren(...audit.map((a) => el('tr', {},
+        el('td', {}, fmtTime(a.at_ms)), el('td', {}, a.actor), el('td', {}, a.action), el('td', {}, a.target), el('td', { class: 'sub' }, a.detail || ''))));
+    } catch (e) {
+      $('admin-settings').replaceChildren(el('tr', {}, el('td', {}, `Could not load: ${errText(e)}`)));
+    }
+  }
+  $('admin-refresh').addEventListener('click', loadAdmin);
+
   // ---- device view: a day of recordings -----------------------------------------------
   function openDeviceView(sim, ask) {
     if (dv.sim !== sim) {
@@ -1186,6 +1216,7 @@
     }
     $('who').textContent = me.anonymous ? 'anonymous access (no login)' : `${me.name} · ${me.role}`;
     $('logout').classList.toggle('hidden', !!me.anonymous);
+    if (me.role === 'admin') loadAdmin();
     await refresh();
     const q = new URLSearchParams(location.search);
     // `?grid=SIM_1,SIM_2`: those channels in the live grid, `&cols=3` for 3 × 3.

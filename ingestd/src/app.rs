@@ -44,6 +44,64 @@ pub fn host_name() -> String {
         .unwrap_or_else(|| "ingestd".into())
 }
 
+/// Writes the settings an operator reads on hlsd's admin view (`ingestd.<name>` in the
+/// catalog's settings table; the last ingestd to start wins, with its host in `ingestd.host`).
+/// A failure is logged: these rows are for reading, nothing depends on them.
+fn record_settings(
+    catalog: &Catalog,
+    config: &Config,
+    stream: &streamcore::StreamConfig,
+    host: &str,
+) {
+    let days = |d: Option<Duration>| {
+        d.map_or("forever".to_string(), |d| {
+            (d.as_secs() / 86_400).to_string()
+        })
+    };
+    let rows = [
+        ("ingestd.host", host.to_string()),
+        (
+            "ingestd.segment_target_secs",
+            format!("{}", stream.target_segment.as_secs_f64()),
+        ),
+        ("ingestd.retention_days", days(config.segment_retention)),
+        (
+            "ingestd.position_retention_days",
+            days(config.position_retention),
+        ),
+        (
+            "ingestd.auto_stop_secs",
+            config
+                .auto_stop
+                .map_or("off".to_string(), |d| d.as_secs().to_string()),
+        ),
+        (
+            "ingestd.device_auth",
+            if config.device_auth {
+                "required"
+            } else {
+                "off"
+            }
+            .to_string(),
+        ),
+        (
+            "ingestd.low_latency",
+            if config.low_latency.is_some() {
+                "on"
+            } else {
+                "off"
+            }
+            .to_string(),
+        ),
+    ];
+    for (name, value) in rows {
+        if let Err(e) = catalog.set_setting(name, &value) {
+            warn!(error = %e, name, "cannot record the setting in the catalog");
+            return;
+        }
+    }
+}
+
 /// How long past its end an open incident must be to count as left over.
 const STALE_INCIDENT_MS: i64 = 60_000;
 
@@ -70,6 +128,7 @@ pub async fn start(
         )?);
     }
     let host = host_name();
+    record_settings(&catalog, &config, &stream, &host);
     match catalog.end_open_sessions(&host, catalog::now_ms()) {
         Ok(0) => {}
         Ok(n) => info!(n, "closed sessions left open by a previous run"),

@@ -198,6 +198,15 @@ pub struct Cli {
         value_delimiter = ','
     )]
     pub allowed_sims: Option<Vec<String>>,
+    /// Segment target duration in seconds, 1-10: a segment is cut at the first keyframe once it is this long [default: 4].
+    #[arg(long, env = "INGESTD_SEGMENT_TARGET_SECS", value_name = "SECS")]
+    pub segment_target_secs: Option<u32>,
+    /// Days recorded segments (and their catalog rows) are kept; 0 keeps them forever [default: 7].
+    #[arg(long, env = "INGESTD_RETENTION_DAYS", value_name = "DAYS")]
+    pub retention_days: Option<u64>,
+    /// Days GPS positions are kept; 0 keeps them forever [default: 90].
+    #[arg(long, env = "INGESTD_POSITION_RETENTION_DAYS", value_name = "DAYS")]
+    pub position_retention_days: Option<u64>,
     /// Seconds after the last viewer of a live channel (any hlsd on the catalog) left before ingestd stops the device's video (0x9102); only video started through the control API is stopped; 0 never stops [default: 60].
     #[arg(long, env = "INGESTD_AUTO_STOP_SECS", value_name = "SECS")]
     pub auto_stop_secs: Option<u64>,
@@ -257,6 +266,9 @@ pub struct FileConfig {
     pub device_auth: Option<bool>,
     pub allowed_sims: Option<Vec<String>>,
     pub auto_stop_secs: Option<u64>,
+    pub segment_target_secs: Option<u32>,
+    pub retention_days: Option<u64>,
+    pub position_retention_days: Option<u64>,
     /// Per-alarm overrides, keyed by alarm name or bit number (config file
     /// only): `[incident_rules.collision_warning] before = 30`.
     pub incident_rules: Option<std::collections::BTreeMap<String, crate::incidents::RuleOverride>>,
@@ -304,6 +316,12 @@ pub struct Config {
     /// Stop video started through the control API this long after its
     /// last viewer left (`None`: never).
     pub auto_stop: Option<Duration>,
+    /// Segment target duration (1-10 s).
+    pub segment_target: Duration,
+    /// How long segments are kept (`None`: forever).
+    pub segment_retention: Option<Duration>,
+    /// How long positions are kept (`None`: forever).
+    pub position_retention: Option<Duration>,
     /// Audio transcoding (streamcore's `StreamConfig::audio`).
     pub audio: streamcore::audio::AudioConfig,
     /// SIMs whose G.726 packing is the other one than `audio.g726_packing`.
@@ -432,6 +450,17 @@ impl Config {
             }
             allowed_sims.push(crate::bcd::normalize_sim(&format!("{sim:0>12}")));
         }
+        let segment_target_secs = cli
+            .segment_target_secs
+            .or(f.segment_target_secs)
+            .unwrap_or(4);
+        if !(1..=10).contains(&segment_target_secs) {
+            return Err(ConfigError::Invalid(format!(
+                "segment-target-secs {segment_target_secs}: expected 1-10 seconds"
+            )));
+        }
+        let segment_target = Duration::from_secs(segment_target_secs.into());
+        let days = |d: u64| (d > 0).then(|| Duration::from_secs(d * 86_400));
         let part_target_ms = cli.part_target_ms.or(f.part_target_ms).unwrap_or(200);
         if !(100..=1000).contains(&part_target_ms) {
             return Err(ConfigError::Invalid(format!(
@@ -518,6 +547,13 @@ impl Config {
                 0 => None,
                 s => Some(Duration::from_secs(s)),
             },
+            segment_target,
+            segment_retention: days(cli.retention_days.or(f.retention_days).unwrap_or(7)),
+            position_retention: days(
+                cli.position_retention_days
+                    .or(f.position_retention_days)
+                    .unwrap_or(90),
+            ),
             data_dir,
             database_url,
         })
@@ -548,6 +584,9 @@ impl Config {
             device_auth: false,
             allowed_sims: Vec::new(),
             auto_stop: None,
+            segment_target: Duration::from_secs(4),
+            segment_retention: Some(Duration::from_secs(7 * 86_400)),
+            position_retention: Some(Duration::from_secs(90 * 86_400)),
             audio: Default::default(),
             g726_other_packing_sims: Vec::new(),
             device_clock: crate::jt808::DeviceClock::UTC8,

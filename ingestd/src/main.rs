@@ -37,9 +37,15 @@ async fn main() -> anyhow::Result<()> {
     let config = Config::resolve(Cli::parse())?;
     let shutdown = shutdown_signal()?;
     let data_dir = config.data_dir.clone();
+    let retention = RetentionPolicy {
+        segment_max_age: config.segment_retention,
+        position_max_age: config.position_retention,
+        ..RetentionPolicy::default()
+    };
     let stream = streamcore::StreamConfig {
         // Every segment is a catalog row of a recording; retention deletes them.
         keep_segments: true,
+        target_segment: streamcore::Dur90k::from_millis(config.segment_target.as_millis() as i64),
         max_nal_bytes: config.max_nal_bytes,
         audio: config.audio,
         ..Default::default()
@@ -53,11 +59,7 @@ async fn main() -> anyhow::Result<()> {
     std::thread::Builder::new()
         .name("retention".into())
         .spawn(move || loop {
-            match retention_catalog.run_retention(
-                &segments,
-                &RetentionPolicy::default(),
-                catalog::now_ms(),
-            ) {
+            match retention_catalog.run_retention(&segments, &retention, catalog::now_ms()) {
                 Ok(r) => info!(?r, "retention run"),
                 Err(e) => warn!(error = %e, "retention run failed"),
             }

@@ -7,7 +7,8 @@
 //! - GET/POST `/api/keys`, DELETE `/api/keys/<id>`: the caller's own API keys (the secret is
 //!   shown once);
 //! - admin only: GET/POST `/api/users`, DELETE `/api/users/<name>`, POST/DELETE
-//!   `/api/users/<name>/grants/<target>`, GET `/api/audit?limit&before`.
+//!   `/api/users/<name>/grants/<target>`, GET `/api/audit?limit&before`, GET `/api/settings`
+//!   (what ingestd and this hlsd run with, secrets left out).
 //!
 //! Every change and every login (failed ones too) goes to the audit log.
 
@@ -106,6 +107,11 @@ pub(super) fn routes(
         .and(st.clone())
         .and(request())
         .then(change_grant);
+    let settings = warp::path!("api" / "settings")
+        .and(warp::get())
+        .and(st.clone())
+        .and(request())
+        .then(settings);
     let audit = warp::path!("api" / "audit")
         .and(warp::get())
         .and(st)
@@ -135,6 +141,41 @@ pub(super) fn routes(
         .unify()
         .or(audit)
         .unify()
+        .or(settings)
+        .unify()
+}
+
+/// What the daemons run with (admin): ingestd's segmenting, retention, automatic stop and
+/// device policy as it recorded them in the catalog, and this hlsd's access settings.
+async fn settings(st: Arc<AppState>, req: Req) -> Response {
+    if let Err(resp) = st.auth.require(&req, Role::Admin).await {
+        return resp;
+    }
+    let cat = st.catalog.clone();
+    let rows = match blocking(move || cat.settings()).await {
+        Ok(r) => r,
+        Err(e) => return catalog_failed(e),
+    };
+    let catalog: Vec<_> = rows
+        .into_iter()
+        .filter(|(name, _, _)| !catalog::access::SECRET_SETTINGS.contains(&name.as_str()))
+        .map(|(name, value, updated_ms)| json!({"name": name, "value": value, "updated_ms": updated_ms}))
+        .collect();
+    http::json(
+        StatusCode::OK,
+        &json!({
+            "catalog": catalog,
+            "hlsd": {
+                "instance": st.instance,
+                "allow_anonymous": st.auth.allow_anonymous,
+                "tls": st.auth.secure_cookies,
+                "session_hours": st.auth.session_ttl.as_secs() / 3600,
+                "max_token_ttl_secs": st.auth.max_token_ttl.as_secs(),
+                "live_timeout_secs": st.live_timeout.as_secs(),
+                "watch_timeout_secs": st.watch_timeout.as_secs(),
+            },
+        }),
+    )
 }
 
 fn bad_request(msg: impl std::fmt::Display) -> Response {

@@ -423,6 +423,28 @@ async fn run(url: String) {
         &format!("vod/incident/{}", f.incident_a)
     ));
     assert!(has("viewer-a", "login", "viewer-a"));
+    // Settings: what the daemons run with, never a secret; admins only.
+    f.cat.set_setting("ingestd.retention_days", "7").unwrap();
+    let (s, body) = f.get("/api/settings", Some(&root)).await;
+    assert_eq!(s, 200);
+    let text = String::from_utf8(body).unwrap();
+    let key = f
+        .cat
+        .setting(hlsd::auth::SIGNING_KEY_SETTING)
+        .unwrap()
+        .unwrap();
+    assert!(
+        !text.contains(&key) && !text.contains("hlsd_signing_key"),
+        "{text}"
+    );
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert!(v["catalog"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r["name"] == "ingestd.retention_days" && r["value"] == "7"));
+    assert_eq!(v["hlsd"]["allow_anonymous"], false);
+    assert_eq!(f.get("/api/settings", Some(&ob)).await.0, 403);
     // A failed login is logged too.
     let r = client()
         .post(f.url("/api/login"))

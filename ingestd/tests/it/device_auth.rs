@@ -261,6 +261,11 @@ async fn the_auth_secret_survives_a_restart_and_the_allow_list_refuses() {
         .unwrap()
         .expect("the secret is kept in the catalog");
     assert_eq!(code, auth_code(&secret, SIM));
+    // What it runs with, for hlsd's admin view.
+    let setting = |n: &str| app.catalog.setting(n).unwrap();
+    assert_eq!(setting("ingestd.segment_target_secs").as_deref(), Some("4"));
+    assert_eq!(setting("ingestd.device_auth").as_deref(), Some("required"));
+    assert_eq!(setting("ingestd.retention_days").as_deref(), Some("7"));
     // What the terminal said about itself is stored.
     assert!(app.flush_catalog(Duration::from_secs(10)));
     let device = app

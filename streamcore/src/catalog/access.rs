@@ -17,6 +17,9 @@ use super::schema::{
 };
 use super::{now_ms, Catalog, Error};
 
+/// Settings that hold secrets (the device auth secret, hlsd's signing key): never shown.
+pub const SECRET_SETTINGS: [&str; 2] = ["jt808_auth_secret", "hlsd_signing_key"];
+
 /// What an account may do. Ordered: each role can do everything the ones
 /// before it can.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
@@ -148,6 +151,17 @@ impl Catalog {
                 .select(settings::value)
                 .first::<String>(c)
                 .optional())?)
+        })
+    }
+
+    /// Every setting as (name, value, updated_ms), by name. Secrets are in there too: callers
+    /// that show settings leave out [`SECRET_SETTINGS`].
+    pub fn settings(&self) -> Result<Vec<(String, String, i64)>, Error> {
+        self.with_conn(|c| {
+            Ok(dispatch!(c, |c| settings::table
+                .select((settings::name, settings::value, settings::updated_ms))
+                .order(settings::name.asc())
+                .load::<(String, String, i64)>(c))?)
         })
     }
 
