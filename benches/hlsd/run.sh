@@ -21,7 +21,8 @@ ffmpeg -nostdin -v error -f lavfi -i testsrc2=size=1280x720:rate=25 -t 24 -c:v l
   for i in 0 1 2 3 4 5; do echo "#EXT-X-PROGRAM-DATE-TIME:2026-11-25T10:00:0${i}.000Z"; echo "#EXTINF:4.000000,"; echo "$i.ts"; done
 } > "$S/index.m3u8"
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-RUST_LOG=warn target/release/hlsd --data-dir "$DATA" --listen "127.0.0.1:$PORT" --max-connections 10000 &
+# Anonymous: this run measures delivery; logins are checked by the tests.
+RUST_LOG=warn target/release/hlsd --data-dir "$DATA" --listen "127.0.0.1:$PORT" --max-connections 10000 --allow-anonymous &
 PID=$!
 for _ in $(seq 50); do curl -sf "http://127.0.0.1:$PORT/api/streams" >/dev/null && break; sleep 0.1; done
 SEG=$(stat -c %s "$S/3.ts")

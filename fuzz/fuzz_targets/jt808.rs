@@ -10,8 +10,8 @@ mod common;
 
 use bytes::BytesMut;
 use ingestd::jt808::{
-    decode_body, Body, DeviceClock, Jt808Event, Jt808Parser, Jt808Session, Location,
-    PlatformCommand, ResourceList,
+    decode_body, Body, DeviceClock, DevicePolicy, Jt808Event, Jt808Parser, Jt808Session,
+    Location, PlatformCommand, ResourceList,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -27,8 +27,15 @@ fn parse(chunks: &[&[u8]]) -> Vec<Jt808Event> {
     ev
 }
 
-fn session(chunks: &[&[u8]]) -> (Vec<String>, BytesMut) {
-    let mut s = Jt808Session::new("fuzz-secret");
+/// `enforce`: the default policy (refusals until 0x0102); otherwise every message is
+/// handled, so the fuzzer reaches every reply without guessing an auth code.
+fn session(chunks: &[&[u8]], enforce: bool) -> (Vec<String>, BytesMut) {
+    let policy = if enforce {
+        DevicePolicy::authenticated()
+    } else {
+        DevicePolicy::open()
+    };
+    let mut s = Jt808Session::new("fuzz-secret").with_policy(policy);
     let mut out = BytesMut::new();
     let mut ev = Vec::new();
     for c in chunks {
@@ -68,19 +75,21 @@ fuzz_target!(|input: &[u8]| {
         }
     }
 
-    let (sev, replies) = session(&chunks);
-    let (sev1, replies1) = session(&[data]);
-    assert_eq!(sev, sev1, "chunking changed the session events");
-    assert_eq!(replies, replies1, "chunking changed the replies");
-    let mut p = Jt808Parser::new();
-    p.push(&replies);
-    while let Some(e) = p.pull() {
-        match e {
-            Jt808Event::Message(m) => assert!(m.header.msg_id >= 0x8000, "reply {m:?}"),
-            other => panic!("reply did not parse: {other:?}"),
+    for enforce in [false, true] {
+        let (sev, replies) = session(&chunks, enforce);
+        let (sev1, replies1) = session(&[data], enforce);
+        assert_eq!(sev, sev1, "chunking changed the session events");
+        assert_eq!(replies, replies1, "chunking changed the replies");
+        let mut p = Jt808Parser::new();
+        p.push(&replies);
+        while let Some(e) = p.pull() {
+            match e {
+                Jt808Event::Message(m) => assert!(m.header.msg_id >= 0x8000, "reply {m:?}"),
+                other => panic!("reply did not parse: {other:?}"),
+            }
         }
+        assert_eq!(p.counters().skipped_bytes, 0);
     }
-    assert_eq!(p.counters().skipped_bytes, 0);
 });
 
 fn roundtrip(l: &Location) {
