@@ -52,6 +52,11 @@ pub struct Config {
     pub instance_id: Option<String>,
     /// Serve HTTPS (HTTP/2 and HTTP/1.1 through ALPN) with this PEM certificate chain and key.
     pub tls: Option<TlsFiles>,
+    /// The page's map base layer: this raster tile URL template (`{z}`, `{x}`, `{y}`), or,
+    /// when `None`, the country outlines embedded in the binary (no network needed).
+    pub map_tile_url: Option<String>,
+    /// Attribution shown on the map when tiles are used (tile licences usually require one).
+    pub map_attribution: Option<String>,
     /// Concurrent TCP connections served; more are answered 503 and closed.
     pub max_connections: usize,
     /// How long `watch` waits for the first segment of the requested stream.
@@ -80,6 +85,8 @@ impl Config {
             max_token_ttl: Duration::from_secs(DEFAULT_MAX_TOKEN_TTL_SECS),
             instance_id: None,
             tls: None,
+            map_tile_url: None,
+            map_attribution: None,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             watch_timeout: Duration::from_secs(DEFAULT_WATCH_TIMEOUT_SECS),
             live_timeout: Duration::from_secs(DEFAULT_LIVE_TIMEOUT_SECS),
@@ -100,7 +107,7 @@ impl Config {
 pub struct Cli {
     /// TOML file with any of the settings below (keys: data_dir, database_url, listen, ingestd_url,
     /// token_secret, allow_anonymous, session_hours, max_token_ttl_secs, instance_id, tls_cert, tls_key,
-    /// max_connections, watch_timeout_secs, live_timeout_secs, header_timeout_secs,
+    /// map_tile_url, map_attribution, max_connections, watch_timeout_secs, live_timeout_secs, header_timeout_secs,
     /// send_timeout_secs).
     #[arg(long, env = "HLSD_CONFIG", value_name = "FILE", global = true)]
     pub config: Option<PathBuf>,
@@ -142,6 +149,12 @@ pub struct Cli {
     /// PEM private key (PKCS#8, PKCS#1 or SEC1) of --tls-cert.
     #[arg(long, env = "HLSD_TLS_KEY", value_name = "FILE")]
     pub tls_key: Option<PathBuf>,
+    /// Raster tiles under the page's map, as a URL template with {z}, {x} and {y} (Web Mercator, 256 px; e.g. http://tiles.example/{z}/{x}/{y}.png). The browser fetches them itself [default: none: country outlines embedded in hlsd, which need no network].
+    #[arg(long, env = "HLSD_MAP_TILE_URL", value_name = "URL")]
+    pub map_tile_url: Option<String>,
+    /// Attribution text shown on the map with --map-tile-url (e.g. "© OpenStreetMap contributors").
+    #[arg(long, env = "HLSD_MAP_ATTRIBUTION", value_name = "TEXT")]
+    pub map_attribution: Option<String>,
     /// Maximum concurrent connections; more are answered 503 [default: 4096].
     #[arg(long, env = "HLSD_MAX_CONNECTIONS", value_name = "N")]
     pub max_connections: Option<usize>,
@@ -178,6 +191,8 @@ pub struct FileConfig {
     pub instance_id: Option<String>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    pub map_tile_url: Option<String>,
+    pub map_attribution: Option<String>,
     pub max_connections: Option<usize>,
     pub watch_timeout_secs: Option<u64>,
     pub live_timeout_secs: Option<u64>,
@@ -197,6 +212,8 @@ pub enum ConfigError {
     Zero(&'static str),
     #[error("--tls-cert and --tls-key go together (both or neither)")]
     TlsPair,
+    #[error("--map-tile-url {0:?}: {1}")]
+    TileUrl(String, &'static str),
 }
 
 impl FileConfig {
@@ -250,6 +267,14 @@ impl Cli {
                 (None, None) => None,
                 _ => return Err(ConfigError::TlsPair),
             },
+            map_tile_url: self
+                .map_tile_url
+                .or(file.map_tile_url)
+                .filter(|s| !s.is_empty()),
+            map_attribution: self
+                .map_attribution
+                .or(file.map_attribution)
+                .filter(|s| !s.is_empty()),
             max_connections: self
                 .max_connections
                 .or(file.max_connections)
@@ -287,8 +312,29 @@ impl Cli {
         if cfg.max_token_ttl.is_zero() {
             return Err(ConfigError::Zero("max_token_ttl_secs"));
         }
+        if let Some(url) = &cfg.map_tile_url {
+            check_tile_url(url).map_err(|why| ConfigError::TileUrl(url.clone(), why))?;
+        }
         Ok(cfg)
     }
+}
+
+/// A tile URL template the page can fill: absolute http(s) or a path on this host, with the
+/// three placeholders (a template missing one would fetch the same tile everywhere).
+fn check_tile_url(url: &str) -> Result<(), &'static str> {
+    if !(url.starts_with("http://") || url.starts_with("https://") || url.starts_with('/')) {
+        return Err("must start with http://, https:// or /");
+    }
+    if !["{z}", "{x}", "{y}"].iter().all(|p| url.contains(p)) {
+        return Err("must contain {z}, {x} and {y}");
+    }
+    if url
+        .chars()
+        .any(|c| c.is_whitespace() || c == '"' || c == '<' || c == '>')
+    {
+        return Err("must not contain spaces, quotes or angle brackets");
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -321,6 +367,37 @@ mod tests {
         assert_eq!(cfg.max_connections, 7);
         assert_eq!(cfg.ingestd_url, DEFAULT_INGESTD_URL);
         assert_eq!(cfg.watch_timeout, Duration::from_secs(15));
+    }
+
+    #[test]
+    fn map_tile_url_needs_its_placeholders() {
+        let ok = parse(&[
+            "--data-dir",
+            "/d",
+            "--map-tile-url",
+            "https://t.example/{z}/{x}/{y}.png",
+        ])
+        .resolve()
+        .unwrap();
+        assert_eq!(
+            ok.map_tile_url.as_deref(),
+            Some("https://t.example/{z}/{x}/{y}.png")
+        );
+        for bad in [
+            "https://t.example/{z}/{x}.png",
+            "ftp://t/{z}/{x}/{y}",
+            "t/{z}/{x}/{y}",
+        ] {
+            let err = parse(&["--data-dir", "/d", "--map-tile-url", bad])
+                .resolve()
+                .unwrap_err();
+            assert!(matches!(err, ConfigError::TileUrl(..)), "{bad}: {err}");
+        }
+        assert!(parse(&["--data-dir", "/d"])
+            .resolve()
+            .unwrap()
+            .map_tile_url
+            .is_none());
     }
 
     #[test]

@@ -93,6 +93,9 @@ pub struct AppState {
     pub live_timeout: Duration,
     /// Permits for concurrent clip exports.
     pub clip_slots: Arc<Semaphore>,
+    /// The page's map base layer: a tile URL template, or `None` for the embedded outlines.
+    pub map_tile_url: Option<String>,
+    pub map_attribution: Option<String>,
 }
 
 /// How often this instance tells the catalog a stream is being watched.
@@ -205,6 +208,8 @@ pub async fn serve_with_catalog(config: Config, catalog: Catalog) -> Result<Runn
         watch_timeout: config.watch_timeout,
         live_timeout: config.live_timeout,
         clip_slots: Arc::new(Semaphore::new(CLIP_SLOTS)),
+        map_tile_url: config.map_tile_url.clone(),
+        map_attribution: config.map_attribution.clone(),
     });
     let listener = TcpListener::bind(config.listen)
         .await

@@ -1,6 +1,8 @@
 //! The operator web page, embedded in the binary so it works offline: `web/index.html`,
-//! `web/app.css`, `web/app.js`, and hls.js (pinned in `web/package.json`, copied from
-//! `web/node_modules` by build.rs) with its licence served next to it.
+//! `web/app.css`, `web/app.js`, and the packages pinned in `web/package.json` (copied from
+//! `web/node_modules` by build.rs), each with its licence served next to it: hls.js, and the
+//! map's base layer, Natural Earth country outlines from world-atlas (1:50m for a country or
+//! more, 1:10m, fetched only when a track is that close) decoded by topojson-client.
 
 use std::sync::OnceLock;
 
@@ -22,6 +24,20 @@ const INDEX: Asset = Asset {
     content_type: "text/html; charset=utf-8",
 };
 
+/// An asset build.rs copied into OUT_DIR from `web/node_modules`.
+macro_rules! packaged {
+    ($name:literal, $content_type:expr) => {
+        Asset {
+            name: $name,
+            body: include_bytes!(concat!(env!("OUT_DIR"), "/", $name)),
+            content_type: $content_type,
+        }
+    };
+}
+
+const JS: &str = "text/javascript; charset=utf-8";
+const TEXT: &str = "text/plain; charset=utf-8";
+
 const ASSETS: &[Asset] = &[
     Asset {
         name: "app.css",
@@ -31,18 +47,15 @@ const ASSETS: &[Asset] = &[
     Asset {
         name: "app.js",
         body: include_bytes!("../web/app.js"),
-        content_type: "text/javascript; charset=utf-8",
+        content_type: JS,
     },
-    Asset {
-        name: "hls.min.js",
-        body: include_bytes!(concat!(env!("OUT_DIR"), "/hls.min.js")),
-        content_type: "text/javascript; charset=utf-8",
-    },
-    Asset {
-        name: "hls.js.LICENSE",
-        body: include_bytes!(concat!(env!("OUT_DIR"), "/hls.js.LICENSE")),
-        content_type: "text/plain; charset=utf-8",
-    },
+    packaged!("hls.min.js", JS),
+    packaged!("hls.js.LICENSE", TEXT),
+    packaged!("topojson-client.min.js", JS),
+    packaged!("topojson-client.LICENSE", TEXT),
+    packaged!("countries-50m.json", "application/json"),
+    packaged!("countries-10m.json", "application/json"),
+    packaged!("world-atlas.LICENSE", TEXT),
 ];
 
 /// The time the binary started, as Last-Modified of embedded assets (they change only with it).

@@ -4,7 +4,8 @@
 // plays while it arrives, with pause/resume/stop/speed, 0x9202), the device's sessions and
 // incidents (alarm names, whether their video could be fetched, VOD and MP4), and its GPS
 // track with incident markers and a marker at the time of the picture on screen (from
-// EXT-X-PROGRAM-DATE-TIME), a live grid of several channels (2x2, 3x3) with stop buttons, and
+// EXT-X-PROGRAM-DATE-TIME) over a base layer that needs no network (country outlines embedded
+// in hlsd) or the deployment's own tile server, a live grid of several channels (2x2, 3x3) with stop buttons, and
 // the login (a session cookie; nothing is shown before it unless hlsd allows anonymous
 // access). No framework, no network beyond this server.
 (function () {
@@ -377,8 +378,6 @@
     const pts = state.positions;
     const incs = mappedIncidents();
     const line = $('track-line');
-    const grid = $('grid-lines');
-    grid.replaceChildren();
     $('incident-marks').replaceChildren();
     $('track-empty').style.display = pts.length || incs.length ? 'none' : '';
     $('track-empty').textContent = state.sim ? 'No positions in this time range' : 'Select a device to see its track';
@@ -387,19 +386,11 @@
       state.proj = null;
       for (const id of ['track-start', 'track-end']) { $(id).setAttribute('cx', -10); $(id).setAttribute('cy', -10); }
       $('track-info').textContent = '';
-      if (!incs.length) return;
+      if (!incs.length) { clearMap(); return; }
     }
-    let minLat = Infinity, maxLat = -Infinity, minLon = Infinity, maxLon = -Infinity;
-    for (const p of pts.concat(incs)) {
-      minLat = Math.min(minLat, p.lat); maxLat = Math.max(maxLat, p.lat);
-      minLon = Math.min(minLon, p.lon); maxLon = Math.max(maxLon, p.lon);
-    }
-    // Equirectangular with the mid-latitude's scale: faithful enough for a city-sized track.
-    const k = Math.cos(((minLat + maxLat) / 2) * Math.PI / 180);
-    const w = Math.max((maxLon - minLon) * k, 1e-6), h = Math.max(maxLat - minLat, 1e-6);
-    const scale = Math.min((SVG_W - 2 * PAD) / w, (SVG_H - 2 * PAD) / h);
-    const ox = (SVG_W - w * scale) / 2, oy = (SVG_H - h * scale) / 2;
-    const proj = (lat, lon) => [ox + (lon - minLon) * k * scale, SVG_H - (oy + (lat - minLat) * scale)];
+    const view = fitView(pts.concat(incs));
+    const proj = (lat, lon) => [(mercX(lon) - view.x0) * view.scale, (mercY(lat) - view.y0) * view.scale];
+    drawMap(view);
     drawIncidentMarks(incs, proj);
     if (!pts.length) return;
     state.proj = proj;
@@ -411,13 +402,246 @@
     const [sx, sy] = xy[0], [ex, ey] = xy[xy.length - 1];
     $('track-start').setAttribute('cx', sx); $('track-start').setAttribute('cy', sy);
     $('track-end').setAttribute('cx', ex); $('track-end').setAttribute('cy', ey);
-    for (let i = 1; i < 6; i++) {
-      const x = (SVG_W * i) / 6, y = (SVG_H * i) / 6;
-      grid.append(svgLine(x, 0, x, SVG_H), svgLine(0, y, SVG_W, y));
-    }
     $('track-info').textContent = `${pts.length} fixes · ${fmtTime(pts[0].time_ms)} → ${fmtTime(pts[pts.length - 1].time_ms).slice(11)}`;
     updateMarker();
   }
+
+  // ---- map base layer -------------------------------------------------------------------
+  // Web Mercator in world units (0..1 both ways, y down): the projection of web map tiles, so
+  // tiles, the country outlines, the track and the markers line up. The base layer is either
+  // the raster tiles of hlsd's --map-tile-url or, by default, Natural Earth country outlines
+  // embedded in hlsd (world-atlas; 1:10m once the view is narrower than DETAIL_BELOW_DEG), so
+  // the map works with no network beyond this server.
+  const MAX_LAT = 85.05112878, MAX_ZOOM = 19, DETAIL_BELOW_DEG = 30;
+  // The narrowest view, in world units: about 300 m at the equator, so one fix is not a dot
+  // zoomed in to nothing.
+  const MIN_SPAN = 1 / 2 ** 17;
+  const mercX = (lon) => (lon + 180) / 360;
+  const mercY = (lat) => {
+    const s = Math.sin(Math.max(-MAX_LAT, Math.min(MAX_LAT, lat)) * Math.PI / 180);
+    return 0.5 - Math.log((1 + s) / (1 - s)) / (4 * Math.PI);
+  };
+  const lonOf = (x) => x * 360 - 180;
+  const latOf = (y) => Math.atan(Math.sinh(Math.PI * (1 - 2 * y))) * 180 / Math.PI;
+  // What the map shows, for the console and the browser test.
+  const mapProbe = window.hlsdMap = {
+    layer: null, detail: null, countries: 0, view: null, error: null,
+    tiles: { z: null, wanted: 0, loaded: 0, failed: 0, urls: [] }, drawn: 0,
+  };
+  let mapToken = 0, mapKey = null;
+
+  // The view that fits `pts` (with lat/lon) into the SVG with PAD around: its top-left corner
+  // in world units and its scale in SVG units per world unit.
+  function fitView(pts) {
+    let minX = Infinity, maxX = -Infinity, minY = Infinity, maxY = -Infinity;
+    for (const p of pts) {
+      const x = mercX(p.lon), y = mercY(p.lat);
+      minX = Math.min(minX, x); maxX = Math.max(maxX, x); minY = Math.min(minY, y); maxY = Math.max(maxY, y);
+    }
+    const w = Math.max(maxX - minX, MIN_SPAN), h = Math.max(maxY - minY, MIN_SPAN);
+    const scale = Math.min((SVG_W - 2 * PAD) / w, (SVG_H - 2 * PAD) / h);
+    return { x0: (minX + maxX) / 2 - SVG_W / 2 / scale, y0: (minY + maxY) / 2 - SVG_H / 2 / scale, scale };
+  }
+
+  function clearMap() {
+    mapToken++;
+    for (const id of ['map-base', 'graticule', 'map-scale']) $(id).replaceChildren();
+    $('map-attr').textContent = '';
+    mapKey = null;
+    Object.assign(mapProbe, { layer: null, detail: null, countries: 0, view: null });
+  }
+
+  function drawMap(view) {
+    const tileUrl = me && me.map && me.map.tile_url;
+    // The same view again (a device re-selected, new incidents): the base layer stays.
+    const key = `${view.x0} ${view.y0} ${view.scale} ${tileUrl}`;
+    if (key === mapKey) return;
+    mapKey = key;
+    const token = ++mapToken;
+    mapProbe.view = view;
+    drawGraticule(view);
+    drawScaleBar(view);
+    $('map-attr').textContent = tileUrl ? (me.map.attribution || '') : 'Natural Earth';
+    if (tileUrl) drawTiles(view, tileUrl, token);
+    else drawOutlines(view, token);
+  }
+
+  function drawTiles(view, template, token) {
+    const g = $('map-base');
+    g.replaceChildren();
+    // The zoom whose tiles are at least as fine as the view (never upscaled, at most 2x down).
+    const z = Math.max(0, Math.min(MAX_ZOOM, Math.ceil(Math.log2(view.scale / 256))));
+    const n = 2 ** z, size = view.scale / n;
+    const x1 = view.x0 + SVG_W / view.scale, y1 = view.y0 + SVG_H / view.scale;
+    const t = mapProbe.tiles = { z, wanted: 0, loaded: 0, failed: 0, urls: [] };
+    Object.assign(mapProbe, { layer: 'tiles', detail: null, countries: 0 });
+    let fellBack = false;
+    for (let ty = Math.max(0, Math.floor(view.y0 * n)); ty <= Math.min(n - 1, Math.floor(y1 * n)); ty++) {
+      for (let tx = Math.floor(view.x0 * n); tx <= Math.floor(x1 * n); tx++) {
+        const url = template.replace('{z}', z).replace('{x}', ((tx % n) + n) % n).replace('{y}', ty);
+        // Half a unit of overlap hides the hairline seams between neighbouring tiles.
+        const img = svgEl('image', {
+          href: url, x: ((tx / n - view.x0) * view.scale).toFixed(2), y: ((ty / n - view.y0) * view.scale).toFixed(2),
+          width: (size + 0.5).toFixed(2), height: (size + 0.5).toFixed(2), preserveAspectRatio: 'none',
+        });
+        img.addEventListener('load', () => { if (token === mapToken) t.loaded++; });
+        img.addEventListener('error', () => {
+          if (token !== mapToken) return;
+          t.failed++;
+          // A tile server that cannot be reached must not leave the map blank: the embedded
+          // outlines go under whatever tiles did load.
+          if (!fellBack) { fellBack = true; drawOutlines(view, token, true); }
+        });
+        t.wanted++; t.urls.push(url);
+        g.append(img);
+      }
+    }
+  }
+
+  // The country outlines at `detail` ('50m' or '10m'), decoded once: per country its name, its
+  // rings in world units and their bounding box.
+  const atlas = new Map();
+  function loadAtlas(detail) {
+    if (!atlas.has(detail)) {
+      atlas.set(detail, fetch(`/static/countries-${detail}.json`).then((r) => {
+        if (!r.ok) throw new Error(`countries-${detail}.json: HTTP ${r.status}`);
+        return r.json();
+      }).then((topo) => window.topojson.feature(topo, topo.objects.countries).features.map((f) => {
+        const polys = !f.geometry ? [] : f.geometry.type === 'Polygon' ? [f.geometry.coordinates] : f.geometry.coordinates;
+        const rings = [];
+        let minX = Infinity, maxX = -Infinity, minY = Infinity, maxY = -Infinity;
+        for (const poly of polys) {
+          for (const ring of poly) {
+            const r = new Float64Array(ring.length * 2);
+            ring.forEach(([lon, lat], i) => {
+              const x = r[2 * i] = mercX(lon), y = r[2 * i + 1] = mercY(lat);
+              minX = Math.min(minX, x); maxX = Math.max(maxX, x); minY = Math.min(minY, y); maxY = Math.max(maxY, y);
+            });
+            rings.push(r);
+          }
+        }
+        return { name: (f.properties && f.properties.name) || '', rings, box: [minX, minY, maxX, maxY] };
+      })).catch((e) => { atlas.delete(detail); throw e; }));
+    }
+    return atlas.get(detail);
+  }
+
+  async function drawOutlines(view, token, under) {
+    const widthDeg = (SVG_W / view.scale) * 360;
+    const detail = widthDeg < DETAIL_BELOW_DEG ? '10m' : '50m';
+    let countries;
+    try {
+      countries = await loadAtlas(detail);
+    } catch (e) {
+      // Drawn again (and fetched again) at the next redraw.
+      if (token === mapToken) { mapProbe.error = String(e); mapKey = null; }
+      return;
+    }
+    if (token !== mapToken) return;
+    // Clipped to the view with a margin, so the path stays small and its coordinates near the
+    // view (a 1:10m country at street scale spans millions of units, beyond float precision).
+    const m = 20 / view.scale;
+    const box = [view.x0 - m, view.y0 - m, view.x0 + SVG_W / view.scale + m, view.y0 + SVG_H / view.scale + m];
+    const g = $('map-base');
+    const layer = svgEl('g', { class: 'countries' });
+    let drawn = 0;
+    for (const c of countries) {
+      if (c.box[2] < box[0] || c.box[0] > box[2] || c.box[3] < box[1] || c.box[1] > box[3]) continue;
+      let d = '';
+      for (const ring of c.rings) {
+        const clipped = clipRing(ring, box);
+        if (clipped.length < 6) continue;
+        d += 'M';
+        for (let i = 0; i < clipped.length; i += 2) {
+          d += `${((clipped[i] - view.x0) * view.scale).toFixed(1)},${((clipped[i + 1] - view.y0) * view.scale).toFixed(1)} `;
+        }
+        d += 'Z';
+      }
+      if (!d) continue;
+      const path = svgEl('path', { d, class: 'country', 'data-name': c.name });
+      const title = svgEl('title', {});
+      title.textContent = c.name;
+      path.append(title);
+      layer.append(path);
+      drawn++;
+    }
+    if (under) g.prepend(layer); else g.replaceChildren(layer);
+    Object.assign(mapProbe, { detail, countries: drawn, drawn: mapProbe.drawn + 1 });
+    if (!under) mapProbe.layer = 'outlines';
+  }
+
+  // Sutherland-Hodgman: the ring (flat [x, y, ...]) clipped to the box [x0, y0, x1, y1]. Edges
+  // along the box are fine: the box is outside the visible area.
+  function clipRing(ring, box) {
+    let pts = ring;
+    const edges = [
+      (x, y) => x >= box[0], (x, y) => y >= box[1], (x, y) => x <= box[2], (x, y) => y <= box[3],
+    ];
+    const cross = [
+      (ax, ay, bx, by) => [box[0], ay + (by - ay) * (box[0] - ax) / (bx - ax)],
+      (ax, ay, bx, by) => [ax + (bx - ax) * (box[1] - ay) / (by - ay), box[1]],
+      (ax, ay, bx, by) => [box[2], ay + (by - ay) * (box[2] - ax) / (bx - ax)],
+      (ax, ay, bx, by) => [ax + (bx - ax) * (box[3] - ay) / (by - ay), box[3]],
+    ];
+    for (let e = 0; e < 4 && pts.length; e++) {
+      const inside = edges[e], at = cross[e], out = [];
+      const n = pts.length;
+      for (let i = 0; i < n; i += 2) {
+        const ax = pts[(i - 2 + n) % n], ay = pts[(i - 1 + n) % n], bx = pts[i], by = pts[i + 1];
+        const ain = inside(ax, ay), bin = inside(bx, by);
+        if (bin) {
+          if (!ain) out.push(...at(ax, ay, bx, by));
+          out.push(bx, by);
+        } else if (ain) {
+          out.push(...at(ax, ay, bx, by));
+        }
+      }
+      pts = out;
+    }
+    return pts;
+  }
+
+  // Parallels and meridians every "round" step (about five across), labelled at the edges.
+  function drawGraticule(view) {
+    const g = $('graticule');
+    g.replaceChildren();
+    const west = lonOf(view.x0), east = lonOf(view.x0 + SVG_W / view.scale);
+    const north = latOf(view.y0), south = latOf(view.y0 + SVG_H / view.scale);
+    const steps = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 30];
+    const step = steps.find((s) => (east - west) / s <= 6) || 60;
+    const digits = Math.max(0, Math.ceil(-Math.log10(step)));
+    const label = (v, pos, neg) => `${Math.abs(v).toFixed(digits)}°${v >= 0 ? pos : neg}`;
+    for (let lon = Math.ceil(west / step) * step; lon <= east; lon += step) {
+      const x = (mercX(lon) - view.x0) * view.scale;
+      const t = svgEl('text', { x: x + 3, y: 11 });
+      t.textContent = label(lon, 'E', 'W');
+      g.append(svgLine(x, 0, x, SVG_H), t);
+    }
+    for (let lat = Math.ceil(south / step) * step; lat <= north; lat += step) {
+      const y = (mercY(lat) - view.y0) * view.scale;
+      const t = svgEl('text', { x: 3, y: y - 3 });
+      t.textContent = label(lat, 'N', 'S');
+      g.append(svgLine(0, y, SVG_W, y), t);
+    }
+  }
+
+  // A bar of a round length (1, 2 or 5 × 10^k m) about 100 units long, at the view's middle
+  // latitude (Mercator stretches with latitude).
+  function drawScaleBar(view) {
+    const g = $('map-scale');
+    g.replaceChildren();
+    const lat = latOf(view.y0 + SVG_H / 2 / view.scale);
+    const metresPerUnit = 40075016.686 * Math.cos(lat * Math.PI / 180) / view.scale;
+    const raw = 100 * metresPerUnit;
+    const pow = 10 ** Math.floor(Math.log10(raw));
+    const nice = [5, 2, 1].map((k) => k * pow).find((v) => v <= raw);
+    const len = nice / metresPerUnit;
+    const x = 10, y = SVG_H - 12;
+    const t = svgEl('text', { x, y: y - 5 });
+    t.textContent = nice >= 1000 ? `${nice / 1000} km` : `${nice} m`;
+    g.append(svgEl('path', { d: `M${x},${y - 4} V${y} H${(x + len).toFixed(1)} V${y - 4}` }), t);
+  }
+
   function drawIncidentMarks(incs, proj) {
     const g = $('incident-marks');
     for (const i of incs) {

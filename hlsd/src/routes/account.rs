@@ -1,6 +1,7 @@
 //! Accounts and credentials over HTTP:
 //! - POST `/api/login` `{"name","password"}` sets the session cookie; POST `/api/logout` clears
-//!   it; GET `/api/me` says who the request acts as (401 when nobody);
+//!   it; GET `/api/me` says who the request acts as (401 when nobody) and
+//!   which map base layer the page draws;
 //! - POST `/api/tokens` mints a player token for what the caller may see: `{"stream"}` (the
 //!   live window), `{"session"}`, `{"incident"}` or `{"stream","from","to"}` (one clip), with
 //!   `ttl_secs` (at most `--max-token-ttl-secs`); the answer carries ready URLs;
@@ -173,6 +174,7 @@ async fn settings(st: Arc<AppState>, req: Req) -> Response {
                 "max_token_ttl_secs": st.auth.max_token_ttl.as_secs(),
                 "live_timeout_secs": st.live_timeout.as_secs(),
                 "watch_timeout_secs": st.watch_timeout.as_secs(),
+                "map_tile_url": st.map_tile_url,
             },
         }),
     )
@@ -237,6 +239,11 @@ async fn me(st: Arc<AppState>, req: Req) -> Response {
                 "role": p.role(),
                 "anonymous": matches!(p, Principal::Anonymous),
                 "api_key": matches!(p, Principal::Key { .. }),
+                // The page's map base layer (null tile_url: the embedded country outlines).
+                "map": {
+                    "tile_url": st.map_tile_url,
+                    "attribution": st.map_attribution,
+                },
             }),
         ),
         Err(resp) => resp,

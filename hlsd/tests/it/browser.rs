@@ -55,6 +55,39 @@ fn run_live(dir: PathBuf, segs: Vec<Seg>, disc_at: u64, pdt0: i64, stop: Arc<Ato
     }
 }
 
+/// The fix of the gentle curve through Shanghai at second `i` (-20..60) of [`gentle_track`].
+fn track_fix(i: i64) -> (f64, f64) {
+    let a = i as f64 / 25.0;
+    (31.2304 + 0.004 * a.sin() + 0.0008 * a, 121.4737 + 0.006 * a)
+}
+
+/// The device, seen now, with its GPS track around `pdt0`: a gentle curve through Shanghai,
+/// one fix per second from 20 s before to 60 s after.
+fn device_with_track(pdt0: i64) -> Vec<Record> {
+    let seen = Record::DeviceSeen {
+        sim: SIM.into(),
+        plate: None,
+        auth_code: None,
+        at: now_ms(),
+    };
+    let track = (-20..60i64).map(|i| {
+        let a = i as f64 / 25.0;
+        let (lat, lon) = track_fix(i);
+        Record::Position {
+            sim: SIM.into(),
+            device_time_ms: pdt0 + i * 1000,
+            lat,
+            lon,
+            speed: (38.0 + 10.0 * a.cos()) as f32,
+            heading: (90 + i * 2).rem_euclid(360) as u16,
+            altitude: 10,
+            alarm: 0,
+            status: 0,
+        }
+    });
+    std::iter::once(seen).chain(track).collect()
+}
+
 #[derive(Debug, serde::Deserialize)]
 struct Sample {
     wall: i64,
@@ -94,26 +127,7 @@ async fn page_plays_live_across_a_discontinuity_and_vod_to_the_end() {
     // device with a GPS track covering the stream (a gentle curve, one fix per second), the
     // finished channel-2 session and an overspeed incident on channel 1.
     let vod_id = format!("{SIM}_2-{pdt0}-00000000000000b2");
-    let mut records = vec![Record::DeviceSeen {
-        sim: SIM.into(),
-        plate: None,
-        auth_code: None,
-        at: now_ms(),
-    }];
-    for i in -20..60i64 {
-        let a = i as f64 / 25.0;
-        records.push(Record::Position {
-            sim: SIM.into(),
-            device_time_ms: pdt0 + i * 1000,
-            lat: 31.2304 + 0.004 * a.sin() + 0.0008 * a,
-            lon: 121.4737 + 0.006 * a,
-            speed: (38.0 + 10.0 * a.cos()) as f32,
-            heading: (90 + i * 2).rem_euclid(360) as u16,
-            altitude: 10,
-            alarm: 0,
-            status: 0,
-        });
-    }
+    let mut records = device_with_track(pdt0);
     records.extend(session_records(
         &vod_id,
         &format!("{SIM}_2"),
@@ -691,5 +705,185 @@ async fn page_plays_a_recording_from_the_device() {
     assert!(
         shot.metadata().unwrap().len() > 20_000,
         "screenshot kept: {report}"
+    );
+}
+
+/// The slippy-map tile (z, x, y) holding a point: the OSM formula, written from its definition
+/// here so the test does not share the page's projection code.
+fn tile_of(lat: f64, lon: f64, z: u32) -> (u32, u32) {
+    let n = f64::from(1u32 << z);
+    let x = ((lon + 180.0) / 360.0 * n).floor();
+    let lat = lat.to_radians();
+    let y = ((1.0 - (lat.tan() + 1.0 / lat.cos()).ln() / std::f64::consts::PI) / 2.0 * n).floor();
+    (x as u32, y as u32)
+}
+
+/// A tile server on 127.0.0.1: one PNG (made by ffmpeg) for every path, each path asked for
+/// recorded.
+async fn tile_server() -> (std::net::SocketAddr, Arc<std::sync::Mutex<Vec<String>>>) {
+    use warp::Filter;
+    let dir = tempfile::tempdir().unwrap();
+    let png = dir.path().join("tile.png");
+    let ok = Command::new("ffmpeg")
+        .args([
+            "-v",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "color=c=0x9fc59a:s=256x256",
+        ])
+        .args(["-frames:v", "1", "-y"])
+        .arg(&png)
+        .status()
+        .expect("ffmpeg installed");
+    assert!(ok.success());
+    let png = bytes::Bytes::from(std::fs::read(&png).unwrap());
+    let hits = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = hits.clone();
+    let route = warp::path::full().map(move |p: warp::path::FullPath| {
+        seen.lock().unwrap().push(p.as_str().to_owned());
+        warp::http::Response::builder()
+            .header("content-type", "image/png")
+            .body(png.clone())
+            .unwrap()
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(warp::serve(route).incoming(listener).run());
+    (addr, hits)
+}
+
+async fn run_map(base: String, shot: Option<PathBuf>) -> serde_json::Value {
+    tokio::task::spawn_blocking(move || {
+        let mut args = vec![base, SIM.to_owned()];
+        args.extend(shot.map(|p| p.display().to_string()));
+        node(
+            "map.mjs",
+            &args.iter().map(String::as_str).collect::<Vec<_>>(),
+        )
+    })
+    .await
+    .unwrap()
+}
+
+/// The map: by default its base layer is the Natural Earth outlines embedded in hlsd (no
+/// network but hlsd), detailed enough at street scale that the browser finds China under a
+/// Shanghai track; with `--map-tile-url` the browser draws the deployment's tiles, and the tile
+/// under the track's first fix is the one the OSM tiling formula gives for it; with a tile
+/// server that cannot be reached, the outlines are drawn instead of a blank map.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn page_map_draws_offline_outlines_or_the_configured_tiles() {
+    require("/usr/bin/chromium", "apt-get install -y chromium");
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path();
+    let pdt0 = now_ms() - 60_000;
+    let mut records = device_with_track(pdt0);
+    let (inc_lat, inc_lon) = track_fix(30);
+    records.push(Record::Incident {
+        sim: SIM.into(),
+        channel: Some(1),
+        from_ms: pdt0 + 30_000,
+        to_ms: pdt0 + 40_000,
+        kind: "alarm:overspeed".into(),
+        source: "0x0200 alarm bit 1".into(),
+        session_id: None,
+        open: false,
+        alarm: 2,
+        lat: Some(inc_lat),
+        lon: Some(inc_lon),
+        video_state: None,
+        video_reason: None,
+    });
+    write_catalog(&default_url(data), &records);
+    let artifacts = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/artifacts");
+    std::fs::create_dir_all(&artifacts).unwrap();
+
+    // Offline: the embedded outlines, the close-up set at this scale.
+    let srv = start(data, |_| {}).await;
+    let v = run_map(
+        format!("http://{}", srv.addr),
+        Some(artifacts.join("hlsd-map.png")),
+    )
+    .await;
+    srv.shutdown().await;
+    assert_eq!(v["map"]["layer"], "outlines", "{v}");
+    assert_eq!(v["map"]["detail"], "10m", "{v}");
+    assert_eq!(v["start_on_screen"], true, "{v}");
+    assert_eq!(
+        v["countries_under_start"],
+        serde_json::json!(["China"]),
+        "{v}"
+    );
+    assert_eq!(v["incident_marks"], 1, "{v}");
+    let labels = v["graticule"].to_string();
+    assert!(labels.contains("121.") && labels.contains("°E"), "{v}");
+    assert!(labels.contains("31.") && labels.contains("°N"), "{v}");
+    let scale = v["scale"][0].as_str().unwrap();
+    assert!(scale.ends_with(" m") || scale.ends_with(" km"), "{v}");
+    assert_eq!(v["attribution"], "Natural Earth", "{v}");
+    assert!(v["images"].as_array().unwrap().is_empty(), "{v}");
+    assert!(v["console"].as_array().unwrap().is_empty(), "{v}");
+
+    // The deployment's tile server.
+    let (tiles, hits) = tile_server().await;
+    let attribution = "Tiles: test server";
+    let srv = start(data, |c| {
+        c.map_tile_url = Some(format!("http://{tiles}/{{z}}/{{x}}/{{y}}.png"));
+        c.map_attribution = Some(attribution.into());
+    })
+    .await;
+    let v = run_map(format!("http://{}", srv.addr), None).await;
+    srv.shutdown().await;
+    assert_eq!(v["map"]["layer"], "tiles", "{v}");
+    let z = v["map"]["tiles"]["z"].as_u64().unwrap() as u32;
+    assert!(
+        (14..=19).contains(&z),
+        "street-scale zoom for a 1 km track: {v}"
+    );
+    let wanted = v["map"]["tiles"]["wanted"].as_u64().unwrap();
+    assert!(wanted >= 4, "{v}");
+    assert_eq!(v["map"]["tiles"]["loaded"], wanted, "{v}");
+    let (lat, lon) = track_fix(-20);
+    let (x, y) = tile_of(lat, lon, z);
+    let path = format!("/{z}/{x}/{y}.png");
+    assert_eq!(
+        v["tile_under_start"].as_str(),
+        Some(format!("http://{tiles}{path}").as_str()),
+        "{v}"
+    );
+    let asked = hits.lock().unwrap().clone();
+    assert!(asked.contains(&path), "{asked:?}");
+    assert_eq!(
+        asked.len() as u64,
+        wanted,
+        "each tile fetched once: {asked:?}"
+    );
+    assert!(
+        v["countries_under_start"].as_array().unwrap().is_empty(),
+        "{v}"
+    );
+    assert_eq!(v["attribution"], attribution, "{v}");
+    assert!(v["console"].as_array().unwrap().is_empty(), "{v}");
+
+    // A tile server nobody answers at: the outlines instead of a blank map.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = closed.local_addr().unwrap();
+    drop(closed);
+    let srv = start(data, |c| {
+        c.map_tile_url = Some(format!("http://{dead}/{{z}}/{{x}}/{{y}}.png"));
+    })
+    .await;
+    let v = run_map(format!("http://{}", srv.addr), None).await;
+    srv.shutdown().await;
+    assert_eq!(v["map"]["layer"], "tiles", "{v}");
+    assert_eq!(
+        v["map"]["tiles"]["failed"], v["map"]["tiles"]["wanted"],
+        "{v}"
+    );
+    assert_eq!(
+        v["countries_under_start"],
+        serde_json::json!(["China"]),
+        "{v}"
     );
 }
