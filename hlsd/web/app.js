@@ -613,15 +613,21 @@
     const label = (v, pos, neg) => `${Math.abs(v).toFixed(digits)}°${v >= 0 ? pos : neg}`;
     for (let lon = Math.ceil(west / step) * step; lon <= east; lon += step) {
       const x = (mercX(lon) - view.x0) * view.scale;
+      g.append(svgLine(x, 0, x, SVG_H));
+      // Labels clear of the latitudes' corner.
+      if (x < 56) continue;
       const t = svgEl('text', { x: x + 3, y: 11 });
       t.textContent = label(lon, 'E', 'W');
-      g.append(svgLine(x, 0, x, SVG_H), t);
+      g.append(t);
     }
     for (let lat = Math.ceil(south / step) * step; lat <= north; lat += step) {
       const y = (mercY(lat) - view.y0) * view.scale;
+      g.append(svgLine(0, y, SVG_W, y));
+      // Labels clear of the longitudes' row and of the scale bar.
+      if (y < 24 || y > SVG_H - 28) continue;
       const t = svgEl('text', { x: 3, y: y - 3 });
       t.textContent = label(lat, 'N', 'S');
-      g.append(svgLine(0, y, SVG_W, y), t);
+      g.append(t);
     }
   }
 

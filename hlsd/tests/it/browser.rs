@@ -754,9 +754,10 @@ async fn tile_server() -> (std::net::SocketAddr, Arc<std::sync::Mutex<Vec<String
     (addr, hits)
 }
 
-async fn run_map(base: String, shot: Option<PathBuf>) -> serde_json::Value {
+async fn run_map(base: String, sim: &str, shot: Option<PathBuf>) -> serde_json::Value {
+    let sim = sim.to_owned();
     tokio::task::spawn_blocking(move || {
-        let mut args = vec![base, SIM.to_owned()];
+        let mut args = vec![base, sim];
         args.extend(shot.map(|p| p.display().to_string()));
         node(
             "map.mjs",
@@ -767,9 +768,11 @@ async fn run_map(base: String, shot: Option<PathBuf>) -> serde_json::Value {
     .unwrap()
 }
 
+const CROSS_BORDER_SIM: &str = "013800138000";
+
 /// The map: by default its base layer is the Natural Earth outlines embedded in hlsd (no
 /// network but hlsd), detailed enough at street scale that the browser finds China under a
-/// Shanghai track; with `--map-tile-url` the browser draws the deployment's tiles, and the tile
+/// Shanghai track, and China then Hong Kong under the ends of a cross-border route; with `--map-tile-url` the browser draws the deployment's tiles, and the tile
 /// under the track's first fix is the one the OSM tiling formula gives for it; with a tile
 /// server that cannot be reached, the outlines are drawn instead of a blank map.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -795,18 +798,77 @@ async fn page_map_draws_offline_outlines_or_the_configured_tiles() {
         video_state: None,
         video_reason: None,
     });
+    records.push(Record::DeviceSeen {
+        sim: CROSS_BORDER_SIM.into(),
+        plate: None,
+        auth_code: None,
+        at: now_ms(),
+    });
+    // A truck from Shenzhen (Lianhuashan) across the border at Lok Ma Chau to Mong Kok, Kowloon.
+    let route = [
+        (22.5600, 114.0600),
+        (22.5140, 114.0700),
+        (22.4450, 114.0220),
+        (22.3710, 114.1140),
+        (22.3193, 114.1694),
+    ];
+    for (i, w) in route.windows(2).enumerate() {
+        for k in 0..60 {
+            let f = f64::from(k) / 60.0;
+            records.push(Record::Position {
+                sim: CROSS_BORDER_SIM.into(),
+                device_time_ms: pdt0 - 600_000 + (i as i64 * 60 + i64::from(k)) * 1000,
+                lat: w[0].0 + (w[1].0 - w[0].0) * f,
+                lon: w[0].1 + (w[1].1 - w[0].1) * f,
+                speed: 60.0,
+                heading: 180,
+                altitude: 10,
+                alarm: 0,
+                status: 0,
+            });
+        }
+    }
+    records.push(Record::Position {
+        sim: CROSS_BORDER_SIM.into(),
+        device_time_ms: pdt0 - 600_000 + 240 * 1000,
+        lat: route[4].0,
+        lon: route[4].1,
+        speed: 0.0,
+        heading: 180,
+        altitude: 10,
+        alarm: 0,
+        status: 0,
+    });
     write_catalog(&default_url(data), &records);
     let artifacts = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/artifacts");
     std::fs::create_dir_all(&artifacts).unwrap();
 
     // Offline: the embedded outlines, the close-up set at this scale.
     let srv = start(data, |_| {}).await;
-    let v = run_map(
+    let v = run_map(format!("http://{}", srv.addr), SIM, None).await;
+    let border = run_map(
         format!("http://{}", srv.addr),
+        CROSS_BORDER_SIM,
         Some(artifacts.join("hlsd-map.png")),
     )
     .await;
     srv.shutdown().await;
+    // Shenzhen to Kowloon: the browser finds the border where Natural Earth has it.
+    assert_eq!(border["map"]["layer"], "outlines", "{border}");
+    assert_eq!(
+        border["countries_under_start"],
+        serde_json::json!(["China"]),
+        "{border}"
+    );
+    assert_eq!(
+        border["countries_under_end"],
+        serde_json::json!(["Hong Kong"]),
+        "{border}"
+    );
+    assert!(
+        border["map"]["countries"].as_u64().unwrap() >= 2,
+        "{border}"
+    );
     assert_eq!(v["map"]["layer"], "outlines", "{v}");
     assert_eq!(v["map"]["detail"], "10m", "{v}");
     assert_eq!(v["start_on_screen"], true, "{v}");
@@ -833,7 +895,7 @@ async fn page_map_draws_offline_outlines_or_the_configured_tiles() {
         c.map_attribution = Some(attribution.into());
     })
     .await;
-    let v = run_map(format!("http://{}", srv.addr), None).await;
+    let v = run_map(format!("http://{}", srv.addr), SIM, None).await;
     srv.shutdown().await;
     assert_eq!(v["map"]["layer"], "tiles", "{v}");
     let z = v["map"]["tiles"]["z"].as_u64().unwrap() as u32;
@@ -874,7 +936,7 @@ async fn page_map_draws_offline_outlines_or_the_configured_tiles() {
         c.map_tile_url = Some(format!("http://{dead}/{{z}}/{{x}}/{{y}}.png"));
     })
     .await;
-    let v = run_map(format!("http://{}", srv.addr), None).await;
+    let v = run_map(format!("http://{}", srv.addr), SIM, None).await;
     srv.shutdown().await;
     assert_eq!(v["map"]["layer"], "tiles", "{v}");
     assert_eq!(

@@ -2,8 +2,8 @@
 //   node map.mjs <base-url> <sim> [screenshot.png]
 // opens the page on the device, waits until the map's base layer is drawn (outlines decoded,
 // or every tile loaded or failed), and reports what the page says it drew (window.hlsdMap)
-// beside what the browser itself finds under the track's first fix (elementsFromPoint: the
-// country path or the tile image there), the incident markers, the graticule labels, the scale
+// beside what the browser itself finds under the track's first and last fixes
+// (elementsFromPoint: the country path or the tile image there), the incident markers, the graticule labels, the scale
 // bar and the attribution.
 // Prints one JSON object on stdout; the Rust test judges it.
 import { sleep, withPage } from './chromium.mjs';
@@ -29,12 +29,17 @@ await withPage({ width: 1440, height: 960 }, async (page, errors) => {
   out.wait_ms = Date.now() - t0;
   await page.locator('#track').scrollIntoViewIfNeeded();
   Object.assign(out, await page.evaluate(() => {
-    const r = document.getElementById('track-start').getBoundingClientRect();
-    const under = document.elementsFromPoint(r.x + r.width / 2, r.y + r.height / 2);
+    const at = (id) => {
+      const r = document.getElementById(id).getBoundingClientRect();
+      return document.elementsFromPoint(r.x + r.width / 2, r.y + r.height / 2);
+    };
+    const under = at('track-start');
+    const countries = (els) => els.filter((e) => e.matches('path.country')).map((e) => e.getAttribute('data-name'));
     const texts = (sel) => [...document.querySelectorAll(sel)].map((e) => e.textContent);
     return {
-      start_on_screen: r.width > 0,
-      countries_under_start: under.filter((e) => e.matches('path.country')).map((e) => e.getAttribute('data-name')),
+      start_on_screen: document.getElementById('track-start').getBoundingClientRect().width > 0,
+      countries_under_start: countries(under),
+      countries_under_end: countries(at('track-end')),
       tile_under_start: (under.find((e) => e.tagName === 'image') || { getAttribute: () => null }).getAttribute('href'),
       incident_marks: document.querySelectorAll('#incident-marks .inc-mark').length,
       graticule: texts('#graticule text'),
