@@ -5,7 +5,8 @@
 # Usage: benches/hlsd/run.sh [seconds-per-run] [connections] [auth [reps]]
 # With `auth`, instead: the cost of access control, side by side on one server: the live
 # playlist and the segment fetched anonymously, with a session cookie, with an API key and with
-# a player token, the four arms interleaved `reps` times (default 3), medians printed last.
+# a player token (`?token=` and the `/t/<token>/` path form), the five arms interleaved `reps`
+# times (default 3), medians printed last.
 # Needs: Debian packages wrk and ffmpeg; `npm ci --prefix hlsd/web` done before the build.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -53,20 +54,30 @@ if [ "$MODE" = auth ]; then
     echo "$1 $2: $rps req/s ($(awk '/Latency/ {print $2}' <<<"$out") mean)"
     RES["$1 $2"]+="$rps "
   }
+  ARMS=(anonymous cookie api-key token-query token-path)
+  run_arm() { # run_arm <arm> <object> <file>
+    case $1 in
+      anonymous) arm "$1" "$2" "$L/$3" ;;
+      cookie) arm "$1" "$2" "$L/$3" "Cookie: $COOKIE" ;;
+      api-key) arm "$1" "$2" "$L/$3" "Authorization: Bearer $KEY" ;;
+      token-query) arm "$1" "$2" "$L/$3?token=$TOKEN" ;;
+      token-path) arm "$1" "$2" "$L/t/$TOKEN/$3" ;;
+    esac
+  }
   for r in $(seq "$REPS"); do
     echo "## rep $r"
     for obj in playlist segment; do
       f=index.m3u8; [ $obj = segment ] && f=3.ts
-      arm anonymous $obj "$L/$f"
-      arm cookie $obj "$L/$f" "Cookie: $COOKIE"
-      arm api-key $obj "$L/$f" "Authorization: Bearer $KEY"
-      arm token $obj "$L/$f?token=$TOKEN"
+      # Each rep starts with another arm, so no arm always runs first (or last) on a noisy machine.
+      for i in "${!ARMS[@]}"; do
+        run_arm "${ARMS[$(((i + r) % ${#ARMS[@]}))]}" $obj $f
+      done
     done
   done
   echo "## medians of $REPS (req/s; ratio to anonymous)"
   for obj in playlist segment; do
     base=$(tr ' ' '\n' <<<"${RES[anonymous $obj]}" | grep . | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
-    for a in anonymous cookie api-key token; do
+    for a in "${ARMS[@]}"; do
       m=$(tr ' ' '\n' <<<"${RES[$a $obj]}" | grep . | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
       echo "$obj $a: $m ($(awk -v m="$m" -v b="$base" 'BEGIN {printf "%.2f", m / b}'))"
     done
