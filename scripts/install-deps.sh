@@ -7,7 +7,8 @@ pkgs=(pkg-config clang libclang-dev libavformat-dev libavcodec-dev libavutil-dev
       libswresample-dev libpq-dev libmariadb-dev ffmpeg)
 if [ "${1:-}" = "--test" ]; then
   # curl and openssl: hlsd's TLS test checks HTTP/2 with curl against an openssl-made cert.
-  pkgs+=(chromium chromium-driver tstools curl openssl)
+  # python3-venv: moto's S3 server for the object-storage tests (scripts/install-moto.sh).
+  pkgs+=(chromium chromium-driver tstools curl openssl python3-venv)
 fi
 # hlsd embeds hls.js from npm; Node.js is needed to install it.
 command -v npm >/dev/null 2>&1 || pkgs+=(nodejs npm)

@@ -18,6 +18,9 @@ cd "$(dirname "$0")/.."
 scripts/install-deps.sh --test
 scripts/start-test-databases.sh
 scripts/npm-deps.sh
+# The S3-compatible server the object-storage tests start (moto, from PyPI).
+FLEET_MOTO_SERVER=$(scripts/install-moto.sh)
+export FLEET_MOTO_SERVER
 cargo fmt --all -- --check
 
 if ! clippy_driver=$(rustup which clippy-driver 2>/dev/null); then

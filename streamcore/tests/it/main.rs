@@ -12,6 +12,7 @@ mod clip;
 mod fuzz_regressions;
 mod h265;
 mod low_latency;
+mod object_storage;
 mod remux_ffprobe;
 mod steady_state_alloc;
 mod stream_behaviour;
