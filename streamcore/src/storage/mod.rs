@@ -1,7 +1,9 @@
 //! Where segments and playlists go: the [`Storage`] trait and its
-//! filesystem and in-memory implementations, and with the `s3` feature
-//! [`s3::S3Storage`] for S3-compatible object stores; nothing above this
-//! module knows which one it talks to.
+//! filesystem and in-memory implementations, with the `s3` feature
+//! [`s3::S3Storage`] for S3-compatible object stores, and
+//! [`upload::UploadQueue`], which puts a local spill directory and background
+//! uploads in front of a slow store; nothing above this module knows which
+//! one it talks to.
 //!
 //! Keys are `/`-separated relative paths made of `[A-Za-z0-9._-]` parts
 //! (the [`crate::layout`] keys, or plain file names for a store scoped to
@@ -21,6 +23,7 @@ use std::time::SystemTime;
 
 #[cfg(feature = "s3")]
 pub mod s3;
+pub mod upload;
 
 /// Receives one segment's bytes as the muxer produces them.
 pub trait SegmentWriter: Write + Send {
@@ -304,6 +307,68 @@ impl Storage for FsStorage {
             }
         }
         Ok(out)
+    }
+}
+
+/// One stream's view of a shared storage: its keys are `<prefix>/<key>` there. A node-wide
+/// store (one object-store client, one [`upload::UploadQueue`]) serves every stream through
+/// these, as one data dir serves every stream's directory.
+#[derive(Clone)]
+pub struct Scoped {
+    inner: Arc<dyn Storage>,
+    prefix: String,
+}
+
+impl std::fmt::Debug for Scoped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Scoped({})", self.prefix)
+    }
+}
+
+impl Scoped {
+    pub fn new(inner: Arc<dyn Storage>, prefix: &str) -> io::Result<Self> {
+        key_parts(prefix)?;
+        Ok(Scoped {
+            inner,
+            prefix: prefix.to_owned(),
+        })
+    }
+
+    fn outer(&self, key: &str) -> io::Result<String> {
+        key_parts(key)?;
+        Ok(format!("{}/{key}", self.prefix))
+    }
+}
+
+impl Storage for Scoped {
+    fn begin_segment(&self, key: &str) -> io::Result<Box<dyn SegmentWriter>> {
+        self.inner.begin_segment(&self.outer(key)?)
+    }
+    fn replace_playlist(&self, key: &str, text: &[u8]) -> io::Result<()> {
+        self.inner.replace_playlist(&self.outer(key)?, text)
+    }
+    fn remove(&self, key: &str) -> io::Result<bool> {
+        self.inner.remove(&self.outer(key)?)
+    }
+    fn read(&self, key: &str) -> io::Result<Option<Vec<u8>>> {
+        self.inner.read(&self.outer(key)?)
+    }
+    fn list(&self, prefix: &str) -> io::Result<Vec<StoredObject>> {
+        let outer = if prefix.is_empty() {
+            self.prefix.clone()
+        } else {
+            self.outer(prefix)?
+        };
+        let strip = format!("{}/", self.prefix);
+        Ok(self
+            .inner
+            .list(&outer)?
+            .into_iter()
+            .filter_map(|o| {
+                let key = o.key.strip_prefix(&strip)?.to_owned();
+                Some(StoredObject { key, ..o })
+            })
+            .collect())
     }
 }
 

@@ -122,7 +122,15 @@ impl S3Storage {
     /// `AWS_ALLOW_HTTP`...). Segments are staged in `staging` (created if missing; staging
     /// files a crash left there are removed).
     pub fn from_env(url: &str, staging: impl Into<PathBuf>) -> io::Result<Self> {
-        Self::with_builder(url, AmazonS3Builder::from_env(), staging)
+        // object_store retries a failing request for up to 3 minutes by default; a queue in
+        // front ([`super::upload::UploadQueue`]) retries on its own, and the operator should
+        // hear of an outage in seconds, not minutes.
+        let retry = object_store::RetryConfig {
+            max_retries: 3,
+            retry_timeout: std::time::Duration::from_secs(15),
+            ..Default::default()
+        };
+        Self::with_builder(url, AmazonS3Builder::from_env().with_retry(retry), staging)
     }
 
     /// As [`S3Storage::from_env`], with the client settings given by the caller (the bucket is

@@ -1,14 +1,20 @@
 //! The storage contract, the same checks on every implementation: the local directory, memory,
-//! and (feature `s3`) an S3-compatible store, moto's server started here on 127.0.0.1 and
-//! reached with SigV4-signed requests by object_store's real client. Then a live stream muxed
-//! straight into the bucket: its playlist names only objects that are there, and ffprobe
-//! decodes a segment read back from the store.
+//! the upload queue, and (feature `s3`) an S3-compatible store, moto's server started here on
+//! 127.0.0.1 and reached with SigV4-signed requests by object_store's real client. Then a live
+//! stream muxed into the bucket, directly and through the upload queue across an outage of the
+//! store: its playlist names only objects that are there, every one decodes, nothing is lost,
+//! and no playlist reached the store before the segments it names.
 //!
 //! Needs for the S3 part: FLEET_MOTO_SERVER, the path of moto's `moto_server`
 //! (`scripts/install-moto.sh` installs it and prints the path; `scripts/test.sh` sets it).
 
 use std::io::Write;
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use streamcore::storage::upload::UploadQueue;
+use streamcore::storage::Scoped;
 use streamcore::{FsStorage, MemoryStorage, Storage, StoredObject};
 
 fn keys(mut objects: Vec<StoredObject>) -> Vec<String> {
@@ -91,7 +97,12 @@ fn contract(store: &dyn Storage, what: &str) {
     assert!(store.remove("live/cab_1/0.ts").unwrap(), "{what}");
     assert!(!store.remove("live/cab_1/0.ts").unwrap(), "{what}");
     assert_eq!(store.read("live/cab_1/0.ts").unwrap(), None, "{what}");
-    assert_eq!(store.list("").unwrap().len(), 2, "{what}");
+    assert_eq!(
+        keys(store.list("").unwrap()).len(),
+        2,
+        "{what}: {:?}",
+        keys(store.list("").unwrap())
+    );
 
     // Keys that name nothing we own are refused by every operation.
     for bad in ["../x", "/etc/passwd", "live//x", "a/./b", "a b", ""] {
@@ -112,8 +123,35 @@ fn local_and_memory_storage_keep_the_contract() {
         "fs durable",
     );
     contract(&MemoryStorage::new(), "memory");
+    let shared = MemoryStorage::new();
+    contract(
+        &Scoped::new(Arc::new(shared.clone()), "site-a").unwrap(),
+        "scoped",
+    );
+    assert!(shared.names().iter().all(|k| k.starts_with("site-a/")));
     // Nothing partial was left on disk.
     assert!(!dir.path().join("live/cab_1/1.ts.part").exists());
+}
+
+/// The upload queue keeps the contract while uploads are still under way, and once flushed the
+/// store behind it holds exactly what the contract left.
+#[test]
+fn the_upload_queue_keeps_the_contract() {
+    let remote = MemoryStorage::new();
+    let spill = tempfile::tempdir().unwrap();
+    let queue = UploadQueue::open(Arc::new(remote.clone()), spill.path(), 2).unwrap();
+    contract(&queue, "upload queue");
+    assert!(queue.flush(Duration::from_secs(10)));
+    assert_eq!(
+        remote.names(),
+        ["live/cab_1/index.m3u8", "live/cab_10/0.ts"]
+    );
+    assert_eq!(queue.backlog().operations, 0);
+    assert_eq!(
+        std::fs::read_dir(spill.path()).unwrap().count(),
+        0,
+        "spill files removed once uploaded"
+    );
 }
 
 #[cfg(feature = "s3")]
@@ -123,54 +161,71 @@ mod s3 {
     use std::io::{Read, Write};
     use std::net::{SocketAddr, TcpListener, TcpStream};
     use std::process::{Child, Command, Stdio};
-    use std::sync::Arc;
-    use std::time::{Duration, Instant};
+    use std::sync::Mutex;
+    use std::time::Instant;
 
     use object_store::aws::AmazonS3Builder;
     use streamcore::storage::s3::{parse_s3_url, S3Storage};
-    use streamcore::{LiveStream, StreamConfig};
+    use streamcore::{LiveStream, SegmentWriter, StreamConfig};
 
     use crate::common::{ffmpeg_errors, fixture, parse_playlist, stepping_clock};
 
     /// moto's S3 server on a free port of 127.0.0.1, stopped on drop.
     struct Moto {
-        child: Child,
+        child: Option<Child>,
         addr: SocketAddr,
     }
 
     impl Drop for Moto {
         fn drop(&mut self) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
+            self.stop();
         }
     }
 
     impl Moto {
         fn start() -> Moto {
+            let port = TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let mut moto = Moto {
+                child: None,
+                addr: ([127, 0, 0, 1], port).into(),
+            };
+            moto.restart();
+            moto
+        }
+
+        /// The store goes down: connections are refused.
+        fn stop(&mut self) {
+            if let Some(mut child) = self.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+
+        /// Starts (again) on the same port. moto keeps its buckets in memory: a restarted
+        /// server is empty.
+        fn restart(&mut self) {
             let server = std::env::var("FLEET_MOTO_SERVER").unwrap_or_else(|_| {
                 panic!(
                     "FLEET_MOTO_SERVER is not set: the S3 tests need moto's server; \
                      run `export FLEET_MOTO_SERVER=$(scripts/install-moto.sh)` (scripts/test.sh does)"
                 )
             });
-            let port = TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port();
             let child = Command::new(&server)
-                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                .args(["-H", "127.0.0.1", "-p", &self.addr.port().to_string()])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
                 .unwrap_or_else(|e| panic!("cannot start {server}: {e}"));
-            let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+            self.child = Some(child);
             let t0 = Instant::now();
-            while TcpStream::connect(addr).is_err() {
+            while TcpStream::connect(self.addr).is_err() {
                 assert!(t0.elapsed() < Duration::from_secs(30), "moto did not start");
                 std::thread::sleep(Duration::from_millis(100));
             }
-            Moto { child, addr }
         }
 
         /// Creates a bucket (a plain PUT /bucket, which is how S3's CreateBucket looks).
@@ -280,5 +335,243 @@ mod s3 {
             assert_eq!(ffmpeg_errors(&path), "", "{uri}");
         }
         assert_eq!(std::fs::read_dir(staging.path()).unwrap().count(), 0);
+    }
+
+    /// What reached the store, in order: a segment's key, or a playlist's key and text.
+    type UploadLog = Arc<Mutex<Vec<(String, Option<String>)>>>;
+
+    /// Passes everything to the store and notes, in order, what reached it.
+    struct Recording {
+        inner: Arc<dyn Storage>,
+        log: UploadLog,
+    }
+
+    struct RecordingSegment {
+        inner: Box<dyn SegmentWriter>,
+        key: String,
+        log: UploadLog,
+    }
+
+    impl Write for RecordingSegment {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.inner.write(buf)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            self.inner.flush()
+        }
+    }
+
+    impl SegmentWriter for RecordingSegment {
+        fn commit(self: Box<Self>) -> std::io::Result<()> {
+            self.inner.commit()?;
+            self.log.lock().unwrap().push((self.key, None));
+            Ok(())
+        }
+        fn abort(self: Box<Self>) {
+            self.inner.abort();
+        }
+    }
+
+    impl Storage for Recording {
+        fn begin_segment(&self, key: &str) -> std::io::Result<Box<dyn SegmentWriter>> {
+            Ok(Box::new(RecordingSegment {
+                inner: self.inner.begin_segment(key)?,
+                key: key.to_owned(),
+                log: self.log.clone(),
+            }))
+        }
+        fn replace_playlist(&self, key: &str, text: &[u8]) -> std::io::Result<()> {
+            self.inner.replace_playlist(key, text)?;
+            let text = String::from_utf8_lossy(text).into_owned();
+            self.log.lock().unwrap().push((key.to_owned(), Some(text)));
+            Ok(())
+        }
+        fn remove(&self, key: &str) -> std::io::Result<bool> {
+            self.inner.remove(key)
+        }
+        fn read(&self, key: &str) -> std::io::Result<Option<Vec<u8>>> {
+            self.inner.read(key)
+        }
+        fn list(&self, prefix: &str) -> std::io::Result<Vec<StoredObject>> {
+            self.inner.list(prefix)
+        }
+    }
+
+    /// Every playlist that reached the store named only segments that had reached it before.
+    fn playlists_after_their_segments(log: &[(String, Option<String>)]) -> usize {
+        let mut stored = std::collections::HashSet::new();
+        let mut playlists = 0;
+        for (key, text) in log {
+            match text {
+                None => {
+                    stored.insert(key.rsplit('/').next().unwrap().to_owned());
+                }
+                Some(text) => {
+                    playlists += 1;
+                    for (_, uri) in parse_playlist(text).0 {
+                        assert!(
+                            stored.contains(&uri),
+                            "{key} named {uri} before it was stored: {log:?}"
+                        );
+                    }
+                }
+            }
+        }
+        playlists
+    }
+
+    /// Opens a live stream on `storage`, runs `then`, and feeds the stream the fixture.
+    fn mux_fixture_into(storage: Arc<dyn Storage>, name: &str, then: impl FnOnce()) {
+        let cfg = StreamConfig {
+            clock: stepping_clock(),
+            ..Default::default()
+        };
+        let mut stream = LiveStream::with_storage(name, storage, cfg).unwrap();
+        then();
+        let data = std::fs::read(fixture("baseline.h264")).unwrap();
+        for chunk in data.chunks(1400) {
+            stream.push_bytes(chunk).unwrap();
+        }
+        stream.finish(true).unwrap();
+    }
+
+    /// Reads the finished stream back from `storage`: ffmpeg decodes every segment its
+    /// playlist names. Returns the segments' keys, sorted.
+    fn read_back_stream(storage: &dyn Storage, prefix: &str) -> Vec<String> {
+        let playlist = storage
+            .read(&format!("{prefix}/index.m3u8"))
+            .unwrap()
+            .unwrap();
+        let playlist = String::from_utf8(playlist).unwrap();
+        assert!(playlist.contains("#EXT-X-ENDLIST"), "{playlist}");
+        let (segments, _) = parse_playlist(&playlist);
+        assert!(segments.len() >= 2, "{playlist}");
+        let mut named: Vec<String> = segments
+            .iter()
+            .map(|(_, uri)| format!("{prefix}/{uri}"))
+            .collect();
+        named.sort();
+        let dir = tempfile::tempdir().unwrap();
+        for key in &named {
+            let path = dir.path().join(key.replace('/', "_"));
+            std::fs::write(&path, storage.read(key).unwrap().unwrap()).unwrap();
+            assert_eq!(ffmpeg_errors(&path), "", "{key}");
+        }
+        named
+    }
+
+    /// The finished stream in `storage`: it reads back whole, and its playlist names exactly
+    /// the stored segments.
+    fn check_stored_stream(storage: &dyn Storage, prefix: &str) {
+        let named = read_back_stream(storage, prefix);
+        let mut stored: Vec<String> = keys(storage.list(prefix).unwrap())
+            .into_iter()
+            .filter(|k| k.ends_with(".ts"))
+            .collect();
+        stored.sort();
+        assert_eq!(stored, named, "the playlist names exactly what is stored");
+    }
+
+    /// The store goes down while a stream is being recorded: the stream goes on (its commits
+    /// wait for no upload), the backlog says so, and once the store is back every segment and
+    /// the final playlist arrive, in order, and decode.
+    #[test]
+    fn uploads_survive_an_outage_in_order() {
+        let mut moto = Moto::start();
+        moto.create_bucket("fleet-outage");
+        let staging = tempfile::tempdir().unwrap();
+        let spill = tempfile::tempdir().unwrap();
+        let s3: Arc<dyn Storage> = Arc::new(moto.storage("s3://fleet-outage", staging.path()));
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let recording = Arc::new(Recording {
+            inner: s3.clone(),
+            log: log.clone(),
+        });
+        let queue = Arc::new(UploadQueue::open(recording, spill.path(), 4).unwrap());
+        // A first stream while the store is up.
+        mux_fixture_into(
+            Arc::new(Scoped::new(queue.clone(), "live/before").unwrap()),
+            "before",
+            || {},
+        );
+        assert!(queue.flush(Duration::from_secs(30)));
+
+        // The store goes down once the stream is open (opening reads the stream's last
+        // playlist, which needs the store or this node's own queue).
+        mux_fixture_into(
+            Arc::new(Scoped::new(queue.clone(), "live/during").unwrap()),
+            "during",
+            || moto.stop(),
+        );
+        // Give the uploaders time to fail and to say so.
+        let t0 = Instant::now();
+        while !queue.backlog().failing {
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "{:?}",
+                queue.backlog()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let backlog = queue.backlog();
+        assert!(
+            backlog.operations >= 3 && backlog.bytes > 100_000,
+            "{backlog:?}"
+        );
+        // What was recorded is readable through the queue meanwhile (listing needs the store).
+        read_back_stream(queue.as_ref(), "live/during");
+        assert!(queue.list("live/during").is_err());
+
+        moto.restart();
+        moto.create_bucket("fleet-outage");
+        assert!(
+            queue.flush(Duration::from_secs(60)),
+            "{:?}",
+            queue.backlog()
+        );
+        assert!(!queue.backlog().failing);
+        check_stored_stream(s3.as_ref(), "live/during");
+        let log = log.lock().unwrap();
+        assert!(playlists_after_their_segments(&log) >= 1);
+        assert_eq!(std::fs::read_dir(spill.path()).unwrap().count(), 0);
+    }
+
+    /// Segments committed while the store is down survive the process: a new queue on the same
+    /// spill directory uploads them.
+    #[test]
+    fn a_restart_uploads_what_the_last_run_could_not() {
+        let mut moto = Moto::start();
+        let staging = tempfile::tempdir().unwrap();
+        let spill = tempfile::tempdir().unwrap();
+        moto.stop();
+        {
+            let s3 = Arc::new(moto.storage("s3://fleet-restart", staging.path()));
+            let queue = UploadQueue::open(s3, spill.path(), 2).unwrap();
+            for n in 0..3 {
+                let mut w = queue.begin_segment(&format!("live/cab_1/{n}.ts")).unwrap();
+                w.write_all(&body()).unwrap();
+                w.commit().unwrap();
+            }
+            // A segment still being written when the process ends is not uploaded.
+            let mut w = queue.begin_segment("live/cab_1/3.ts").unwrap();
+            w.write_all(b"half").unwrap();
+            std::mem::forget(w);
+            assert!(!queue.flush(Duration::from_millis(500)));
+        }
+        moto.restart();
+        moto.create_bucket("fleet-restart");
+        let s3 = Arc::new(moto.storage("s3://fleet-restart", staging.path()));
+        let queue = UploadQueue::open(s3.clone(), spill.path(), 2).unwrap();
+        assert!(
+            queue.flush(Duration::from_secs(30)),
+            "{:?}",
+            queue.backlog()
+        );
+        assert_eq!(
+            keys(s3.list("").unwrap()),
+            ["live/cab_1/0.ts", "live/cab_1/1.ts", "live/cab_1/2.ts"]
+        );
+        assert!(s3.read("live/cab_1/1.ts").unwrap().unwrap() == body());
+        assert_eq!(std::fs::read_dir(spill.path()).unwrap().count(), 0);
     }
 }
