@@ -39,6 +39,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Base URL of ingestd's control API.
     pub ingestd_url: String,
+    /// ingestd's `--control-token`, sent as `Authorization: Bearer` on every request to it.
+    pub ingestd_token: Option<String>,
     /// Key of player tokens and session cookies; `None`: the catalog's (made once, shared by
     /// every hlsd on the catalog).
     pub token_secret: Option<String>,
@@ -79,6 +81,7 @@ impl Config {
             database_url: None,
             listen: DEFAULT_LISTEN.parse().expect("valid default"),
             ingestd_url: DEFAULT_INGESTD_URL.into(),
+            ingestd_token: None,
             token_secret: None,
             allow_anonymous: false,
             session_ttl: Duration::from_secs(DEFAULT_SESSION_HOURS * 3600),
@@ -106,7 +109,7 @@ impl Config {
 )]
 pub struct Cli {
     /// TOML file with any of the settings below (keys: data_dir, database_url, listen, ingestd_url,
-    /// token_secret, allow_anonymous, session_hours, max_token_ttl_secs, instance_id, tls_cert, tls_key,
+    /// ingestd_token, token_secret, allow_anonymous, session_hours, max_token_ttl_secs, instance_id, tls_cert, tls_key,
     /// map_tile_url, map_attribution, max_connections, watch_timeout_secs, live_timeout_secs, header_timeout_secs,
     /// send_timeout_secs).
     #[arg(long, env = "HLSD_CONFIG", value_name = "FILE", global = true)]
@@ -123,6 +126,14 @@ pub struct Cli {
     /// ingestd control API, used by watch/stop [default: http://127.0.0.1:6811].
     #[arg(long, env = "HLSD_INGESTD_URL", value_name = "URL")]
     pub ingestd_url: Option<String>,
+    /// ingestd's --control-token, sent with every request to ingestd [default: none].
+    #[arg(
+        long,
+        env = "HLSD_INGESTD_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub ingestd_token: Option<String>,
     /// Key of the HMAC-signed player tokens and session cookies [default: generated once and kept in the catalog's settings table, shared by every hlsd on that catalog].
     #[arg(
         long,
@@ -184,6 +195,7 @@ pub struct FileConfig {
     pub database_url: Option<String>,
     pub listen: Option<SocketAddr>,
     pub ingestd_url: Option<String>,
+    pub ingestd_token: Option<String>,
     pub token_secret: Option<String>,
     pub allow_anonymous: Option<bool>,
     pub session_hours: Option<u64>,
@@ -242,6 +254,10 @@ impl Cli {
                 .ingestd_url
                 .or(file.ingestd_url)
                 .unwrap_or(d.ingestd_url),
+            ingestd_token: self
+                .ingestd_token
+                .or(file.ingestd_token)
+                .filter(|s| !s.is_empty()),
             token_secret: self
                 .token_secret
                 .or(file.token_secret)

@@ -37,6 +37,8 @@ pub enum ServeError {
     Client(#[from] reqwest::Error),
     #[error("TLS: {0}")]
     Tls(String),
+    #[error("--ingestd-token must be printable ASCII")]
+    IngestdToken,
 }
 
 /// The TLS acceptor of `--tls-cert`/`--tls-key`: HTTP/2 and HTTP/1.1 offered by ALPN.
@@ -157,9 +159,18 @@ pub async fn serve(config: Config) -> Result<Running, ServeError> {
 pub async fn serve_with_catalog(config: Config, catalog: Catalog) -> Result<Running, ServeError> {
     let data_dir = std::fs::canonicalize(&config.data_dir)
         .map_err(|e| ServeError::DataDir(config.data_dir.clone(), e))?;
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(token) = &config.ingestd_token {
+        let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+            .map_err(|_| ServeError::IngestdToken)?;
+        value.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
+    // Every request to ingestd carries its control token (when it has one).
     let client = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(3))
         .timeout(Duration::from_secs(10))
+        .default_headers(headers)
         .build()?;
     let secret = match config.token_secret.clone() {
         Some(s) => s,

@@ -155,6 +155,14 @@ pub struct Cli {
         hide_env_values = true
     )]
     pub auth_secret: Option<String>,
+    /// Bearer token the control API (device commands, recordings, low-latency parts) requires in `Authorization: Bearer <token>`; give hlsd the same with --ingestd-token. /metrics stays open [default: none, the API is open to whoever reaches --http-listen, which is loopback by default].
+    #[arg(
+        long,
+        env = "INGESTD_CONTROL_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub control_token: Option<String>,
     /// Time zone of the devices' clocks (every BCD time in JT/T 808/1078) as a UTC offset [default: +08:00].
     #[arg(long, env = "INGESTD_DEVICE_UTC_OFFSET", value_name = "+HH:MM")]
     pub device_utc_offset: Option<String>,
@@ -248,6 +256,7 @@ pub struct FileConfig {
     pub max_nal_bytes: Option<usize>,
     pub catalog_buffer: Option<usize>,
     pub auth_secret: Option<String>,
+    pub control_token: Option<String>,
     pub audio: Option<bool>,
     pub audio_sample_rate: Option<u32>,
     pub audio_bitrate: Option<u32>,
@@ -309,6 +318,8 @@ pub struct Config {
     pub catalog_buffer: usize,
     /// Secret of the device auth codes; `None`: the catalog's (made once).
     pub auth_secret: Option<String>,
+    /// Token the control API requires (`Authorization: Bearer`); `None`: open.
+    pub control_token: Option<String>,
     /// Refuse devices until they authenticate (0x0102).
     pub device_auth: bool,
     /// SIMs allowed besides the catalog's allow-list (both empty: all).
@@ -541,6 +552,10 @@ impl Config {
                 .or(f.catalog_buffer)
                 .unwrap_or(DEFAULT_CATALOG_BUFFER),
             auth_secret: cli.auth_secret.or(f.auth_secret).filter(|s| !s.is_empty()),
+            control_token: cli
+                .control_token
+                .or(f.control_token)
+                .filter(|s| !s.is_empty()),
             device_auth: cli.device_auth.or(f.device_auth).unwrap_or(true),
             allowed_sims,
             auto_stop: match cli.auto_stop_secs.or(f.auto_stop_secs).unwrap_or(60) {
@@ -579,6 +594,7 @@ impl Config {
             max_nal_bytes: streamcore::annexb::DEFAULT_MAX_NAL,
             catalog_buffer: DEFAULT_CATALOG_BUFFER,
             auth_secret: Some("test-secret".into()),
+            control_token: None,
             // Most tests drive media without a 808 login; the ones about
             // authentication turn it on.
             device_auth: false,

@@ -29,6 +29,10 @@
 //!   array of `{channel, start_ms, end_ms, alarm, av_type, stream_type,
 //!   storage_type, size}`.
 //!
+//! With `--control-token` every route but `/metrics` needs `Authorization: Bearer <token>`
+//! (401 without it, or with another): hlsd sends it (`--ingestd-token`), so on a network where
+//! others reach this port, only hlsd commands devices.
+//!
 //! Answers: 200 with `{"sim","channel","msg_id","serial","server"}`, 404 when
 //! the device is not connected, 400 for a bad request, 413 for a body over
 //! 16 KiB, 504 when the device does not answer in time (the answer timeout,
@@ -133,6 +137,44 @@ fn bounded_body() -> impl Filter<Extract = (bytes::Bytes,), Error = Rejection> +
         })
         .untuple_one()
         .and(warp::body::bytes())
+}
+
+#[derive(Debug)]
+struct NoControlToken;
+
+impl warp::reject::Reject for NoControlToken {}
+
+/// Passes a request that carries the control token, when one is configured. The hashes are
+/// compared rather than the tokens, so the time taken says nothing about the token.
+fn control_token(ctx: Arc<Ctx>) -> impl Filter<Extract = (), Error = Rejection> + Clone {
+    use sha2::{Digest, Sha256};
+    warp::header::optional::<String>("authorization")
+        .and_then(move |given: Option<String>| {
+            let want = ctx.config.control_token.clone();
+            async move {
+                let Some(want) = want else { return Ok(()) };
+                let given = given.as_deref().and_then(|v| v.strip_prefix("Bearer "));
+                match given {
+                    Some(g) if Sha256::digest(g) == Sha256::digest(&want) => Ok(()),
+                    _ => Err(warp::reject::custom(NoControlToken)),
+                }
+            }
+        })
+        .untuple_one()
+}
+
+/// Turns [`NoControlToken`] into a 401; other rejections pass on.
+async fn control_refused(r: Rejection) -> Result<warp::reply::Response, Rejection> {
+    if r.find::<NoControlToken>().is_some() {
+        let v = serde_json::json!({ "error": "control token missing or wrong (Authorization: Bearer)" });
+        let mut resp = json_status(v, StatusCode::UNAUTHORIZED);
+        resp.headers_mut().insert(
+            warp::http::header::WWW_AUTHENTICATE,
+            warp::http::HeaderValue::from_static("Bearer"),
+        );
+        return Ok(resp);
+    }
+    Err(r)
 }
 
 /// Turns [`BodyRefused`] into its JSON answer; other rejections pass on.
@@ -519,15 +561,19 @@ pub fn routes(
         .then(control)
         .recover(body_refused)
         .unify();
-    metrics
-        .or(low_latency)
-        .unify()
-        .or(devices)
-        .unify()
-        .or(recordings)
-        .unify()
-        .or(playback_control)
-        .unify()
-        .or(control)
-        .unify()
+    let guarded = control_token(ctx)
+        .and(
+            low_latency
+                .or(devices)
+                .unify()
+                .or(recordings)
+                .unify()
+                .or(playback_control)
+                .unify()
+                .or(control)
+                .unify(),
+        )
+        .recover(control_refused)
+        .unify();
+    metrics.or(guarded).unify()
 }

@@ -726,3 +726,79 @@ async fn page_login_grid_stop_and_automatic_stop() {
     );
     d.shutdown().await;
 }
+
+/// ingestd with `--control-token`: its control API answers 401 to a request without the token
+/// or with another (metrics stay open), and hlsd, given the token, still commands the dashcam:
+/// a watch through hlsd reaches it as 0x9101 and a stop as 0x9102.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingestd_control_api_needs_the_token_hlsd_sends() {
+    const TOKEN: &str = "control-token-for-the-test";
+    let d = Daemons::start_with(
+        |c| c.control_token = Some(TOKEN.into()),
+        |c| c.ingestd_token = Some(TOKEN.into()),
+    )
+    .await;
+    let (base, control) = (d.base.clone(), d.control.clone());
+    let mut term = Terminal::connect(d.ingest.running.jt808_addr, SIM).await;
+    term.send_position(0);
+    // (method, path, Authorization header): what ingestd answers.
+    let status = |post: bool, path: &str, auth: Option<&str>| {
+        let url = format!("{control}{path}");
+        let mut req = if post {
+            client().post(url)
+        } else {
+            client().get(url)
+        };
+        if let Some(a) = auth {
+            req = req.header("authorization", a);
+        }
+        async move { req.send().await.unwrap().status() }
+    };
+    let live = format!("/api/devices/{SIM}/channels/1/live");
+    let bearer = format!("Bearer {TOKEN}");
+    // No header, another token, the token without its scheme.
+    for auth in [None, Some("Bearer not-the-token"), Some(TOKEN)] {
+        assert_eq!(
+            status(true, &live, auth).await,
+            StatusCode::UNAUTHORIZED,
+            "{auth:?}"
+        );
+    }
+    for path in ["/api/devices", "/ll/x/ll.m3u8"] {
+        assert_eq!(
+            status(false, path, None).await,
+            StatusCode::UNAUTHORIZED,
+            "{path}"
+        );
+    }
+    assert_eq!(
+        status(false, "/api/devices", Some(&bearer)).await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        status(false, "/metrics", None).await,
+        StatusCode::OK,
+        "metrics stay open"
+    );
+    // Nothing reached the device from the refused requests; hlsd's watch does.
+    let watch = tokio::spawn({
+        let url = format!("{base}/api/devices/{SIM}/channels/1/watch");
+        async move { client().post(url).send().await.unwrap() }
+    });
+    match term.next_command(Duration::from_secs(20)).await {
+        Command::Live { channel, .. } => assert_eq!(channel, 1),
+        other => panic!("expected 0x9101 from hlsd's watch, got {other:?}"),
+    }
+    watch.abort();
+    let r = client()
+        .post(format!("{base}/api/devices/{SIM}/channels/1/stop"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "{}", r.text().await.unwrap());
+    match term.next_command(Duration::from_secs(20)).await {
+        Command::Control { channel, command } => assert_eq!((channel, command), (1, 0)),
+        other => panic!("expected 0x9102 from hlsd's stop, got {other:?}"),
+    }
+    d.shutdown().await;
+}
