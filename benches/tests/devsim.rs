@@ -145,3 +145,78 @@ async fn devsim_replays_a_device_capture() {
         assert_eq!((s.frames, s.i_frames), (631, 22));
     }
 }
+
+/// `--burst`: every device holds its media for the hold time of each period, then all send
+/// what piled up together. Three raw-mode devices against a plain TCP listener that notes when
+/// bytes arrive: every connection goes silent at once for about the hold time, and after each
+/// silence every connection's bytes resume together.
+#[test]
+fn burst_holds_every_device_and_releases_them_together() {
+    use std::io::Read;
+    use std::time::{Duration, Instant};
+    const DEVICES: usize = 3;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/baseline.h264");
+    let mut devsim = Command::new(env!("CARGO_BIN_EXE_devsim"))
+        .arg("--raw")
+        .arg(listener.local_addr().unwrap().to_string())
+        .args([
+            "--devices",
+            &DEVICES.to_string(),
+            "--loop",
+            "--duration",
+            "5",
+        ])
+        .args(["--burst", "2", "--burst-hold", "800", "--input"])
+        .arg(&fixture)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    let readers: Vec<_> = (0..DEVICES)
+        .map(|_| {
+            let (mut conn, _) = listener.accept().unwrap();
+            std::thread::spawn(move || {
+                let mut arrivals = Vec::new();
+                let mut buf = [0u8; 65536];
+                while let Ok(n) = conn.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    arrivals.push(t0.elapsed());
+                }
+                arrivals
+            })
+        })
+        .collect();
+    assert!(devsim.wait().unwrap().success());
+    let arrivals: Vec<Vec<Duration>> = readers.into_iter().map(|r| r.join().unwrap()).collect();
+    // Silences: gaps over 500 ms between consecutive reads of one connection (at 25 fps a
+    // device sends every 40 ms otherwise), as (start, end).
+    let silences = |a: &[Duration]| -> Vec<(Duration, Duration)> {
+        a.windows(2)
+            .filter(|w| w[1] - w[0] > Duration::from_millis(500))
+            .map(|w| (w[0], w[1]))
+            .collect()
+    };
+    let per_device: Vec<_> = arrivals.iter().map(|a| silences(a)).collect();
+    // Over 5 s with a 2 s period, the holds at 2 s and 4 s come after the devices started.
+    assert!(
+        per_device.iter().all(|s| s.len() >= 2),
+        "every device paused at each burst: {per_device:?}"
+    );
+    for (i, (start, end)) in per_device[0].iter().enumerate() {
+        assert!(
+            *end - *start >= Duration::from_millis(600),
+            "about the hold time: {per_device:?}"
+        );
+        for other in &per_device[1..] {
+            let (s2, e2) = other[i];
+            // Together: the same silence, released within a few frames of each other.
+            assert!(
+                e2.abs_diff(*end) < Duration::from_millis(250) && s2 < *end && *start < e2,
+                "released together: {per_device:?}"
+            );
+        }
+    }
+}

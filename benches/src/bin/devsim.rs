@@ -103,6 +103,15 @@ struct Args {
     /// Stop after this many seconds.
     #[arg(long)]
     duration: Option<f64>,
+    /// Every this many seconds, every device holds its media for --burst-hold
+    /// ms and then sends what piled up at once, all devices together: the
+    /// traffic after a network hiccup (a cellular cell handover, a backhaul
+    /// stall). Realtime pacing only.
+    #[arg(long, value_name = "SECS", conflicts_with = "flat_out")]
+    burst: Option<f64>,
+    /// How long each burst holds the media back, in ms.
+    #[arg(long, value_name = "MS", default_value_t = 2000, requires = "burst")]
+    burst_hold: u64,
     /// Heartbeat interval in seconds.
     #[arg(long, default_value_t = 30)]
     heartbeat: u64,
@@ -992,13 +1001,35 @@ fn packetize_unit(
 /// that are already late.
 async fn pace(args: &Args, t0: Instant, rel_ms: u64, stats: &mut Stats) {
     if !args.flat_out {
-        let due = t0 + Duration::from_millis(rel_ms);
+        let due = burst_release(args, t0 + Duration::from_millis(rel_ms));
         let lag = Instant::now().saturating_duration_since(due).as_millis() as u64;
         if lag > 50 {
             stats.late_sends += 1;
         }
         stats.max_lag_ms = stats.max_lag_ms.max(lag);
         tokio::time::sleep_until(due).await;
+    }
+}
+
+/// The process's start: the burst windows of every device are counted from it, so all devices
+/// hold and release together.
+static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+
+/// When media due at `due` is sent: `due`, or with `--burst`, if `due` falls in a hold window
+/// (the first `--burst-hold` ms of every `--burst` period), the window's end.
+fn burst_release(args: &Args, due: Instant) -> Instant {
+    let Some(period) = args.burst.filter(|p| *p > 0.0) else {
+        return due;
+    };
+    let epoch = *EPOCH.get_or_init(Instant::now);
+    let period = Duration::from_secs_f64(period);
+    let hold = Duration::from_millis(args.burst_hold).min(period);
+    let since = due.saturating_duration_since(epoch);
+    let into = Duration::from_nanos((since.as_nanos() % period.as_nanos()) as u64);
+    if into < hold {
+        due + (hold - into)
+    } else {
+        due
     }
 }
 
@@ -1220,6 +1251,7 @@ async fn device(
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Arc::new(Args::parse());
+    EPOCH.get_or_init(Instant::now);
     if args.jt808.is_none()
         && args.jt1078.is_none()
         && args.raw.is_none()
