@@ -342,7 +342,7 @@ def run(args):
     devsim = [os.path.join(ROOT, "target/release/devsim"), "--devices", str(n),
               "--input", args.input, "--loop", "--duration", str(args.duration),
               "--ramp", str(args.ramp), "--fps", str(FPS),
-              "--keyframe-log", os.path.join(work, "keyframes.log")]
+              "--keyframe-log", os.path.join(work, "keyframes.log")] + args.devsim_arg
     if args.audio:
         # JT/T 1078 approaches only: devsim interleaves the audio packets
         # with the video (one every 40 ms; ADTS frames for AAC).
@@ -359,6 +359,8 @@ def run(args):
               "audio": os.path.basename(args.audio) if args.audio else None}
     if args.ingestd_arg:
         result["ingestd_args"] = args.ingestd_arg
+    if args.devsim_arg:
+        result["devsim_args"] = args.devsim_arg
 
     if args.approach == "ingestd":
         data = os.path.join(work, "data")
@@ -591,6 +593,9 @@ def main():
                     help="bytes of one 40 ms --audio payload (ignored for AAC)")
     ap.add_argument("--ingestd-arg", action="append", default=[],
                     help="one more argument for ingestd (repeat; e.g. --ingestd-arg=--audio=off)")
+    ap.add_argument("--devsim-arg", action="append", default=[],
+                    help="one more argument for devsim (repeat; e.g. --devsim-arg=--burst=10 for "
+                         "the bursty sender)")
     ap.add_argument("--label", help="recorded in the result (e.g. which build)")
     ap.add_argument("--out", help="append the JSON result to this file")
     ap.add_argument("--keep-work", action="store_true")
