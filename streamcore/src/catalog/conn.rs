@@ -240,9 +240,14 @@ impl AnyConn {
     }
 
     /// Applies pending migrations. Several processes may start at once
-    /// against one server, so the servers serialise this with a lock; SQLite
-    /// serialises through its write lock and we retry if we lost a race.
-    pub(crate) fn migrate(&mut self) -> Result<Vec<String>, Error> {
+    /// against one database (the demo starts ingestd and hlsd together), and
+    /// diesel decides what is pending before it runs anything: two processes
+    /// both running a migration would, for a table rebuild, put the old table
+    /// back over the new one. So the whole run holds a lock: an advisory lock
+    /// on the servers, an exclusive lock on a file beside a SQLite database
+    /// (SQLite's own write lock cannot span it: a rebuild migration opens its
+    /// own transaction with foreign keys off).
+    pub(crate) fn migrate(&mut self, url: &DbUrl) -> Result<Vec<String>, Error> {
         let backend = self.backend();
         let mig_err = |e: &dyn fmt::Display| Error::Migration {
             backend,
@@ -250,6 +255,7 @@ impl AnyConn {
         };
         match self {
             AnyConn::Sqlite(c) => {
+                let _lock = sqlite_migration_lock(&url.target)?;
                 let mut last = None;
                 for attempt in 0..5 {
                     match c.run_pending_migrations(SQLITE_MIGRATIONS) {
@@ -300,6 +306,27 @@ impl AnyConn {
             }
         }
     }
+}
+
+/// Holds an exclusive lock on `<database>.migrations.lock` (created if missing) until dropped;
+/// `None` for an in-memory database, which no other process can open.
+fn sqlite_migration_lock(target: &str) -> Result<Option<std::fs::File>, Error> {
+    if target == ":memory:" || target.starts_with("file::memory:") {
+        return Ok(None);
+    }
+    let path = format!("{target}.migrations.lock");
+    let lock_err = |e: std::io::Error| Error::Migration {
+        backend: Backend::Sqlite,
+        message: format!("locking {path}: {e}"),
+    };
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(lock_err)?;
+    file.lock().map_err(lock_err)?;
+    Ok(Some(file))
 }
 
 #[cfg(test)]

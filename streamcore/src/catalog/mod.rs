@@ -166,7 +166,7 @@ impl Catalog {
     pub fn open(url: &str) -> Result<Catalog, Error> {
         let url = DbUrl::parse(url)?;
         let mut conn = AnyConn::connect(&url)?;
-        let applied = conn.migrate()?;
+        let applied = conn.migrate(&url)?;
         if !applied.is_empty() {
             tracing::info!(url = %url, backend = %url.backend(), ?applied, "catalog migrations applied");
         }
