@@ -424,21 +424,26 @@ fn migrations_apply_once_with_a_comment_on_every_column(db: TestDb) {
     }
 }
 
-fn concurrent_opens_migrate_once(db: TestDb) {
-    // Several processes starting at once against an empty database (the demo starts ingestd
-    // and hlsd together). Each migration must run once: a table rebuild run twice puts the old
-    // table back, which a count of applied versions would not show, so the newest columns are
-    // checked too.
-    let url = Arc::new(db.url.clone());
-    let handles: Vec<_> = (0..8)
+/// Eight opens of `url` at once, as processes starting together; each must succeed.
+fn open_concurrently(url: &str) {
+    let url = Arc::new(url.to_owned());
+    let opens: Vec<_> = (0..8)
         .map(|_| {
             let url = url.clone();
             std::thread::spawn(move || Catalog::open(&url).map(|_| ()))
         })
         .collect();
-    for h in handles {
-        h.join().unwrap().expect("concurrent open must succeed");
+    for o in opens {
+        o.join().unwrap().expect("concurrent open must succeed");
     }
+}
+
+fn concurrent_opens_migrate_once(db: TestDb) {
+    // Several processes starting at once against an empty database (the demo starts ingestd
+    // and hlsd together). Each migration must run once: a table rebuild run twice puts the old
+    // table back, which a count of applied versions would not show, so the newest columns are
+    // checked too.
+    open_concurrently(&db.url);
     let steps = std::fs::read_dir(
         Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("migrations")
@@ -456,16 +461,8 @@ fn concurrent_opens_migrate_once(db: TestDb) {
         let dir = tempfile::tempdir().unwrap();
         for round in 0..10 {
             let file = dir.path().join(format!("round{round}.sqlite"));
-            let url = Arc::new(file.display().to_string());
-            let opens: Vec<_> = (0..8)
-                .map(|_| {
-                    let url = url.clone();
-                    std::thread::spawn(move || Catalog::open(&url).map(|_| ()))
-                })
-                .collect();
-            for o in opens {
-                o.join().unwrap().expect("concurrent open must succeed");
-            }
+            let url = file.display().to_string();
+            open_concurrently(&url);
             let rows: Vec<TextPair> = diesel::sql_query(newest)
                 .load(&mut SqliteConnection::establish(&url).unwrap())
                 .unwrap_or_else(|e| panic!("round {round}: {e}"));
