@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use serde::Deserialize;
+use streamcore::storage::StorageLocation;
 
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
 pub const DEFAULT_INGESTD_URL: &str = "http://127.0.0.1:6811";
@@ -19,6 +20,8 @@ pub const DEFAULT_WATCH_TIMEOUT_SECS: u64 = 15;
 pub const DEFAULT_LIVE_TIMEOUT_SECS: u64 = 20;
 pub const DEFAULT_HEADER_TIMEOUT_SECS: u64 = 15;
 pub const DEFAULT_SEND_TIMEOUT_SECS: u64 = 30;
+pub const DEFAULT_STORAGE_CACHE_MB: u64 = 256;
+pub const DEFAULT_STORAGE_PLAYLIST_TTL_MS: u64 = 500;
 pub const DEFAULT_SESSION_HOURS: u64 = 12;
 pub const DEFAULT_MAX_TOKEN_TTL_SECS: u64 = 86_400;
 
@@ -71,6 +74,15 @@ pub struct Config {
     /// A response write that stays blocked this long (the client stopped reading) ends the
     /// connection, so clients that read extremely slowly can't hold connection slots.
     pub send_timeout: Duration,
+    /// Where the live playlists and segments are read: the data dir, or the object store the
+    /// ingestd write to.
+    pub storage: StorageLocation,
+    /// The `AWS_*` settings an S3 store is opened with (read from the environment at start).
+    pub storage_vars: Vec<(String, String)>,
+    /// Segment bytes kept in memory from the store.
+    pub storage_cache_bytes: u64,
+    /// How long a playlist read from the store is served before it is read again.
+    pub storage_playlist_ttl: Duration,
 }
 
 impl Config {
@@ -95,6 +107,10 @@ impl Config {
             live_timeout: Duration::from_secs(DEFAULT_LIVE_TIMEOUT_SECS),
             header_timeout: Duration::from_secs(DEFAULT_HEADER_TIMEOUT_SECS),
             send_timeout: Duration::from_secs(DEFAULT_SEND_TIMEOUT_SECS),
+            storage: StorageLocation::DataDir,
+            storage_vars: Vec::new(),
+            storage_cache_bytes: DEFAULT_STORAGE_CACHE_MB << 20,
+            storage_playlist_ttl: Duration::from_millis(DEFAULT_STORAGE_PLAYLIST_TTL_MS),
         }
     }
 }
@@ -111,7 +127,7 @@ pub struct Cli {
     /// TOML file with any of the settings below (keys: data_dir, database_url, listen, ingestd_url,
     /// ingestd_token, token_secret, allow_anonymous, session_hours, max_token_ttl_secs, instance_id, tls_cert, tls_key,
     /// map_tile_url, map_attribution, max_connections, watch_timeout_secs, live_timeout_secs, header_timeout_secs,
-    /// send_timeout_secs).
+    /// send_timeout_secs, storage_url, storage_cache_mb, storage_playlist_ttl_ms).
     #[arg(long, env = "HLSD_CONFIG", value_name = "FILE", global = true)]
     pub config: Option<PathBuf>,
     /// Data directory written by ingestd (live/<stream>/index.m3u8 and segments). Required.
@@ -181,6 +197,15 @@ pub struct Cli {
     /// Seconds a response write may stay blocked (a client not reading) before the connection is closed [default: 30].
     #[arg(long, env = "HLSD_SEND_TIMEOUT_SECS", value_name = "SECS")]
     pub send_timeout_secs: Option<u64>,
+    /// Where live playlists and segments are read: the same s3://bucket[/prefix] as ingestd's --storage-url, for hlsd on another machine than the ingestd (credentials, region and endpoint from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT_URL, AWS_ALLOW_HTTP) [default: the data dir].
+    #[arg(long, env = "HLSD_STORAGE_URL", value_name = "URL")]
+    pub storage_url: Option<String>,
+    /// Megabytes of segments read from the store kept in memory, so that every viewer of a segment after the first costs the store nothing [default: 256].
+    #[arg(long, env = "HLSD_STORAGE_CACHE_MB", value_name = "MB")]
+    pub storage_cache_mb: Option<u64>,
+    /// Milliseconds a playlist read from the store is served before it is read again: the store sees one GET per stream per this period, whatever the number of viewers; viewers see a new segment up to this much later [default: 500].
+    #[arg(long, env = "HLSD_STORAGE_PLAYLIST_TTL_MS", value_name = "MS")]
+    pub storage_playlist_ttl_ms: Option<u64>,
     /// Manage accounts and devices in the catalog instead of serving (same --data-dir,
     /// --database-url and --config as the daemon).
     #[command(subcommand)]
@@ -210,6 +235,9 @@ pub struct FileConfig {
     pub live_timeout_secs: Option<u64>,
     pub header_timeout_secs: Option<u64>,
     pub send_timeout_secs: Option<u64>,
+    pub storage_url: Option<String>,
+    pub storage_cache_mb: Option<u64>,
+    pub storage_playlist_ttl_ms: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -224,6 +252,8 @@ pub enum ConfigError {
     Zero(&'static str),
     #[error("--tls-cert and --tls-key go together (both or neither)")]
     TlsPair,
+    #[error("--storage-url: {0}")]
+    StorageUrl(std::io::Error),
     #[error("--map-tile-url {0:?}: {1}")]
     TileUrl(String, &'static str),
 }
@@ -311,8 +341,27 @@ impl Cli {
                 .send_timeout_secs
                 .or(file.send_timeout_secs)
                 .map_or(d.send_timeout, Duration::from_secs),
+            storage: StorageLocation::parse(
+                self.storage_url
+                    .or(file.storage_url)
+                    .as_deref()
+                    .unwrap_or_default(),
+            )
+            .map_err(ConfigError::StorageUrl)?,
+            storage_vars: streamcore::storage::s3::aws_env(),
+            storage_cache_bytes: self
+                .storage_cache_mb
+                .or(file.storage_cache_mb)
+                .map_or(d.storage_cache_bytes, |mb| mb << 20),
+            storage_playlist_ttl: self
+                .storage_playlist_ttl_ms
+                .or(file.storage_playlist_ttl_ms)
+                .map_or(d.storage_playlist_ttl, Duration::from_millis),
             data_dir: d.data_dir,
         };
+        if cfg.storage_playlist_ttl.is_zero() {
+            return Err(ConfigError::Zero("storage_playlist_ttl_ms"));
+        }
         if cfg.max_connections == 0 {
             return Err(ConfigError::Zero("max_connections"));
         }

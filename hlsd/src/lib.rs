@@ -20,6 +20,7 @@ pub mod admin;
 pub mod auth;
 pub mod config;
 pub mod http;
+pub mod media;
 mod routes;
 pub mod server;
 pub mod stall;

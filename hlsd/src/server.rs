@@ -16,10 +16,13 @@ use warp::reply::Response;
 use warp::Filter;
 
 use crate::config::Config;
+use crate::media::{CacheConfig, MediaSource, StoreReader};
 use crate::routes::routes;
 use crate::routes::vod::CLIP_SLOTS;
 use crate::token::TokenSigner;
 use streamcore::catalog::Catalog;
+use streamcore::storage::s3::S3Storage;
+use streamcore::storage::StorageLocation;
 
 // The clip export owns it; callers already look for it here.
 pub use crate::routes::vod::MAX_CLIP_MS;
@@ -39,6 +42,8 @@ pub enum ServeError {
     Tls(String),
     #[error("--ingestd-token must be printable ASCII")]
     IngestdToken,
+    #[error("storage {0}: {1}")]
+    Storage(String, std::io::Error),
 }
 
 /// The TLS acceptor of `--tls-cert`/`--tls-key`: HTTP/2 and HTTP/1.1 offered by ALPN.
@@ -79,8 +84,9 @@ fn tls_acceptor(files: &crate::config::TlsFiles) -> Result<tokio_rustls::TlsAcce
 
 /// Shared state of the handlers.
 pub struct AppState {
-    /// Canonical data dir: every file served must canonicalize to a path under it.
-    pub data_dir: PathBuf,
+    /// Live playlists and segments: the data dir (every file served must canonicalize to a
+    /// path under it) or the object store.
+    pub media: MediaSource,
     pub catalog: Catalog,
     /// Accounts, cookies, API keys and player tokens.
     pub auth: crate::auth::Auth,
@@ -208,8 +214,27 @@ pub async fn serve_with_catalog(config: Config, catalog: Catalog) -> Result<Runn
             config.listen.port()
         )
     });
+    let media = match &config.storage {
+        StorageLocation::DataDir => MediaSource::DataDir(data_dir),
+        StorageLocation::S3(url) => {
+            let store = S3Storage::from_vars(
+                url,
+                config.storage_vars.iter().cloned(),
+                data_dir.join("s3-staging"),
+            )
+            .map_err(|e| ServeError::Storage(url.clone(), e))?;
+            tracing::info!(%url, cache_mb = config.storage_cache_bytes >> 20, playlist_ttl_ms = config.storage_playlist_ttl.as_millis() as u64, "live media read from the object store");
+            MediaSource::Store(Arc::new(StoreReader::new(
+                Arc::new(store),
+                CacheConfig {
+                    segment_bytes: config.storage_cache_bytes,
+                    playlist_ttl: config.storage_playlist_ttl,
+                },
+            )))
+        }
+    };
     let state = Arc::new(AppState {
-        data_dir,
+        media,
         catalog,
         auth,
         instance,

@@ -1,7 +1,7 @@
-//! The live state of every stream, read from the data dir: a stream's
-//! playlist (`live/<stream>/index.m3u8`, ingestd's layout) is the truth of
-//! what can be played now. The catalog knows sessions and recordings; this
-//! module knows which playlists are being written.
+//! The live state of every stream: a stream's playlist
+//! (`live/<stream>/index.m3u8`, ingestd's layout, in the data dir or the
+//! store) is the truth of what can be played now. The catalog knows sessions
+//! and recordings; this module knows which playlists are being written.
 
 use std::path::Path;
 use std::time::{Duration, SystemTime};
@@ -17,6 +17,33 @@ pub struct StreamDir {
     pub modified: SystemTime,
     /// No ENDLIST, and written within the live timeout.
     pub live: bool,
+}
+
+impl StreamDir {
+    /// What a playlist last written at `modified` says, seen at `now`; `None` (logged) if it
+    /// does not parse.
+    pub fn from_playlist(
+        name: StreamName,
+        text: &str,
+        modified: SystemTime,
+        now: SystemTime,
+        live_timeout: Duration,
+    ) -> Option<StreamDir> {
+        let playlist = match MediaPlaylist::parse_any(text) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(stream = %name, error = %e, "skipping unparseable playlist");
+                return None;
+            }
+        };
+        let age = now.duration_since(modified).unwrap_or_default();
+        Some(StreamDir {
+            live: !playlist.is_ended() && age <= live_timeout,
+            name,
+            playlist,
+            modified,
+        })
+    }
 }
 
 /// Scans `DATA/live/*/index.m3u8`, by name. Unreadable or unparseable
@@ -41,20 +68,13 @@ pub fn scan_streams(data_dir: &Path, live_timeout: Duration) -> std::io::Result<
         else {
             continue;
         };
-        let playlist = match MediaPlaylist::parse_any(&text) {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::warn!(stream = %name, error = %e, "skipping unparseable playlist");
-                continue;
-            }
-        };
-        let age = now.duration_since(modified).unwrap_or_default();
-        out.push(StreamDir {
-            live: !playlist.is_ended() && age <= live_timeout,
+        out.extend(StreamDir::from_playlist(
             name,
-            playlist,
+            &text,
             modified,
-        });
+            now,
+            live_timeout,
+        ));
     }
     out.sort_by_key(|s| s.name.to_string());
     Ok(out)

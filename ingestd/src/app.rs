@@ -5,6 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use streamcore::catalog::{self, Catalog, CatalogWriter, WriterConfig, WriterStats};
+use streamcore::storage::s3::S3Storage;
+use streamcore::storage::upload::UploadQueue;
+use streamcore::storage::StorageLocation;
 use tracing::{info, warn};
 
 use crate::config::Config;
@@ -32,6 +35,11 @@ pub struct App {
     pub running: Running,
     pub catalog: Catalog,
     writer: Arc<CatalogWriter>,
+    /// Every stream's segments and playlists (keys are [`streamcore::layout`] paths): what
+    /// retention deletes through.
+    pub storage: Arc<dyn streamcore::Storage>,
+    /// The object store's upload queue, when segments go to one.
+    pub uploads: Option<Arc<UploadQueue>>,
 }
 
 /// Host name recorded on catalog sessions, so a restart can close the
@@ -60,6 +68,7 @@ fn record_settings(
     };
     let rows = [
         ("ingestd.host", host.to_string()),
+        ("ingestd.storage", config.storage.to_string()),
         (
             "ingestd.segment_target_secs",
             format!("{}", stream.target_segment.as_secs_f64()),
@@ -101,6 +110,9 @@ fn record_settings(
         }
     }
 }
+
+/// How long a shutdown waits for the object store to take what is queued.
+const UPLOAD_DRAIN: Duration = Duration::from_secs(20);
 
 /// How long past its end an open incident must be to count as left over.
 const STALE_INCIDENT_MS: i64 = 60_000;
@@ -156,14 +168,19 @@ pub async fn start(
         .spawn(move || crate::catalog_events::run(rx, &events_writer))
         .map_err(io("starting the event thread"))?;
 
+    let metrics = Arc::new(Metrics::default());
+    let (storage, uploads) = open_storage(&config)?;
+    if let Some(queue) = &uploads {
+        let _ = metrics.uploads.set(queue.clone());
+    }
     let remux = Arc::new(RemuxConfig {
         data_dir: config.data_dir.clone(),
+        object_store: uploads.clone().map(|q| q as Arc<dyn streamcore::Storage>),
         stream,
         idle_close: Duration::from_secs(60),
         host,
         g726_other_packing_sims: config.g726_other_packing_sims.clone(),
     });
-    let metrics = Arc::new(Metrics::default());
     let ll = Arc::new(crate::low_latency::LlRegistry::default());
     let (handler_writer, handler_metrics, handler_ll) =
         (writer.clone(), metrics.clone(), ll.clone());
@@ -191,8 +208,52 @@ pub async fn start(
         running,
         catalog,
         writer,
+        storage,
+        uploads,
     })
 }
+
+/// The node-wide storage and the upload queue in it, if any.
+type NodeStorage = (Arc<dyn streamcore::Storage>, Option<Arc<UploadQueue>>);
+
+/// Upload threads per node: enough to hide one request's round trip behind others (a PUT of
+/// a segment is tens of milliseconds on a LAN store), few enough not to matter beside the
+/// media workers.
+const UPLOAD_WORKERS: usize = 8;
+
+/// Where segments go: the data dir, or an object store behind an [`UploadQueue`] spilling to
+/// `DATA/upload-spill`. Returns the node-wide storage (keys are [`streamcore::layout`] paths;
+/// retention deletes through it) and the queue, if any.
+fn open_storage(config: &Config) -> Result<NodeStorage, StartError> {
+    let io = |what: String| move |source| StartError::Io { what, source };
+    match &config.storage {
+        StorageLocation::DataDir => {
+            let fs = streamcore::FsStorage::open(&config.data_dir, false)
+                .map_err(io(format!("opening {}", config.data_dir.display())))?;
+            Ok((Arc::new(fs), None))
+        }
+        StorageLocation::S3(url) => {
+            let s3 = S3Storage::from_vars(
+                url,
+                config.storage_vars.iter().cloned(),
+                config.data_dir.join("s3-staging"),
+            )
+            .map_err(io(format!("opening {url}")))?;
+            let queue = UploadQueue::open(
+                Arc::new(s3),
+                config.data_dir.join(SPILL_DIR),
+                UPLOAD_WORKERS,
+            )
+            .map_err(io("opening the upload spill directory".to_string()))?;
+            info!(%url, spill = %config.data_dir.join(SPILL_DIR).display(), "segments go to the object store");
+            let queue = Arc::new(queue);
+            Ok((queue.clone(), Some(queue)))
+        }
+    }
+}
+
+/// Segments waiting for the object store, under the data dir.
+pub const SPILL_DIR: &str = "upload-spill";
 
 impl App {
     /// Waits until every catalog record sent so far is written.
@@ -208,8 +269,19 @@ impl App {
     /// publish open segments and end playlists), then flushes the catalog.
     pub async fn shutdown(self) -> WriterStats {
         self.running.shutdown().await;
-        let writer = self.writer;
+        let (writer, uploads) = (self.writer, self.uploads);
         tokio::task::spawn_blocking(move || {
+            if let Some(queue) = uploads {
+                // What is not uploaded by then stays spilled; the next start uploads it first.
+                if !queue.flush(UPLOAD_DRAIN) {
+                    let left = queue.backlog();
+                    warn!(
+                        operations = left.operations,
+                        bytes = left.bytes,
+                        "uploads left in the spill directory for the next start"
+                    );
+                }
+            }
             writer.flush(Duration::from_secs(10));
             writer.stats()
         })

@@ -163,6 +163,9 @@ pub struct Cli {
         hide_env_values = true
     )]
     pub control_token: Option<String>,
+    /// Where segments and playlists go: s3://bucket[/prefix] for an S3-compatible object store (credentials, region and endpoint from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT_URL, AWS_ALLOW_HTTP), uploaded in the background with a spill queue in DATA/upload-spill; hlsd needs the same URL [default: the data dir].
+    #[arg(long, env = "INGESTD_STORAGE_URL", value_name = "URL")]
+    pub storage_url: Option<String>,
     /// Time zone of the devices' clocks (every BCD time in JT/T 808/1078) as a UTC offset [default: +08:00].
     #[arg(long, env = "INGESTD_DEVICE_UTC_OFFSET", value_name = "+HH:MM")]
     pub device_utc_offset: Option<String>,
@@ -257,6 +260,7 @@ pub struct FileConfig {
     pub catalog_buffer: Option<usize>,
     pub auth_secret: Option<String>,
     pub control_token: Option<String>,
+    pub storage_url: Option<String>,
     pub audio: Option<bool>,
     pub audio_sample_rate: Option<u32>,
     pub audio_bitrate: Option<u32>,
@@ -320,6 +324,11 @@ pub struct Config {
     pub auth_secret: Option<String>,
     /// Token the control API requires (`Authorization: Bearer`); `None`: open.
     pub control_token: Option<String>,
+    /// Where segments and playlists go.
+    pub storage: streamcore::storage::StorageLocation,
+    /// The `AWS_*` settings an S3 store is opened with (read from the
+    /// environment at start).
+    pub storage_vars: Vec<(String, String)>,
     /// Refuse devices until they authenticate (0x0102).
     pub device_auth: bool,
     /// SIMs allowed besides the catalog's allow-list (both empty: all).
@@ -461,6 +470,13 @@ impl Config {
             }
             allowed_sims.push(crate::bcd::normalize_sim(&format!("{sim:0>12}")));
         }
+        let storage = streamcore::storage::StorageLocation::parse(
+            cli.storage_url
+                .or(f.storage_url)
+                .as_deref()
+                .unwrap_or_default(),
+        )
+        .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         let segment_target_secs = cli
             .segment_target_secs
             .or(f.segment_target_secs)
@@ -556,6 +572,8 @@ impl Config {
                 .control_token
                 .or(f.control_token)
                 .filter(|s| !s.is_empty()),
+            storage,
+            storage_vars: streamcore::storage::s3::aws_env(),
             device_auth: cli.device_auth.or(f.device_auth).unwrap_or(true),
             allowed_sims,
             auto_stop: match cli.auto_stop_secs.or(f.auto_stop_secs).unwrap_or(60) {
@@ -595,6 +613,8 @@ impl Config {
             catalog_buffer: DEFAULT_CATALOG_BUFFER,
             auth_secret: Some("test-secret".into()),
             control_token: None,
+            storage: Default::default(),
+            storage_vars: Vec::new(),
             // Most tests drive media without a 808 login; the ones about
             // authentication turn it on.
             device_auth: false,

@@ -36,7 +36,6 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let config = Config::resolve(Cli::parse())?;
     let shutdown = shutdown_signal()?;
-    let data_dir = config.data_dir.clone();
     let retention = RetentionPolicy {
         segment_max_age: config.segment_retention,
         position_max_age: config.position_retention,
@@ -54,12 +53,11 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("starting ingestd")?;
     let retention_catalog = app.catalog.clone();
-    let segments = streamcore::FsStorage::open(&data_dir, false)
-        .with_context(|| format!("opening {}", data_dir.display()))?;
+    let segments = app.storage.clone();
     std::thread::Builder::new()
         .name("retention".into())
         .spawn(move || loop {
-            match retention_catalog.run_retention(&segments, &retention, catalog::now_ms()) {
+            match retention_catalog.run_retention(&*segments, &retention, catalog::now_ms()) {
                 Ok(r) => info!(?r, "retention run"),
                 Err(e) => warn!(error = %e, "retention run failed"),
             }

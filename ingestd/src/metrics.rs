@@ -154,6 +154,8 @@ pub struct Metrics {
     /// Audio packets of payload types we do not decode, by payload type.
     unsupported_audio: Mutex<BTreeMap<u8, u64>>,
     streams: Mutex<BTreeMap<String, Arc<StreamCounters>>>,
+    /// The object store's upload queue, when segments go to one.
+    pub uploads: std::sync::OnceLock<Arc<streamcore::storage::upload::UploadQueue>>,
 }
 
 /// Buckets per decade of [`LatencyHistogram`]: bounds 12% apart, so a
@@ -321,6 +323,42 @@ impl Metrics {
                 o,
                 "ingestd_connections_open{{listener=\"{l}\"}} {}",
                 v.load(Relaxed)
+            );
+        }
+        if let Some(queue) = self.uploads.get() {
+            let b = queue.backlog();
+            g(
+                &mut o,
+                "ingestd_storage_backlog_operations",
+                "gauge",
+                "Segments and playlists not yet in the object store (spilled to the data dir).",
+                b.operations,
+            );
+            g(
+                &mut o,
+                "ingestd_storage_backlog_bytes",
+                "gauge",
+                "Bytes not yet in the object store.",
+                b.bytes,
+            );
+            let _ = writeln!(
+                o,
+                "# HELP ingestd_storage_backlog_oldest_seconds How long the oldest upload has waited.\n# TYPE ingestd_storage_backlog_oldest_seconds gauge\ningestd_storage_backlog_oldest_seconds {:.3}",
+                b.oldest.as_secs_f64()
+            );
+            g(
+                &mut o,
+                "ingestd_storage_failing",
+                "gauge",
+                "1 while the last upload to the object store failed.",
+                u64::from(b.failing),
+            );
+            g(
+                &mut o,
+                "ingestd_storage_uploads_total",
+                "counter",
+                "Segments and playlists uploaded to the object store.",
+                b.uploaded,
             );
         }
         g(

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use streamcore::audio::{AudioCodec, G726Packing};
 use streamcore::catalog::{self, CatalogWriter, PlaybackState, Record, INCIDENT_KIND_PLAYBACK};
 use streamcore::codec::VideoCodec;
+use streamcore::storage::Scoped;
 use streamcore::{layout, LiveStream, StreamConfig, StreamEvent};
 use tracing::{error, info, warn};
 
@@ -38,6 +39,9 @@ const PT_H265: u8 = 99;
 #[derive(Clone)]
 pub struct RemuxConfig {
     pub data_dir: PathBuf,
+    /// The node's object store (keys are [`layout`] paths); `None`: each
+    /// stream writes into its directory under `data_dir`.
+    pub object_store: Option<Arc<dyn streamcore::Storage>>,
     pub stream: StreamConfig,
     /// Finish (ENDLIST) and forget a stream after this long without data.
     pub idle_close: Duration,
@@ -146,9 +150,19 @@ impl RemuxHandler {
                     G726Packing::Be => G726Packing::Le,
                 };
             }
-            match LiveStream::open(name, &dir, cfg) {
+            let opened = match &self.cfg.object_store {
+                None => LiveStream::open(name, &dir, cfg),
+                Some(store) => {
+                    // The name was checked when the stream was identified; a key it cannot
+                    // make is a bug, not bad input.
+                    let scoped = Scoped::new(store.clone(), &layout::stream_key(name))
+                        .expect("a valid stream name is a valid key");
+                    LiveStream::with_storage(name, Arc::new(scoped), cfg)
+                }
+            };
+            match opened {
                 Ok(live) => {
-                    info!(stream = name, dir = %dir.display(), "stream opened");
+                    info!(stream = name, "stream opened");
                     let session = self.reopened_session.take();
                     let ll = match (&self.ll, live.low_latency()) {
                         (Some(registry), Some(store)) => Some(registry.register(name, store)),

@@ -6,7 +6,6 @@
 //! recordings (`<sim>/recordings`, `channels/<ch>/playback[/control]`) are `playback`'s, whose
 //! routes are matched before these.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -18,11 +17,10 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::{Filter, Rejection};
 
-use super::live::open_live_file;
 use super::{blocking, catalog_failed, get_or_head, not_found, parse_range, request, with_state};
 use crate::http::{self, Req};
+use crate::media::MediaSource;
 use crate::server::AppState;
-use crate::streams::scan_streams;
 
 const DEFAULT_POSITION_LIMIT: usize = 10_000;
 const MAX_POSITION_LIMIT: usize = 200_000;
@@ -81,21 +79,27 @@ async fn api_streams(st: Arc<AppState>, req: Req) -> Response {
         Err(resp) => return resp,
     };
     let all = matches!(req.query.get("all").map(String::as_str), Some("1" | "true"));
-    let (dir, timeout, cat) = (st.data_dir.clone(), st.live_timeout, st.catalog.clone());
-    let scanned = blocking(move || scan_streams(&dir, timeout)).await;
-    let streams = match scanned {
-        Ok(v) => v,
-        Err(e) => {
-            tracing::warn!(error = %e, "scanning the data dir");
-            return http::error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "cannot read the data dir",
-            );
-        }
-    };
+    let cat = st.catalog.clone();
     let sessions = match blocking(move || cat.latest_sessions()).await {
         Ok(v) => v,
         Err(e) => return catalog_failed(e),
+    };
+    // What a store-backed hlsd reads (it cannot list the store cheaply): the streams the
+    // catalog knows, only the fed ones unless all are asked for.
+    let candidates = sessions
+        .iter()
+        .filter(|s| all || s.ended_ms.is_none())
+        .map(|s| s.stream.clone())
+        .collect();
+    let streams = match st.media.streams(candidates, st.live_timeout).await {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::warn!(error = %e, "listing the live streams");
+            return http::error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "cannot read the live streams",
+            );
+        }
     };
     let sims = streams
         .iter()
@@ -239,22 +243,24 @@ async fn api_device_query(st: Arc<AppState>, sim: String, what: String, req: Req
 }
 
 /// True when the stream's playlist is live: has a segment, no ENDLIST, and was written at or
-/// after `since` (so a stale playlist from an earlier session doesn't count).
-fn playlist_fresh(data_dir: &Path, stream: &str, since: SystemTime) -> bool {
-    let Ok((mut f, meta)) = open_live_file(data_dir, stream, layout::PLAYLIST_FILE) else {
+/// after `since` (so a stale playlist from an earlier session doesn't count). A store keeps
+/// write times to the second, so a playlist of the second `since` falls in counts too.
+async fn playlist_fresh(media: &MediaSource, stream: &str, since: SystemTime) -> bool {
+    let Ok(Some(p)) = media.playlist(stream).await else {
         return false;
     };
-    let Ok(modified) = meta.modified() else {
-        return false;
-    };
-    let mut text = String::new();
-    if std::io::Read::read_to_string(&mut f, &mut text).is_err() {
-        return false;
-    }
-    match MediaPlaylist::parse_any(&text) {
-        Ok(p) => !p.is_ended() && p.segments().len() > 0 && modified >= since,
+    let since = since - Duration::from_millis(since_granularity_ms(since));
+    match MediaPlaylist::parse_any(&String::from_utf8_lossy(&p.text)) {
+        Ok(list) => !list.is_ended() && list.segments().len() > 0 && p.modified >= since,
         Err(_) => false,
     }
+}
+
+/// How far `t` is into its second.
+fn since_granularity_ms(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| u64::from(d.subsec_millis()))
+        .unwrap_or(0)
 }
 
 async fn control(st: Arc<AppState>, sim: String, ch: String, action: String, req: Req) -> Response {
@@ -288,14 +294,13 @@ async fn control(st: Arc<AppState>, sim: String, ch: String, action: String, req
         .await;
     // A playlist already being updated is as good as a new one: a second viewer needn't wait.
     let started = Instant::now();
-    let already_live = {
-        let (dir, s, since) = (
-            st.data_dir.clone(),
-            stream.clone(),
+    let already_live = action == "watch"
+        && playlist_fresh(
+            &st.media,
+            &stream,
             SystemTime::now() - st.live_timeout.min(Duration::from_secs(10)),
-        );
-        action == "watch" && blocking(move || playlist_fresh(&dir, &s, since)).await
-    };
+        )
+        .await;
     let since = SystemTime::now();
     let url = format!(
         "{}/api/devices/{sim}/channels/{channel}/{ingest_action}",
@@ -335,8 +340,7 @@ async fn control(st: Arc<AppState>, sim: String, ch: String, action: String, req
     if !already_live {
         let deadline = started + st.watch_timeout;
         loop {
-            let (dir, s) = (st.data_dir.clone(), stream.clone());
-            if blocking(move || playlist_fresh(&dir, &s, since)).await {
+            if playlist_fresh(&st.media, &stream, since).await {
                 break;
             }
             if Instant::now() >= deadline {

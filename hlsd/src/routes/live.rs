@@ -1,10 +1,9 @@
-//! Live HLS, served from the files ingestd writes under `DATA/live/`: `/live/<stream>/index.m3u8`
+//! Live HLS, served from what ingestd writes (`live/<stream>/...` in the data dir or the store): `/live/<stream>/index.m3u8`
 //! and `/live/<stream>/<n>.ts`, and the token-in-path forms `/live/<stream>/t/<token>/index.m3u8`
 //! and `/live/<stream>/t/<token>/<n>.ts`. The low-latency rendition beside them
 //! (`ll.m3u8`, `ll-*`) is forwarded to ingestd ([`super::low_latency`]). Also owns `open_live_file`, which keeps reads inside
 //! the data dir; the API's watch uses it too, to see a playlist come alive.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -12,8 +11,9 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::{Filter, Rejection};
 
-use super::{blocking, get_or_head, not_found, request, touch_viewer, with_state, MPEGURL};
+use super::{get_or_head, not_found, request, touch_viewer, with_state, MPEGURL};
 use crate::http::{self, Representation, Req, Source};
+use crate::media::SegmentBody;
 use crate::server::AppState;
 use crate::token::add_token_to_uris;
 use streamcore::layout;
@@ -50,33 +50,6 @@ pub(super) fn routes(
         );
 
     live.or(live_t).unify()
-}
-
-/// Opens `DATA/live/<stream>/<file>` for reading after validating both names, and refuses
-/// anything whose canonical path leaves the data dir (e.g. a symlink planted in a stream dir).
-pub(super) fn open_live_file(
-    data_dir: &Path,
-    stream: &str,
-    file: &str,
-) -> std::io::Result<(std::fs::File, std::fs::Metadata)> {
-    let path = layout::stream_dir(data_dir, stream).join(file);
-    let canon = std::fs::canonicalize(&path)?;
-    if !canon.starts_with(data_dir) {
-        tracing::warn!(path = %path.display(), "refusing a file outside the data dir");
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::NotFound,
-            "outside data dir",
-        ));
-    }
-    let f = std::fs::File::open(&canon)?;
-    let meta = f.metadata()?;
-    if !meta.is_file() {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::NotFound,
-            "not a file",
-        ));
-    }
-    Ok((f, meta))
 }
 
 async fn serve_live(
@@ -121,65 +94,79 @@ async fn serve_live(
         };
         return super::low_latency::forward(&st, &stream, &file, query_token, &req).await;
     }
-    let data_dir = st.data_dir.clone();
-    let (s2, f2) = (stream.clone(), file.clone());
-    let opened = blocking(move || -> std::io::Result<_> {
-        let (f, meta) = open_live_file(&data_dir, &s2, &f2)?;
-        if is_playlist {
-            use std::io::Read as _;
-            let mut text = String::with_capacity(meta.len() as usize);
-            (&f).read_to_string(&mut text)?;
-            Ok((None, Some(text), meta))
+    let missing = || {
+        not_found(if is_playlist {
+            format!("stream {stream}")
         } else {
-            Ok((Some(f), None, meta))
-        }
-    })
-    .await;
-    let (file_handle, text, meta) = match opened {
-        Ok(v) => v,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return not_found(if is_playlist {
-                format!("stream {stream}")
-            } else {
-                format!("segment {stream}/{file}")
-            })
-        }
-        Err(e) => {
-            tracing::warn!(%stream, %file, error = %e, "reading live file");
-            return http::error(StatusCode::INTERNAL_SERVER_ERROR, "read error");
-        }
+            format!("segment {stream}/{file}")
+        })
     };
-    if let Some(text) = text {
+    let read_failed = |e: std::io::Error| {
+        tracing::warn!(%stream, %file, error = %e, "reading live media");
+        http::error(StatusCode::INTERNAL_SERVER_ERROR, "read error")
+    };
+    if is_playlist {
+        let playlist = match st.media.playlist(&stream).await {
+            Ok(Some(p)) => p,
+            Ok(None) => return missing(),
+            Err(e) => return read_failed(e),
+        };
+        let text = String::from_utf8_lossy(&playlist.text);
         // A query token is copied into segment URIs; the path form needs nothing (relative URIs
         // resolve under /t/<token>/).
         let body = match (&token, &path_token) {
-            (Some((tok, _)), None) => add_token_to_uris(&text, tok),
-            _ => text,
+            (Some((tok, _)), None) => Bytes::from(add_token_to_uris(&text, tok)),
+            _ => playlist.text.clone(),
         };
         let rep = Representation::text(
             &req,
-            Bytes::from(body),
+            body,
             MPEGURL,
             LIVE_PLAYLIST_CACHE,
-            meta.modified().ok(),
+            Some(playlist.modified),
             true,
         );
         return http::respond(&req, rep);
     }
-    let file = file_handle.expect("segment opened");
+    let body = match st.media.segment(&stream, &file).await {
+        Ok(Some(b)) => b,
+        Ok(None) => return missing(),
+        Err(e) => return read_failed(e),
+    };
+    let (etag, source, modified) = match body {
+        SegmentBody::File { file, meta } => (
+            http::file_etag(&meta),
+            Source::File {
+                file: Arc::new(file),
+                len: meta.len(),
+            },
+            meta.modified().ok(),
+        ),
+        SegmentBody::Cached { bytes, modified } => (
+            // A segment key is written once; its size and time tell versions apart should a
+            // stream ever start over from sequence 0.
+            format!(
+                "\"{:x}-{:x}\"",
+                bytes.len(),
+                modified
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_millis()
+            ),
+            Source::Mem(bytes),
+            Some(modified),
+        ),
+    };
     let rep = Representation {
-        etag: http::file_etag(&meta),
-        source: Source::File {
-            file: Arc::new(file),
-            len: meta.len(),
-        },
+        etag,
+        source,
         content_type: MP2T,
         cache_control: if st.auth.allow_anonymous {
             SEGMENT_CACHE
         } else {
             SEGMENT_CACHE_PRIVATE
         },
-        last_modified: meta.modified().ok(),
+        last_modified: modified,
         gzip: false,
         vary_encoding: false,
     };

@@ -16,6 +16,7 @@
 //! - POST `/api/devices/<sim>/channels/<ch>/watch` and `/stop`
 //! - `/api/devices/<sim>/recordings?channel&from&to`, POST `/api/devices/<sim>/channels/<ch>/playback`
 //!   and `/playback/control` (`playback`: the device's own recordings, forwarded to ingestd)
+//! - `/metrics`: the object store's request counters (`metrics`)
 //! - `/`, `/static/<asset>`
 
 // Handlers return early with a ready response (`Result<_, Response>`); boxing it would only
@@ -38,6 +39,7 @@ mod account;
 mod api;
 mod live;
 mod low_latency;
+mod metrics;
 mod mp4;
 mod page;
 mod playback;
@@ -57,6 +59,8 @@ pub(crate) fn routes(
         .or(playback::routes(state.clone()))
         .unify()
         .or(account::routes(state.clone()))
+        .unify()
+        .or(metrics::routes(state.clone()))
         .unify()
         .or(api::routes(state))
         .unify()

@@ -3,7 +3,7 @@
 //! once, and the attachment answer. `/vod/session/<id>/video.mp4` (in `playback`) uses it for a
 //! whole session; `vod`'s clip export does the same for a time range of a stream.
 
-use std::path::Path;
+use crate::media::MediaSource;
 use std::sync::Arc;
 
 use streamcore::catalog::{self, Segment};
@@ -86,23 +86,29 @@ pub(crate) fn clip_slot(st: &AppState) -> Result<OwnedSemaphorePermit, Response>
 }
 
 /// Remuxes `rows` (non-empty, in playback order) into an unlinked temp file. Blocking.
-pub(crate) fn remux_segments(data_dir: &Path, rows: &[Segment]) -> Result<Mp4File, RemuxError> {
+pub(crate) fn remux_segments(media: &MediaSource, rows: &[Segment]) -> Result<Mp4File, RemuxError> {
     let Some((start_ms, end_ms)) = span_ms(rows) else {
         return Err(RemuxError::Failed("no segments".into()));
     };
+    // Only a row that names the file the layout puts at its place is read (the same check as
+    // for VOD playlists).
+    let mut sequences = Vec::with_capacity(rows.len());
+    for row in rows {
+        sequences.push(
+            row.checked_sequence()
+                .map_err(|e| RemuxError::Catalog(catalog::Error::InvalidRecord(e)))?,
+        );
+    }
+    let scratch = tempfile::Builder::new()
+        .prefix("hlsd-mp4-")
+        .tempdir()
+        .map_err(|e| RemuxError::Failed(format!("temp dir: {e}")))?;
+    let paths = media
+        .segment_files(rows, scratch.path())
+        .map_err(RemuxError::Missing)?;
     let mut inputs = Vec::with_capacity(rows.len());
     let mut prev: Option<(&str, u64)> = None;
-    for row in rows {
-        // Only a row that names the file the layout puts at its place is read (the same check
-        // as for VOD playlists); a file whose canonical path leaves the data dir (a planted
-        // symlink) is refused too.
-        let sequence = row
-            .checked_sequence()
-            .map_err(|e| RemuxError::Catalog(catalog::Error::InvalidRecord(e)))?;
-        let path = std::fs::canonicalize(data_dir.join(&row.path))
-            .ok()
-            .filter(|p| p.starts_with(data_dir))
-            .ok_or_else(|| RemuxError::Missing(row.path.clone()))?;
+    for ((row, path), sequence) in rows.iter().zip(paths).zip(sequences) {
         // A gap in sequence numbers (or another stream) is a break in the recording as much
         // as a flagged one.
         let gap = prev.is_some_and(|(s, p)| s != row.stream || p + 1 != sequence);

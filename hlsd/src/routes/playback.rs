@@ -637,8 +637,8 @@ async fn session_mp4(
         Ok(p) => p,
         Err(resp) => return resp,
     };
-    let data_dir = st.data_dir.clone();
-    let made = blocking(move || mp4::remux_segments(&data_dir, &rows)).await;
+    let media = st.media.clone();
+    let made = blocking(move || mp4::remux_segments(&media, &rows)).await;
     let file = match made {
         Ok(f) => f,
         Err(e) => return e.into_response(&scope),

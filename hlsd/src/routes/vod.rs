@@ -10,11 +10,11 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::{Filter, Rejection};
 
-use super::live::open_live_file;
 use super::{
     blocking, catalog_failed, get_or_head, mp4, not_found, parse_range, request, with_state,
     MPEGURL,
 };
+use crate::media::MediaSource;
 use streamcore::catalog::{self, recording_playlist, Catalog, Segment};
 use streamcore::layout::{self, StreamName};
 use streamcore::playlist::MediaPlaylist;
@@ -137,10 +137,7 @@ async fn serve_vod(
         }
     };
     // One TARGETDURATION for the recording's whole life, open or finished: its stream's.
-    let stream_target = {
-        let (dir, stream) = (st.data_dir.clone(), segments[0].stream.clone());
-        blocking(move || stream_target_duration(&dir, &stream)).await
-    };
+    let stream_target = stream_target_duration(&st.media, &segments[0].stream).await;
     let text = match recording_playlist(&segments, finished, seg_uri) {
         Ok(p) => p.with_target_at_least(stream_target.unwrap_or(0)).render(),
         Err(e) => return catalog_failed(e),
@@ -163,11 +160,13 @@ pub(crate) fn clip_scope(stream: &str, from: &str, to: &str) -> String {
 
 /// The TARGETDURATION of a stream's live playlist (the longest a segment of it may be), if the
 /// playlist is there.
-fn stream_target_duration(data_dir: &std::path::Path, stream: &str) -> Option<u32> {
-    let (mut f, _) = open_live_file(data_dir, stream, layout::PLAYLIST_FILE).ok()?;
-    let mut text = String::new();
-    std::io::Read::read_to_string(&mut f, &mut text).ok()?;
-    Some(MediaPlaylist::parse_any(&text).ok()?.target_duration())
+async fn stream_target_duration(media: &MediaSource, stream: &str) -> Option<u32> {
+    let playlist = media.playlist(stream).await.ok()??;
+    Some(
+        MediaPlaylist::parse_any(&String::from_utf8_lossy(&playlist.text))
+            .ok()?
+            .target_duration(),
+    )
 }
 
 /// A recording's segments, whether it is complete, and its device (`None`: a raw stream).
@@ -280,7 +279,7 @@ async fn export_clip(st: Arc<AppState>, stream: String, req: Req) -> Response {
         Ok(p) => p,
         Err(resp) => return resp,
     };
-    let (cat, data_dir, s2) = (st.catalog.clone(), st.data_dir.clone(), stream.clone());
+    let (cat, media, s2) = (st.catalog.clone(), st.media.clone(), stream.clone());
     let (from_ms, to_ms) = range.bounds();
     let made = blocking(move || {
         let rows = cat
@@ -289,7 +288,7 @@ async fn export_clip(st: Arc<AppState>, stream: String, req: Req) -> Response {
         if rows.is_empty() {
             return Ok(None);
         }
-        mp4::remux_segments(&data_dir, &rows).map(Some)
+        mp4::remux_segments(&media, &rows).map(Some)
     })
     .await;
     match made {

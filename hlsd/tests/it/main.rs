@@ -11,4 +11,6 @@ mod cli;
 mod e2e;
 mod http;
 mod low_latency;
+#[path = "../../../streamcore/tests/support/moto.rs"]
+mod moto;
 mod playback;

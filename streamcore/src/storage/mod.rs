@@ -52,10 +52,65 @@ pub trait Storage: Send + Sync {
     fn remove(&self, key: &str) -> io::Result<bool>;
     /// Reads an object back (a playlist when resuming); `None` if absent.
     fn read(&self, key: &str) -> io::Result<Option<Vec<u8>>>;
+    /// Reads an object back with the time it was last written (a reader of a shared store
+    /// tells a live playlist from a stale one by it). The default says "now", for stores
+    /// that do not know.
+    fn fetch(&self, key: &str) -> io::Result<Option<Fetched>> {
+        Ok(self.read(key)?.map(|bytes| Fetched {
+            bytes,
+            modified: SystemTime::now(),
+        }))
+    }
     /// Every published object whose key starts with `prefix/` (everything
     /// for an empty prefix), in no particular order; partial segments are
     /// not listed.
     fn list(&self, prefix: &str) -> io::Result<Vec<StoredObject>>;
+}
+
+/// An object read back by [`Storage::fetch`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fetched {
+    pub bytes: Vec<u8>,
+    pub modified: SystemTime,
+}
+
+/// Where a daemon keeps segments and playlists, as `--storage-url` names it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum StorageLocation {
+    /// The data dir (the default; also spelled `file:` or an empty URL).
+    #[default]
+    DataDir,
+    /// An S3-compatible store: `s3://bucket[/prefix]`.
+    S3(String),
+}
+
+impl StorageLocation {
+    /// Parses a storage URL, checking an `s3://` URL's bucket and prefix.
+    pub fn parse(url: &str) -> io::Result<Self> {
+        match url.trim() {
+            "" | "file:" | "file://" => Ok(StorageLocation::DataDir),
+            url if url.starts_with("s3://") => {
+                #[cfg(feature = "s3")]
+                s3::parse_s3_url(url)?;
+                Ok(StorageLocation::S3(url.to_owned()))
+            }
+            url => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "storage URL {url:?}: expected s3://bucket[/prefix], or nothing for the data dir"
+                ),
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for StorageLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StorageLocation::DataDir => f.write_str("the data dir"),
+            StorageLocation::S3(url) => f.write_str(url),
+        }
+    }
 }
 
 /// Checks a key and splits it into its parts.
@@ -295,6 +350,20 @@ impl Storage for FsStorage {
         }
     }
 
+    fn fetch(&self, key: &str) -> io::Result<Option<Fetched>> {
+        let read = File::open(self.path(key)?).and_then(|mut f| {
+            let modified = f.metadata()?.modified()?;
+            let mut bytes = Vec::new();
+            io::Read::read_to_end(&mut f, &mut bytes)?;
+            Ok(Fetched { bytes, modified })
+        });
+        match read {
+            Ok(f) => Ok(Some(f)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     fn list(&self, prefix: &str) -> io::Result<Vec<StoredObject>> {
         let mut out = Vec::new();
         if prefix.is_empty() {
@@ -352,6 +421,9 @@ impl Storage for Scoped {
     }
     fn read(&self, key: &str) -> io::Result<Option<Vec<u8>>> {
         self.inner.read(&self.outer(key)?)
+    }
+    fn fetch(&self, key: &str) -> io::Result<Option<Fetched>> {
+        self.inner.fetch(&self.outer(key)?)
     }
     fn list(&self, prefix: &str) -> io::Result<Vec<StoredObject>> {
         let outer = if prefix.is_empty() {
@@ -488,6 +560,15 @@ impl Storage for MemoryStorage {
     fn read(&self, key: &str) -> io::Result<Option<Vec<u8>>> {
         key_parts(key)?;
         Ok(self.get(key))
+    }
+
+    fn fetch(&self, key: &str) -> io::Result<Option<Fetched>> {
+        key_parts(key)?;
+        let files = self.files.lock().expect("poisoned");
+        Ok(files.get(key).map(|o| Fetched {
+            bytes: o.bytes.clone(),
+            modified: o.modified,
+        }))
     }
 
     fn list(&self, prefix: &str) -> io::Result<Vec<StoredObject>> {

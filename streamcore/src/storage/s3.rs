@@ -21,11 +21,11 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use futures_util::TryStreamExt;
-use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
-use super::{key_parts, SegmentWriter, StagedSegment, Storage, StoredObject};
+use super::{key_parts, Fetched, SegmentWriter, StagedSegment, Storage, StoredObject};
 
 /// An S3 bucket (and optional key prefix) as a [`Storage`].
 pub struct S3Storage {
@@ -122,15 +122,32 @@ impl S3Storage {
     /// `AWS_ALLOW_HTTP`...). Segments are staged in `staging` (created if missing; staging
     /// files a crash left there are removed).
     pub fn from_env(url: &str, staging: impl Into<PathBuf>) -> io::Result<Self> {
-        // object_store retries a failing request for up to 3 minutes by default; a queue in
-        // front ([`super::upload::UploadQueue`]) retries on its own, and the operator should
-        // hear of an outage in seconds, not minutes.
-        let retry = object_store::RetryConfig {
-            max_retries: 3,
-            retry_timeout: std::time::Duration::from_secs(15),
-            ..Default::default()
-        };
-        Self::with_builder(url, AmazonS3Builder::from_env().with_retry(retry), staging)
+        Self::with_builder(
+            url,
+            AmazonS3Builder::from_env().with_retry(retry_config()),
+            staging,
+        )
+    }
+
+    /// As [`S3Storage::from_env`], with the `AWS_*` settings given as name/value pairs
+    /// (as the environment spells them) instead of read from the environment: a daemon
+    /// reads them once at start, and a test passes its server's without touching the
+    /// process environment. Names that are not S3 settings are ignored.
+    pub fn from_vars(
+        url: &str,
+        vars: impl IntoIterator<Item = (String, String)>,
+        staging: impl Into<PathBuf>,
+    ) -> io::Result<Self> {
+        let mut builder = AmazonS3Builder::new();
+        for (name, value) in vars {
+            if !name.starts_with("AWS_") {
+                continue;
+            }
+            if let Ok(key) = name.to_ascii_lowercase().parse::<AmazonS3ConfigKey>() {
+                builder = builder.with_config(key, value);
+            }
+        }
+        Self::with_builder(url, builder.with_retry(retry_config()), staging)
     }
 
     /// As [`S3Storage::from_env`], with the client settings given by the caller (the bucket is
@@ -187,6 +204,24 @@ impl S3Storage {
     }
 }
 
+/// object_store retries a failing request for up to 3 minutes by default; a queue in front
+/// ([`super::upload::UploadQueue`]) retries on its own, and the operator should hear of an
+/// outage in seconds, not minutes.
+fn retry_config() -> object_store::RetryConfig {
+    object_store::RetryConfig {
+        max_retries: 3,
+        retry_timeout: std::time::Duration::from_secs(15),
+        ..Default::default()
+    }
+}
+
+/// The `AWS_*` variables of the environment, for [`S3Storage::from_vars`].
+pub fn aws_env() -> Vec<(String, String)> {
+    std::env::vars()
+        .filter(|(name, _)| name.starts_with("AWS_"))
+        .collect()
+}
+
 const STAGING_EXTENSION: &str = "staging";
 
 fn staging_name(dir: &Path) -> PathBuf {
@@ -236,12 +271,21 @@ impl Storage for S3Storage {
     }
 
     fn read(&self, key: &str) -> io::Result<Option<Vec<u8>>> {
+        Ok(self.fetch(key)?.map(|f| f.bytes))
+    }
+
+    fn fetch(&self, key: &str) -> io::Result<Option<Fetched>> {
         let (store, path) = (self.client.store.clone(), self.object(key)?);
-        match self
-            .client
-            .run(async move { store.get(&path).await?.bytes().await })
-        {
-            Ok(b) => Ok(Some(b.to_vec())),
+        let got = self.client.run(async move {
+            let got = store.get(&path).await?;
+            let modified = SystemTime::from(got.meta.last_modified);
+            Ok((got.bytes().await?, modified))
+        });
+        match got {
+            Ok((bytes, modified)) => Ok(Some(Fetched {
+                bytes: bytes.to_vec(),
+                modified,
+            })),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
         }

@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use super::{key_parts, SegmentWriter, StagedSegment, Storage, StoredObject};
+use super::{key_parts, Fetched, SegmentWriter, StagedSegment, Storage, StoredObject};
 
 /// How long a failing upload waits before its first retry; doubled per failure up to
 /// [`MAX_RETRY_DELAY`].
@@ -464,6 +464,10 @@ impl Storage for UploadQueue {
     }
 
     fn read(&self, key: &str) -> io::Result<Option<Vec<u8>>> {
+        Ok(self.fetch(key)?.map(|f| f.bytes))
+    }
+
+    fn fetch(&self, key: &str) -> io::Result<Option<Fetched>> {
         key_parts(key)?;
         // Read your writes: the newest version not yet stored wins over the store's, and a key
         // removed while uploading is gone.
@@ -477,15 +481,22 @@ impl Storage for UploadQueue {
                 Op::Segment { file, .. } => Err(file.clone()),
             })
         };
+        // Queued versions were written a moment ago: "now" is their time.
+        let now = |bytes| {
+            Some(Fetched {
+                bytes,
+                modified: std::time::SystemTime::now(),
+            })
+        };
         match queued {
-            Some(Ok(text)) => Ok(Some(text)),
+            Some(Ok(text)) => Ok(now(text)),
             Some(Err(file)) => match fs::read(&file) {
-                Ok(bytes) => Ok(Some(bytes)),
+                Ok(bytes) => Ok(now(bytes)),
                 // Uploaded meanwhile (the file is removed after the upload).
-                Err(e) if e.kind() == io::ErrorKind::NotFound => self.shared.remote.read(key),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => self.shared.remote.fetch(key),
                 Err(e) => Err(e),
             },
-            None => self.shared.remote.read(key),
+            None => self.shared.remote.fetch(key),
         }
     }
 

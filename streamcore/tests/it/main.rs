@@ -12,6 +12,9 @@ mod clip;
 mod fuzz_regressions;
 mod h265;
 mod low_latency;
+#[cfg(feature = "s3")]
+#[path = "../support/moto.rs"]
+mod moto;
 mod object_storage;
 mod remux_ffprobe;
 mod steady_state_alloc;

@@ -62,6 +62,20 @@ fn contract(store: &dyn Storage, what: &str) {
         .duration_since(listed[0].modified)
         .unwrap_or_default();
     assert!(age.as_secs() < 600, "{what}: modified is the write time");
+    // A fetch gives the same bytes with the same write time as the listing (to the second:
+    // S3 keeps no finer).
+    let fetched = store.fetch("live/cab_1/0.ts").unwrap().unwrap();
+    assert!(fetched.bytes == seg, "{what}: fetched body");
+    let apart = fetched
+        .modified
+        .duration_since(listed[0].modified)
+        .or_else(|e| Ok::<_, ()>(e.duration()))
+        .unwrap();
+    assert!(
+        apart.as_secs() <= 1,
+        "{what}: fetched time {apart:?} from the listed one"
+    );
+    assert_eq!(store.fetch("live/cab_1/9.ts").unwrap(), None, "{what}");
 
     // An aborted segment leaves nothing.
     let mut w = store.begin_segment("live/cab_1/1.ts").unwrap();
@@ -158,100 +172,14 @@ fn the_upload_queue_keeps_the_contract() {
 mod s3 {
     use super::*;
 
-    use std::io::{Read, Write};
-    use std::net::{SocketAddr, TcpListener, TcpStream};
-    use std::process::{Child, Command, Stdio};
     use std::sync::Mutex;
     use std::time::Instant;
 
-    use object_store::aws::AmazonS3Builder;
-    use streamcore::storage::s3::{parse_s3_url, S3Storage};
+    use streamcore::storage::s3::parse_s3_url;
     use streamcore::{LiveStream, SegmentWriter, StreamConfig};
 
     use crate::common::{ffmpeg_errors, fixture, parse_playlist, stepping_clock};
-
-    /// moto's S3 server on a free port of 127.0.0.1, stopped on drop.
-    struct Moto {
-        child: Option<Child>,
-        addr: SocketAddr,
-    }
-
-    impl Drop for Moto {
-        fn drop(&mut self) {
-            self.stop();
-        }
-    }
-
-    impl Moto {
-        fn start() -> Moto {
-            let port = TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port();
-            let mut moto = Moto {
-                child: None,
-                addr: ([127, 0, 0, 1], port).into(),
-            };
-            moto.restart();
-            moto
-        }
-
-        /// The store goes down: connections are refused.
-        fn stop(&mut self) {
-            if let Some(mut child) = self.child.take() {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-        }
-
-        /// Starts (again) on the same port. moto keeps its buckets in memory: a restarted
-        /// server is empty.
-        fn restart(&mut self) {
-            let server = std::env::var("FLEET_MOTO_SERVER").unwrap_or_else(|_| {
-                panic!(
-                    "FLEET_MOTO_SERVER is not set: the S3 tests need moto's server; \
-                     run `export FLEET_MOTO_SERVER=$(scripts/install-moto.sh)` (scripts/test.sh does)"
-                )
-            });
-            let child = Command::new(&server)
-                .args(["-H", "127.0.0.1", "-p", &self.addr.port().to_string()])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap_or_else(|e| panic!("cannot start {server}: {e}"));
-            self.child = Some(child);
-            let t0 = Instant::now();
-            while TcpStream::connect(self.addr).is_err() {
-                assert!(t0.elapsed() < Duration::from_secs(30), "moto did not start");
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        }
-
-        /// Creates a bucket (a plain PUT /bucket, which is how S3's CreateBucket looks).
-        fn create_bucket(&self, name: &str) {
-            let mut s = TcpStream::connect(self.addr).unwrap();
-            write!(
-                s,
-                "PUT /{name} HTTP/1.1\r\nHost: {}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-                self.addr
-            )
-            .unwrap();
-            let mut answer = String::new();
-            s.read_to_string(&mut answer).unwrap();
-            assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-        }
-
-        fn storage(&self, url: &str, staging: &std::path::Path) -> S3Storage {
-            let builder = AmazonS3Builder::new()
-                .with_endpoint(format!("http://{}", self.addr))
-                .with_allow_http(true)
-                .with_region("us-east-1")
-                .with_access_key_id("fleet-test")
-                .with_secret_access_key("fleet-test-secret");
-            S3Storage::with_builder(url, builder, staging).unwrap()
-        }
-    }
+    use crate::moto::Moto;
 
     #[test]
     fn s3_urls_are_checked() {
