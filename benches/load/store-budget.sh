@@ -8,6 +8,7 @@
 # request) and the publish-to-playable latency through the store (p50, p99, max).
 #
 # Usage: benches/load/store-budget.sh [STREAMS=20] [VIEWERS=10] [SECS=60] [RELOAD=2]
+# KEEP=DIR keeps the raw run (first sightings) and devsim's keyframe log there.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 STREAMS=${1:-20}
@@ -41,4 +42,5 @@ sleep 10
 python3 benches/load/store_viewers.py 127.0.0.1:18080 127.0.0.1:16811 "$LIST" "$VIEWERS" "$RELOAD" "$SECS" \
   >"$DIR/run.json"
 wait "$DEVSIM" || { echo "devsim failed:" >&2; tail "$DIR/devsim.log" >&2; exit 1; }
+[ -z "${KEEP:-}" ] || cp "$DIR/run.json" "$DIR/keyframes.log" "$KEEP"
 python3 benches/load/store_viewers.py report "$DIR/run.json" "$DIR/keyframes.log"

@@ -96,6 +96,8 @@ pub struct AppState {
     /// [`VIEWER_WRITE_EVERY`] per stream).
     pub viewers_written: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
     pub ingestd_url: String,
+    /// Which ingestd holds a SIM, as [`AppState::ingestd_for`] last read it.
+    pub nodes: moka::future::Cache<String, Option<String>>,
     pub client: reqwest::Client,
     pub watch_timeout: Duration,
     pub live_timeout: Duration,
@@ -105,6 +107,39 @@ pub struct AppState {
     pub map_tile_url: Option<String>,
     pub map_attribution: Option<String>,
 }
+
+impl AppState {
+    /// Base URL of the control API of the ingestd holding `sim`'s JT/T 808 session (the
+    /// catalog's node registry), else `--ingestd-url` (one node, or a device nobody holds:
+    /// that ingestd answers it is offline). Cached for [`NODE_CACHE_TTL`]: low-latency
+    /// requests ask this several times a second per viewer.
+    pub async fn ingestd_for(&self, sim: Option<&str>) -> String {
+        let Some(sim) = sim else {
+            return self.ingestd_url.clone();
+        };
+        let (cat, key) = (self.catalog.clone(), sim.to_owned());
+        let node = self
+            .nodes
+            .get_with(key.clone(), async move {
+                let alive =
+                    streamcore::catalog::now_ms() - streamcore::catalog::cluster::NODE_ALIVE_MS;
+                match tokio::task::spawn_blocking(move || cat.device_node(&key, alive)).await {
+                    Ok(Ok(node)) => node.map(|n| n.control_url),
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "reading the node registry");
+                        None
+                    }
+                    Err(_) => None,
+                }
+            })
+            .await;
+        node.unwrap_or_else(|| self.ingestd_url.clone())
+    }
+}
+
+/// How long [`AppState::ingestd_for`] trusts what it read: a device that moved to another node
+/// is reached there at most this much later.
+pub const NODE_CACHE_TTL: Duration = Duration::from_secs(2);
 
 /// How often this instance tells the catalog a stream is being watched.
 pub const VIEWER_WRITE_EVERY: Duration = Duration::from_secs(5);
@@ -240,6 +275,10 @@ pub async fn serve_with_catalog(config: Config, catalog: Catalog) -> Result<Runn
         instance,
         viewers_written: Default::default(),
         ingestd_url: config.ingestd_url.trim_end_matches('/').to_owned(),
+        nodes: moka::future::Cache::builder()
+            .max_capacity(100_000)
+            .time_to_live(NODE_CACHE_TTL)
+            .build(),
         client,
         watch_timeout: config.watch_timeout,
         live_timeout: config.live_timeout,

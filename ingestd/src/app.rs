@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use streamcore::catalog::cluster::IngestNode;
 use streamcore::catalog::{self, Catalog, CatalogWriter, WriterConfig, WriterStats};
 use streamcore::storage::s3::S3Storage;
 use streamcore::storage::upload::UploadQueue;
@@ -40,6 +41,44 @@ pub struct App {
     pub storage: Arc<dyn streamcore::Storage>,
     /// The object store's upload queue, when segments go to one.
     pub uploads: Option<Arc<UploadQueue>>,
+    /// This node's entry in the catalog's node registry.
+    membership: Option<crate::cluster::Membership>,
+}
+
+/// This node as the registry shows it, once the listeners are bound (port 0 resolved): its id,
+/// the control URL other machines reach, the JT/T 1078 address devices are given.
+fn node_identity(config: &Config, host: &str) -> impl FnOnce(&Running) -> IngestNode {
+    let (id, control_url, advertise) = (
+        config.instance_id.clone(),
+        config.control_url.clone(),
+        config.advertise_ip,
+    );
+    let host = host.to_owned();
+    move |running| {
+        let public = |ip: std::net::IpAddr| match (ip.is_unspecified(), advertise) {
+            (false, _) => ip.to_string(),
+            (true, Some(a)) => a.to_string(),
+            (true, None) => host.clone(),
+        };
+        let http = running.http_addr;
+        let now = catalog::now_ms();
+        IngestNode {
+            id: id.unwrap_or_else(|| format!("{host}:{}", running.jt808_addr.port())),
+            control_url: control_url
+                .unwrap_or_else(|| format!("http://{}:{}", public(http.ip()), http.port())),
+            media_addr: (!running.jt1078_addr.ip().is_unspecified() || advertise.is_some()).then(
+                || {
+                    format!(
+                        "{}:{}",
+                        public(running.jt1078_addr.ip()),
+                        running.jt1078_addr.port()
+                    )
+                },
+            ),
+            started_ms: now,
+            heartbeat_ms: now,
+        }
+    }
 }
 
 /// Host name recorded on catalog sessions, so a restart can close the
@@ -162,10 +201,11 @@ pub async fn start(
     )?);
 
     let (tx, rx) = crossbeam_channel::bounded::<IngestEvent>(4096);
+    let (holdings_tx, holdings) = crossbeam_channel::bounded(4096);
     let events_writer = writer.clone();
     std::thread::Builder::new()
         .name("catalog-events".into())
-        .spawn(move || crate::catalog_events::run(rx, &events_writer))
+        .spawn(move || crate::catalog_events::run(rx, &events_writer, &holdings_tx))
         .map_err(io("starting the event thread"))?;
 
     let metrics = Arc::new(Metrics::default());
@@ -173,6 +213,7 @@ pub async fn start(
     if let Some(queue) = &uploads {
         let _ = metrics.uploads.set(queue.clone());
     }
+    let node = node_identity(&config, &host);
     let remux = Arc::new(RemuxConfig {
         data_dir: config.data_dir.clone(),
         object_store: uploads.clone().map(|q| q as Arc<dyn streamcore::Storage>),
@@ -204,7 +245,10 @@ pub async fn start(
     let running = crate::server::start(config, hooks)
         .await
         .map_err(io("binding the listeners"))?;
+    let membership = crate::cluster::Membership::join(catalog.clone(), node(&running), holdings)
+        .map_err(io("starting the node registry thread"))?;
     Ok(App {
+        membership: Some(membership),
         running,
         catalog,
         writer,
@@ -269,8 +313,11 @@ impl App {
     /// publish open segments and end playlists), then flushes the catalog.
     pub async fn shutdown(self) -> WriterStats {
         self.running.shutdown().await;
-        let (writer, uploads) = (self.writer, self.uploads);
+        let (writer, uploads, membership) = (self.writer, self.uploads, self.membership);
         tokio::task::spawn_blocking(move || {
+            if let Some(m) = membership {
+                m.leave();
+            }
             if let Some(queue) = uploads {
                 // What is not uploaded by then stays spilled; the next start uploads it first.
                 if !queue.flush(UPLOAD_DRAIN) {

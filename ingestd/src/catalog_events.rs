@@ -7,11 +7,27 @@
 
 use streamcore::catalog::{CatalogWriter, Record};
 
+use crate::cluster::Holding;
 use crate::sessions::IngestEvent;
 
-/// Converts and forwards events until the channel closes.
-pub fn run(events: crossbeam_channel::Receiver<IngestEvent>, writer: &CatalogWriter) {
+/// Converts and forwards events until the channel closes; devices coming and going also go to
+/// `holdings` (the node registry's thread, [`crate::cluster`]).
+pub fn run(
+    events: crossbeam_channel::Receiver<IngestEvent>,
+    writer: &CatalogWriter,
+    holdings: &crossbeam_channel::Sender<Holding>,
+) {
     for ev in events {
+        if let IngestEvent::DeviceOnline { sim, at_ms, .. }
+        | IngestEvent::DeviceOffline { sim, at_ms } = &ev
+        {
+            let held = matches!(ev, IngestEvent::DeviceOnline { .. });
+            let _ = holdings.try_send(Holding {
+                sim: sim.clone(),
+                held,
+                at_ms: *at_ms,
+            });
+        }
         match ev {
             IngestEvent::Position(p) => {
                 let loc = &p.location;

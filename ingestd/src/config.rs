@@ -163,6 +163,12 @@ pub struct Cli {
         hide_env_values = true
     )]
     pub control_token: Option<String>,
+    /// Name of this node in the catalog's node registry, unique in the cluster [default: host name and JT/T 808 port].
+    #[arg(long, env = "INGESTD_INSTANCE_ID", value_name = "NAME")]
+    pub instance_id: Option<String>,
+    /// Base URL at which other machines (hlsd) reach this node's control API (--http-listen), recorded in the node registry so any hlsd sends a device's commands to the node the device is connected to [default: http://<--http-listen address>, with --advertise-ip or the host name when that is 0.0.0.0].
+    #[arg(long, env = "INGESTD_CONTROL_URL", value_name = "URL")]
+    pub control_url: Option<String>,
     /// Where segments and playlists go: s3://bucket[/prefix] for an S3-compatible object store (credentials, region and endpoint from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT_URL, AWS_ALLOW_HTTP), uploaded in the background with a spill queue in DATA/upload-spill; hlsd needs the same URL [default: the data dir].
     #[arg(long, env = "INGESTD_STORAGE_URL", value_name = "URL")]
     pub storage_url: Option<String>,
@@ -261,6 +267,8 @@ pub struct FileConfig {
     pub auth_secret: Option<String>,
     pub control_token: Option<String>,
     pub storage_url: Option<String>,
+    pub instance_id: Option<String>,
+    pub control_url: Option<String>,
     pub audio: Option<bool>,
     pub audio_sample_rate: Option<u32>,
     pub audio_bitrate: Option<u32>,
@@ -324,6 +332,10 @@ pub struct Config {
     pub auth_secret: Option<String>,
     /// Token the control API requires (`Authorization: Bearer`); `None`: open.
     pub control_token: Option<String>,
+    /// This node's name in the node registry; `None`: host name and 808 port.
+    pub instance_id: Option<String>,
+    /// The control API's URL for other machines; `None`: from --http-listen.
+    pub control_url: Option<String>,
     /// Where segments and playlists go.
     pub storage: streamcore::storage::StorageLocation,
     /// The `AWS_*` settings an S3 store is opened with (read from the
@@ -574,6 +586,15 @@ impl Config {
                 .filter(|s| !s.is_empty()),
             storage,
             storage_vars: streamcore::storage::s3::aws_env(),
+            instance_id: cli
+                .instance_id
+                .or(f.instance_id)
+                .filter(|s| !s.trim().is_empty()),
+            control_url: cli
+                .control_url
+                .or(f.control_url)
+                .map(|u| u.trim_end_matches('/').to_owned())
+                .filter(|u| !u.is_empty()),
             device_auth: cli.device_auth.or(f.device_auth).unwrap_or(true),
             allowed_sims,
             auto_stop: match cli.auto_stop_secs.or(f.auto_stop_secs).unwrap_or(60) {
@@ -615,6 +636,8 @@ impl Config {
             control_token: None,
             storage: Default::default(),
             storage_vars: Vec::new(),
+            instance_id: None,
+            control_url: None,
             // Most tests drive media without a 808 login; the ones about
             // authentication turn it on.
             device_auth: false,

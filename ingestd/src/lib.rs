@@ -22,6 +22,7 @@ pub mod access;
 pub mod app;
 pub mod bcd;
 pub mod catalog_events;
+pub mod cluster;
 pub mod config;
 mod conn;
 pub mod context;

@@ -304,7 +304,7 @@ async fn control(st: Arc<AppState>, sim: String, ch: String, action: String, req
     let since = SystemTime::now();
     let url = format!(
         "{}/api/devices/{sim}/channels/{channel}/{ingest_action}",
-        st.ingestd_url
+        st.ingestd_for(Some(&sim)).await
     );
     // An explicit (empty) JSON body: ingestd's control API, like any HTTP server that bounds
     // request bodies, answers a POST without a Content-Length with 411.

@@ -31,7 +31,12 @@ pub(super) async fn forward(
     token: Option<&str>,
     req: &Req,
 ) -> Response {
-    let mut url = format!("{}/ll/{stream}/{file}", st.ingestd_url);
+    // Parts live in the memory of the node ingesting the stream: the one holding its device.
+    let sim = crate::auth::sim_of_stream(stream);
+    let mut url = format!(
+        "{}/ll/{stream}/{file}",
+        st.ingestd_for(sim.as_deref()).await
+    );
     let mut sep = '?';
     for k in DIRECTIVES {
         if let Some(v) = req.query.get(k) {

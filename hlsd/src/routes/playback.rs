@@ -403,7 +403,7 @@ async fn recordings(st: Arc<AppState>, sim: String, req: Req) -> Response {
     }
     let url = format!(
         "{}/api/devices/{sim}/recordings?{}",
-        st.ingestd_url,
+        st.ingestd_for(Some(&sim)).await,
         query.join("&")
     );
     match ask_ingestd(
@@ -456,7 +456,7 @@ async fn start_playback(st: Arc<AppState>, sim: String, ch: String, body: Bytes)
     let guess = StreamName::playback(&stream_sim(&sim), channel).to_string();
     let url = format!(
         "{}/api/devices/{sim}/channels/{channel}/playback",
-        st.ingestd_url
+        st.ingestd_for(Some(&sim)).await
     );
     let request = st
         .client
@@ -557,7 +557,7 @@ async fn control_playback(st: Arc<AppState>, sim: String, ch: String, body: Byte
     }
     let url = format!(
         "{}/api/devices/{sim}/channels/{channel}/playback/control",
-        st.ingestd_url
+        st.ingestd_for(Some(&sim)).await
     );
     let request = st
         .client

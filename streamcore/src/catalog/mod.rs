@@ -60,6 +60,7 @@
 //! ```
 
 pub mod access;
+pub mod cluster;
 pub mod conn;
 mod query;
 pub mod record;

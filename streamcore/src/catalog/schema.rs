@@ -200,6 +200,24 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    ingest_nodes (id) {
+        id -> Text,
+        control_url -> Text,
+        media_addr -> Nullable<Text>,
+        started_ms -> BigInt,
+        heartbeat_ms -> BigInt,
+    }
+}
+
+diesel::table! {
+    device_nodes (sim) {
+        sim -> Text,
+        node -> Text,
+        since_ms -> BigInt,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
     devices,
     positions,
@@ -218,4 +236,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     device_groups,
     audit_log,
     viewers,
+    ingest_nodes,
+    device_nodes,
 );

@@ -228,6 +228,7 @@ suite!(
     live_and_playback_of_one_channel_at_once_through_the_writer,
     upgrade_from_step_2_keeps_incidents_and_adds_playbacks,
     stale_open_incidents_are_closed,
+    nodes_register_beat_and_hold_devices_newest_first,
 );
 
 // ------------------------------------------------------------ helpers
@@ -367,7 +368,7 @@ fn migrations_apply_once_with_a_comment_on_every_column(db: TestDb) {
                 "SELECT name AS a, sql AS b FROM sqlite_master WHERE type = 'table' \
                  AND name NOT LIKE 'sqlite_%' AND name <> '__diesel_schema_migrations'",
             );
-            assert_eq!(tables.len(), 17, "{tables:?}");
+            assert_eq!(tables.len(), 19, "{tables:?}");
             let mut missing = Vec::new();
             for (table, sql) in tables {
                 let cols = db.pairs(&format!(
@@ -408,6 +409,8 @@ fn migrations_apply_once_with_a_comment_on_every_column(db: TestDb) {
         ("device_groups", 2),
         ("audit_log", 7),
         ("viewers", 3),
+        ("ingest_nodes", 5),
+        ("device_nodes", 3),
     ];
     for (t, _) in expected {
         assert_eq!(db.count(t), 0, "{t}");
@@ -2354,4 +2357,54 @@ fn upgrade_from_step_2_keeps_incidents_and_adds_playbacks(db: TestDb) {
         PlaybackState::Requested
     );
     assert_eq!(cat.segments_of_session(&upload).unwrap().len(), 1);
+}
+
+fn nodes_register_beat_and_hold_devices_newest_first(db: TestDb) {
+    use streamcore::catalog::cluster::IngestNode;
+    let cat = db.open();
+    let node = |id: &str, at: i64| IngestNode {
+        id: id.into(),
+        control_url: format!("http://{id}.example:6811"),
+        media_addr: Some(format!("{id}.example:6809")),
+        started_ms: at,
+        heartbeat_ms: at,
+    };
+    cat.register_node(&node("a", T0)).unwrap();
+    cat.register_node(&node("b", T0)).unwrap();
+    // A restart registers again: one row, the new start.
+    cat.register_node(&node("a", T0 + 1_000)).unwrap();
+    let live = cat.live_nodes(T0).unwrap();
+    assert_eq!(live, vec![node("a", T0 + 1_000), node("b", T0)]);
+    assert!(cat.node_heartbeat("b", T0 + 30_000).unwrap());
+    assert!(!cat.node_heartbeat("gone", T0 + 30_000).unwrap());
+    let ids = |v: Vec<IngestNode>| v.into_iter().map(|n| n.id).collect::<Vec<_>>();
+    assert_eq!(ids(cat.live_nodes(T0 + 20_000).unwrap()), ["b"]);
+
+    // The device reconnects from a to b; a's late write of its older session changes nothing,
+    // and a releasing its own (older) session does not release b's.
+    cat.hold_device(SIM_A, "a", T0 + 2_000).unwrap();
+    assert_eq!(cat.device_node(SIM_A, T0).unwrap().unwrap().id, "a");
+    cat.hold_device(SIM_A, "b", T0 + 5_000).unwrap();
+    cat.hold_device(SIM_A, "a", T0 + 4_000).unwrap();
+    let held = cat.device_node(SIM_A, T0).unwrap().unwrap();
+    assert_eq!(
+        held,
+        IngestNode {
+            heartbeat_ms: T0 + 30_000,
+            ..node("b", T0)
+        }
+    );
+    cat.release_device(SIM_A, "a").unwrap();
+    assert_eq!(cat.device_node(SIM_A, T0).unwrap().unwrap().id, "b");
+    // A holder that stopped beating holds nothing.
+    assert_eq!(cat.device_node(SIM_A, T0 + 40_000).unwrap(), None);
+    assert_eq!(cat.device_node(SIM_B, T0).unwrap(), None);
+    cat.release_device(SIM_A, "b").unwrap();
+    assert_eq!(cat.device_node(SIM_A, T0).unwrap(), None);
+
+    // A node that stops takes its devices with it.
+    cat.hold_device(SIM_B, "b", T0 + 6_000).unwrap();
+    cat.remove_node("b").unwrap();
+    assert_eq!(cat.device_node(SIM_B, 0).unwrap(), None);
+    assert_eq!(ids(cat.live_nodes(0).unwrap()), ["a"]);
 }

@@ -5,6 +5,7 @@
 //! by the operator page in headless Chromium. Nothing is hand-built: no catalog rows, no segment
 //! files, no fake ingestd.
 
+mod cluster;
 mod store;
 mod terminal;
 

@@ -1,0 +1,2 @@
+DROP TABLE device_nodes;
+DROP TABLE ingest_nodes;
