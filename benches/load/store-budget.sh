@@ -8,7 +8,7 @@
 # request) and the publish-to-playable latency through the store (p50, p99, max).
 #
 # Usage: benches/load/store-budget.sh [STREAMS=20] [VIEWERS=10] [SECS=60] [RELOAD=2]
-# KEEP=DIR keeps the raw run (first sightings) and devsim's keyframe log there.
+# UPLOAD_WORKERS=N sets ingestd's --storage-upload-workers (16). KEEP=DIR keeps the raw run (first sightings) and devsim's keyframe log there.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 STREAMS=${1:-20}
@@ -23,7 +23,7 @@ for _ in $(seq 100); do curl -sf -o /dev/null "http://127.0.0.1:$MOTO_PORT/" && 
 curl -sf -X PUT "http://127.0.0.1:$MOTO_PORT/fleet-budget" >/dev/null
 export AWS_ENDPOINT_URL=http://127.0.0.1:$MOTO_PORT AWS_ALLOW_HTTP=true AWS_REGION=us-east-1 \
   AWS_ACCESS_KEY_ID=fleet-bench AWS_SECRET_ACCESS_KEY=fleet-bench-secret
-INGESTD_ARGS=(--storage-url s3://fleet-budget/site-a --device-auth off)
+INGESTD_ARGS=(--storage-url s3://fleet-budget/site-a --device-auth off --storage-upload-workers "${UPLOAD_WORKERS:-16}")
 HLSD_ARGS=(--storage-url s3://fleet-budget/site-a --max-connections 20000)
 . benches/load/daemons.sh
 pids+=("$MOTO_PID")

@@ -43,6 +43,8 @@ pub struct App {
     pub uploads: Option<Arc<UploadQueue>>,
     /// This node's entry in the catalog's node registry.
     membership: Option<crate::cluster::Membership>,
+    /// This node's id in the registry.
+    pub node_id: String,
 }
 
 /// This node as the registry shows it, once the listeners are bound (port 0 resolved): its id,
@@ -245,9 +247,12 @@ pub async fn start(
     let running = crate::server::start(config, hooks)
         .await
         .map_err(io("binding the listeners"))?;
-    let membership = crate::cluster::Membership::join(catalog.clone(), node(&running), holdings)
+    let node = node(&running);
+    let node_id = node.id.clone();
+    let membership = crate::cluster::Membership::join(catalog.clone(), node, holdings)
         .map_err(io("starting the node registry thread"))?;
     Ok(App {
+        node_id,
         membership: Some(membership),
         running,
         catalog,
@@ -259,11 +264,6 @@ pub async fn start(
 
 /// The node-wide storage and the upload queue in it, if any.
 type NodeStorage = (Arc<dyn streamcore::Storage>, Option<Arc<UploadQueue>>);
-
-/// Upload threads per node: enough to hide one request's round trip behind others (a PUT of
-/// a segment is tens of milliseconds on a LAN store), few enough not to matter beside the
-/// media workers.
-const UPLOAD_WORKERS: usize = 8;
 
 /// Where segments go: the data dir, or an object store behind an [`UploadQueue`] spilling to
 /// `DATA/upload-spill`. Returns the node-wide storage (keys are [`streamcore::layout`] paths;
@@ -286,7 +286,7 @@ fn open_storage(config: &Config) -> Result<NodeStorage, StartError> {
             let queue = UploadQueue::open(
                 Arc::new(s3),
                 config.data_dir.join(SPILL_DIR),
-                UPLOAD_WORKERS,
+                config.storage_upload_workers,
             )
             .map_err(io("opening the upload spill directory".to_string()))?;
             info!(%url, spill = %config.data_dir.join(SPILL_DIR).display(), "segments go to the object store");

@@ -172,6 +172,9 @@ pub struct Cli {
     /// Where segments and playlists go: s3://bucket[/prefix] for an S3-compatible object store (credentials, region and endpoint from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT_URL, AWS_ALLOW_HTTP), uploaded in the background with a spill queue in DATA/upload-spill; hlsd needs the same URL [default: the data dir].
     #[arg(long, env = "INGESTD_STORAGE_URL", value_name = "URL")]
     pub storage_url: Option<String>,
+    /// Uploads to the object store in flight at once: each waits a round trip to the store, so a distant or busy store needs more [default: 16].
+    #[arg(long, env = "INGESTD_STORAGE_UPLOAD_WORKERS", value_name = "N")]
+    pub storage_upload_workers: Option<usize>,
     /// Time zone of the devices' clocks (every BCD time in JT/T 808/1078) as a UTC offset [default: +08:00].
     #[arg(long, env = "INGESTD_DEVICE_UTC_OFFSET", value_name = "+HH:MM")]
     pub device_utc_offset: Option<String>,
@@ -245,6 +248,11 @@ fn de_device_auth<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<bool>
         .map_err(serde::de::Error::custom)
 }
 
+/// Upload threads per node by default: enough to hide a store's round trip behind others
+/// (a PUT is tens of milliseconds on a LAN store), few enough not to matter beside the media
+/// workers.
+pub const DEFAULT_UPLOAD_WORKERS: usize = 16;
+
 /// The TOML file: the same settings, unknown keys rejected.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -267,6 +275,7 @@ pub struct FileConfig {
     pub auth_secret: Option<String>,
     pub control_token: Option<String>,
     pub storage_url: Option<String>,
+    pub storage_upload_workers: Option<usize>,
     pub instance_id: Option<String>,
     pub control_url: Option<String>,
     pub audio: Option<bool>,
@@ -341,6 +350,8 @@ pub struct Config {
     /// The `AWS_*` settings an S3 store is opened with (read from the
     /// environment at start).
     pub storage_vars: Vec<(String, String)>,
+    /// Upload threads of the object store's queue.
+    pub storage_upload_workers: usize,
     /// Refuse devices until they authenticate (0x0102).
     pub device_auth: bool,
     /// SIMs allowed besides the catalog's allow-list (both empty: all).
@@ -586,6 +597,11 @@ impl Config {
                 .filter(|s| !s.is_empty()),
             storage,
             storage_vars: streamcore::storage::s3::aws_env(),
+            storage_upload_workers: cli
+                .storage_upload_workers
+                .or(f.storage_upload_workers)
+                .unwrap_or(DEFAULT_UPLOAD_WORKERS)
+                .clamp(1, 256),
             instance_id: cli
                 .instance_id
                 .or(f.instance_id)
@@ -636,6 +652,7 @@ impl Config {
             control_token: None,
             storage: Default::default(),
             storage_vars: Vec::new(),
+            storage_upload_workers: DEFAULT_UPLOAD_WORKERS,
             instance_id: None,
             control_url: None,
             // Most tests drive media without a 808 login; the ones about

@@ -53,15 +53,26 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("starting ingestd")?;
     let retention_catalog = app.catalog.clone();
-    let segments = app.storage.clone();
+    let (segments, node_id) = (app.storage.clone(), app.node_id.clone());
     std::thread::Builder::new()
         .name("retention".into())
         .spawn(move || loop {
-            match retention_catalog.run_retention(&*segments, &retention, catalog::now_ms()) {
-                Ok(r) => info!(?r, "retention run"),
-                Err(e) => warn!(error = %e, "retention run failed"),
+            // After the node's registration is in (the registry thread writes it at start).
+            std::thread::sleep(Duration::from_secs(10));
+            // One node of a cluster runs it at a time (the registry decides); the others
+            // check again at the next run.
+            match retention_catalog.runs_periodic_jobs(&node_id, catalog::now_ms()) {
+                Ok(true) => {
+                    match retention_catalog.run_retention(&*segments, &retention, catalog::now_ms())
+                    {
+                        Ok(r) => info!(?r, "retention run"),
+                        Err(e) => warn!(error = %e, "retention run failed"),
+                    }
+                }
+                Ok(false) => info!("retention left to another node of the cluster"),
+                Err(e) => warn!(error = %e, "cannot read the node registry; retention skipped"),
             }
-            std::thread::sleep(Duration::from_secs(3600));
+            std::thread::sleep(Duration::from_secs(3600 - 10));
         })?;
     shutdown.await;
     let stats = app.shutdown().await;

@@ -88,6 +88,24 @@ impl Catalog {
         })
     }
 
+    /// Whether `node` should run the cluster's periodic jobs (retention) now: it is the live
+    /// node with the smallest id. Every node asks before each run, so the jobs move to another
+    /// node within [`NODE_ALIVE_MS`] of this one's death. Two nodes can both believe it for a
+    /// moment (a node with a smaller id joining mid-run); the jobs are idempotent, so that
+    /// costs a repeated query, never a lost or doubled deletion.
+    pub fn runs_periodic_jobs(&self, node: &str, now_ms: i64) -> Result<bool, Error> {
+        let first = self.with_conn(|c| {
+            Ok(dispatch!(c, |c| ingest_nodes::table
+                .filter(ingest_nodes::heartbeat_ms.ge(now_ms - NODE_ALIVE_MS))
+                .order(ingest_nodes::id)
+                .select(ingest_nodes::id)
+                .first::<String>(c)
+                .optional())?)
+        })?;
+        // No live node at all (the registry is not written yet): run rather than never.
+        Ok(first.is_none_or(|f| f == node))
+    }
+
     /// Records that `node` holds `sim`'s session since `at_ms`. The newest connection wins: a
     /// device that reconnected through the balancer to another node moves there, and a late
     /// write of an older connection does not take it back.

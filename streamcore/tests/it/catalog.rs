@@ -2379,6 +2379,12 @@ fn nodes_register_beat_and_hold_devices_newest_first(db: TestDb) {
     assert!(!cat.node_heartbeat("gone", T0 + 30_000).unwrap());
     let ids = |v: Vec<IngestNode>| v.into_iter().map(|n| n.id).collect::<Vec<_>>();
     assert_eq!(ids(cat.live_nodes(T0 + 20_000).unwrap()), ["b"]);
+    // Periodic jobs run on the live node with the smallest id: a while both beat, then b
+    // once a has been silent for three heartbeats.
+    assert!(cat.runs_periodic_jobs("a", T0 + 10_000).unwrap());
+    assert!(!cat.runs_periodic_jobs("b", T0 + 10_000).unwrap());
+    assert!(cat.runs_periodic_jobs("b", T0 + 30_000).unwrap());
+    assert!(!cat.runs_periodic_jobs("a", T0 + 30_000).unwrap());
 
     // The device reconnects from a to b; a's late write of its older session changes nothing,
     // and a releasing its own (older) session does not release b's.
