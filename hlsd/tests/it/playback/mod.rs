@@ -368,7 +368,9 @@ async fn recordings_are_the_devices_list() {
     assert_eq!(v["sim"], json!(SIM), "not ingestd's answer: {v}");
     assert!(took >= Duration::from_secs(11), "answered after {took:?}");
 
-    // ingestd unreachable: a 502 saying so.
+    // ingestd unreachable: a 502 saying so. Asked about a device no node holds, so hlsd goes to
+    // its --ingestd-url (the device above is held by the running ingestd, which the node
+    // registry would find).
     let dead = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap()
@@ -378,7 +380,7 @@ async fn recordings_are_the_devices_list() {
     })
     .await;
     let (status, v) = get(&format!(
-        "http://{}/api/devices/{SIM}/recordings?channel=1",
+        "http://{}/api/devices/013800000999/recordings?channel=1",
         lonely.addr
     ))
     .await;
