@@ -65,15 +65,21 @@ fn run(catalog: &Catalog, mut node: IngestNode, holdings: &Receiver<Holding>, st
     let mut held: HashMap<String, Holding> = HashMap::new();
     let mut failing = false;
     let heartbeat = crossbeam_channel::tick(HEARTBEAT_EVERY);
+    let mut holdings = holdings.clone();
     loop {
         select! {
-            recv(holdings) -> h => if let Ok(h) = h {
-                if h.held {
-                    held.insert(h.sim.clone(), h.clone());
-                } else {
-                    held.remove(&h.sim);
+            recv(holdings) -> h => match h {
+                Ok(h) => {
+                    if h.held {
+                        held.insert(h.sim.clone(), h.clone());
+                    } else {
+                        held.remove(&h.sim);
+                    }
+                    pending.insert(h.sim.clone(), h);
                 }
-                pending.insert(h.sim.clone(), h);
+                // The event thread ended (the listeners stopped): a closed channel is always
+                // ready, so stop selecting it rather than spin until the stop comes.
+                Err(_) => holdings = crossbeam_channel::never(),
             },
             recv(heartbeat) -> _ => {
                 let beat = registered.then(|| catalog.node_heartbeat(&node.id, catalog::now_ms()));
