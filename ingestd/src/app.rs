@@ -211,7 +211,16 @@ pub async fn start(
         .map_err(io("starting the event thread"))?;
 
     let metrics = Arc::new(Metrics::default());
-    let (storage, uploads) = open_storage(&config)?;
+    // Several nodes may write one stream into a shared store: leases fence them (a data dir is
+    // this node's alone).
+    let leases = matches!(config.storage, StorageLocation::S3(_))
+        .then(|| Arc::new(crate::leases::Leases::new(catalog.clone())));
+    let (storage, uploads) = open_storage(
+        &config,
+        leases
+            .clone()
+            .map(|l| l as Arc<dyn streamcore::storage::upload::UploadFence>),
+    )?;
     if let Some(queue) = &uploads {
         let _ = metrics.uploads.set(queue.clone());
     }
@@ -219,6 +228,7 @@ pub async fn start(
     let remux = Arc::new(RemuxConfig {
         data_dir: config.data_dir.clone(),
         object_store: uploads.clone().map(|q| q as Arc<dyn streamcore::Storage>),
+        leases: leases.clone().zip(uploads.clone()),
         stream,
         idle_close: Duration::from_secs(60),
         host,
@@ -249,6 +259,9 @@ pub async fn start(
         .map_err(io("binding the listeners"))?;
     let node = node(&running);
     let node_id = node.id.clone();
+    if let Some(l) = &leases {
+        l.set_node(&node_id);
+    }
     let membership = crate::cluster::Membership::join(catalog.clone(), node, holdings)
         .map_err(io("starting the node registry thread"))?;
     Ok(App {
@@ -268,7 +281,10 @@ type NodeStorage = (Arc<dyn streamcore::Storage>, Option<Arc<UploadQueue>>);
 /// Where segments go: the data dir, or an object store behind an [`UploadQueue`] spilling to
 /// `DATA/upload-spill`. Returns the node-wide storage (keys are [`streamcore::layout`] paths;
 /// retention deletes through it) and the queue, if any.
-fn open_storage(config: &Config) -> Result<NodeStorage, StartError> {
+fn open_storage(
+    config: &Config,
+    fence: Option<Arc<dyn streamcore::storage::upload::UploadFence>>,
+) -> Result<NodeStorage, StartError> {
     let io = |what: String| move |source| StartError::Io { what, source };
     match &config.storage {
         StorageLocation::DataDir => {
@@ -283,10 +299,11 @@ fn open_storage(config: &Config) -> Result<NodeStorage, StartError> {
                 config.data_dir.join("s3-staging"),
             )
             .map_err(io(format!("opening {url}")))?;
-            let queue = UploadQueue::open(
+            let queue = UploadQueue::open_fenced(
                 Arc::new(s3),
                 config.data_dir.join(SPILL_DIR),
                 config.storage_upload_workers,
+                fence,
             )
             .map_err(io("opening the upload spill directory".to_string()))?;
             info!(%url, spill = %config.data_dir.join(SPILL_DIR).display(), "segments go to the object store");

@@ -30,6 +30,7 @@ pub mod http;
 pub mod incidents;
 pub mod jt1078;
 pub mod jt808;
+pub mod leases;
 pub mod low_latency;
 pub mod media;
 pub mod metrics;

@@ -57,6 +57,9 @@ pub struct MediaFrame {
     pub playback: Option<Arc<crate::sessions::PlaybackTicket>>,
     /// When the frame's last byte was read from the socket (publish latency).
     pub received: Instant,
+    /// Host time (Unix ms) the media session of this connection started: between nodes that
+    /// share a stream, the newest source wins the stream's lease.
+    pub source_started_ms: i64,
 }
 
 /// A chunk of an Annex-B byte stream from the raw port (no frame boundaries).
@@ -68,6 +71,8 @@ pub struct RawChunk {
     pub data: Bytes,
     /// When the chunk was read from the socket (publish latency).
     pub received: Instant,
+    /// Host time (Unix ms) the connection's stream started (see [`MediaFrame`]).
+    pub source_started_ms: i64,
 }
 
 /// Messages to the media workers.
@@ -316,6 +321,7 @@ mod tests {
             codec: Default::default(),
             data: Bytes::from_static(b"x"),
             received: Instant::now(),
+            source_started_ms: 0,
         })
     }
 

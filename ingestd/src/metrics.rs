@@ -140,6 +140,8 @@ pub struct Metrics {
     pub events_dropped: AtomicU64,
     /// Bytes on the JT/T 1078 port before any stream was identified.
     pub unattributed_bytes: AtomicU64,
+    /// Media dropped because another node writes its stream for a newer source connection.
+    pub superseded_frames: AtomicU64,
     /// JT/T 1078 resynchronisations and rejected headers over all
     /// connections, including those that never sent a valid packet (whose
     /// per-stream counters have no stream to go to).
@@ -360,6 +362,13 @@ impl Metrics {
                 "Segments and playlists uploaded to the object store.",
                 b.uploaded,
             );
+            g(
+                &mut o,
+                "ingestd_storage_superseded_total",
+                "counter",
+                "Queued segments and playlists dropped: another node took their stream over.",
+                b.superseded,
+            );
         }
         g(
             &mut o,
@@ -448,6 +457,13 @@ impl Metrics {
             "counter",
             "JT/T 1078 bytes received before any stream was identified.",
             self.unattributed_bytes.load(Relaxed),
+        );
+        g(
+            &mut o,
+            "ingestd_superseded_frames_total",
+            "counter",
+            "Media frames and chunks dropped: another node writes their stream for a newer connection of its source.",
+            self.superseded_frames.load(Relaxed),
         );
         g(
             &mut o,

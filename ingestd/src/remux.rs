@@ -13,19 +13,27 @@
 //! span it covers becomes an incident linked to its session. A stream
 //! silent for [`RemuxConfig::idle_close`] is finished with `#EXT-X-ENDLIST`
 //! and dropped from memory.
+//!
+//! With an object store shared by several nodes, a stream is opened only under its lease
+//! ([`crate::leases`]): its writes carry the lease's fence, its numbering continues above every
+//! segment another node uploaded, and once another node's newer source takes the stream, this
+//! node drops it (without writing) and ignores the rest of the older source.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use streamcore::audio::{AudioCodec, G726Packing};
+use streamcore::catalog::cluster::StreamLease;
 use streamcore::catalog::{self, CatalogWriter, PlaybackState, Record, INCIDENT_KIND_PLAYBACK};
 use streamcore::codec::VideoCodec;
+use streamcore::storage::upload::UploadQueue;
 use streamcore::storage::Scoped;
 use streamcore::{layout, LiveStream, StreamConfig, StreamEvent};
 use tracing::{error, info, warn};
 
 use crate::context::playback_record;
+use crate::leases::Leases;
 use crate::low_latency::{LlRegistration, LlRegistry};
 use crate::media::{FrameKind, MediaHandler, MediaMsg, SessionKind};
 use crate::metrics::{Metrics, StreamCounters, StreamStats};
@@ -42,6 +50,9 @@ pub struct RemuxConfig {
     /// The node's object store (keys are [`layout`] paths); `None`: each
     /// stream writes into its directory under `data_dir`.
     pub object_store: Option<Arc<dyn streamcore::Storage>>,
+    /// With a shared object store: the stream leases, and the upload queue whose fenced views
+    /// the streams write through (else they write to `object_store` unfenced).
+    pub leases: Option<(Arc<Leases>, Arc<UploadQueue>)>,
     pub stream: StreamConfig,
     /// Finish (ENDLIST) and forget a stream after this long without data.
     pub idle_close: Duration,
@@ -62,6 +73,10 @@ struct Active {
     reported: streamcore::StreamStats,
     warned_codec: bool,
     warned_audio: bool,
+    /// The lease fence its writes carry (shared object store only).
+    fence: Option<i64>,
+    /// When its source connection started.
+    source_started_ms: i64,
 }
 
 struct OpenSession {
@@ -88,6 +103,9 @@ pub struct RemuxHandler {
     reopened_session: Option<OpenSession>,
     /// Where low-latency renditions are served from (HTTP `/ll/`).
     ll: Option<Arc<LlRegistry>>,
+    /// Streams another node writes: the start of the newest source of ours that lost; media
+    /// from sources that started no later is dropped without asking the catalog again.
+    superseded: foldhash::HashMap<String, i64>,
 }
 
 impl RemuxHandler {
@@ -103,6 +121,7 @@ impl RemuxHandler {
             streams: Default::default(),
             reopened_session: None,
             ll: None,
+            superseded: Default::default(),
         }
     }
 
@@ -128,7 +147,18 @@ impl RemuxHandler {
         name: &str,
         codec: Option<VideoCodec>,
         sim: Option<&str>,
+        source_started_ms: i64,
     ) -> Option<&mut Active> {
+        if self
+            .superseded
+            .get(name)
+            .is_some_and(|&lost| source_started_ms <= lost)
+        {
+            self.metrics
+                .superseded_frames
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return None;
+        }
         if let (Some(want), Some(a)) = (codec, self.streams.get(name)) {
             if a.live.video_codec() != want {
                 info!(stream = name, from = %a.live.video_codec(), to = %want, "video codec changed: stream reopened");
@@ -150,18 +180,26 @@ impl RemuxHandler {
                     G726Packing::Be => G726Packing::Le,
                 };
             }
-            let opened = match &self.cfg.object_store {
+            let (store, fence, start_above) = match self.lease(name, source_started_ms) {
+                Leased::No => (self.cfg.object_store.clone(), None, None),
+                Leased::Fenced(store, fence, last) => (Some(store), Some(fence), last),
+                Leased::Refused => return None,
+            };
+            let opened = match store {
                 None => LiveStream::open(name, &dir, cfg),
                 Some(store) => {
                     // The name was checked when the stream was identified; a key it cannot
                     // make is a bug, not bad input.
-                    let scoped = Scoped::new(store.clone(), &layout::stream_key(name))
+                    let scoped = Scoped::new(store, &layout::stream_key(name))
                         .expect("a valid stream name is a valid key");
                     LiveStream::with_storage(name, Arc::new(scoped), cfg)
                 }
             };
             match opened {
-                Ok(live) => {
+                Ok(mut live) => {
+                    if let Some(last) = start_above {
+                        live.start_at_least(last.saturating_add(1).max(0) as u64);
+                    }
                     info!(stream = name, "stream opened");
                     let session = self.reopened_session.take();
                     let ll = match (&self.ll, live.low_latency()) {
@@ -179,6 +217,8 @@ impl RemuxHandler {
                             reported: Default::default(),
                             warned_codec: false,
                             warned_audio: false,
+                            fence,
+                            source_started_ms,
                         },
                     );
                 }
@@ -189,6 +229,63 @@ impl RemuxHandler {
             }
         }
         self.streams.get_mut(name)
+    }
+
+    /// Takes the stream's lease when streams share an object store (see the module docs).
+    fn lease(&mut self, name: &str, source_started_ms: i64) -> Leased {
+        let Some((leases, queue)) = &self.cfg.leases else {
+            return Leased::No;
+        };
+        match leases.acquire(name, source_started_ms) {
+            Ok(StreamLease::Granted {
+                fence,
+                last_sequence,
+            }) => Leased::Fenced(queue.fenced(fence), fence, last_sequence),
+            Ok(StreamLease::Refused) => {
+                warn!(
+                    stream = name,
+                    "another node writes this stream for a newer connection of its source: this older one's media is dropped"
+                );
+                self.superseded.insert(name.to_owned(), source_started_ms);
+                self.metrics
+                    .superseded_frames
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Leased::Refused
+            }
+            Err(e) => {
+                // Availability first: the video is kept, and the writer is unfenced until the
+                // stream is reopened.
+                warn!(stream = name, error = %e, "cannot take the stream's lease (catalog unreachable): opened without one");
+                Leased::No
+            }
+        }
+    }
+
+    /// Drops a stream another node took over: nothing more is written (the queue drops what
+    /// this node still had queued for it), and its source's media is ignored from now on.
+    fn drop_if_superseded(&mut self, name: &str) -> bool {
+        let Some((leases, _)) = &self.cfg.leases else {
+            return false;
+        };
+        let Some(a) = self.streams.get(name) else {
+            return false;
+        };
+        let Some(fence) = a.fence else {
+            return false;
+        };
+        if !leases.lost(name, fence) {
+            return false;
+        }
+        let started = a.source_started_ms;
+        self.end_session(name);
+        self.streams.remove(name);
+        let cutoff = self.superseded.entry(name.to_owned()).or_insert(started);
+        *cutoff = (*cutoff).max(started);
+        info!(
+            stream = name,
+            "stream closed on this node: another node writes it now"
+        );
+        true
     }
 
     /// Starts a catalog session for the stream's current source if none is open.
@@ -298,6 +395,7 @@ impl RemuxHandler {
         for r in records {
             self.record(r);
         }
+        self.drop_if_superseded(name);
     }
 
     /// The source of `kind` went away: publish the open segment and end the
@@ -424,7 +522,7 @@ impl RemuxHandler {
             }
             return;
         };
-        let Some(a) = self.stream(&f.stream, None, Some(&f.sim)) else {
+        let Some(a) = self.stream(&f.stream, None, Some(&f.sim), f.source_started_ms) else {
             self.metrics.add_stream(&f.stream, &handled);
             return;
         };
@@ -475,7 +573,8 @@ impl MediaHandler for RemuxHandler {
                     PT_H265 => Some(VideoCodec::H265),
                     _ => None,
                 };
-                let Some(a) = self.stream(&f.stream, codec, Some(&f.sim)) else {
+                let Some(a) = self.stream(&f.stream, codec, Some(&f.sim), f.source_started_ms)
+                else {
                     self.metrics.add_stream(&f.stream, &handled);
                     return;
                 };
@@ -507,7 +606,8 @@ impl MediaHandler for RemuxHandler {
             }
             MediaMsg::Raw(r) => {
                 let handled = StreamStats::worker_frame(r.data.len());
-                let Some(a) = self.stream(&r.stream, Some(r.codec), None) else {
+                let Some(a) = self.stream(&r.stream, Some(r.codec), None, r.source_started_ms)
+                else {
                     self.metrics.add_stream(&r.stream, &handled);
                     return;
                 };
@@ -525,6 +625,13 @@ impl MediaHandler for RemuxHandler {
     }
 
     fn tick(&mut self) {
+        // A quiet stream publishes nothing that would tell it was taken over.
+        if self.cfg.leases.is_some() {
+            let names: Vec<String> = self.streams.keys().cloned().collect();
+            for name in names {
+                self.drop_if_superseded(&name);
+            }
+        }
         let idle: Vec<String> = self
             .streams
             .iter()
@@ -542,6 +649,16 @@ impl MediaHandler for RemuxHandler {
             self.close(&name);
         }
     }
+}
+
+/// How a stream is opened with respect to its lease.
+enum Leased {
+    /// No shared store (or the catalog cannot be asked): no lease.
+    No,
+    /// Written through this fenced view; numbering above the sequence given.
+    Fenced(Arc<dyn streamcore::Storage>, i64, Option<i64>),
+    /// A newer source on another live node writes it.
+    Refused,
 }
 
 /// The record setting the video of the incident `key`.

@@ -179,6 +179,20 @@ impl MediaPlaylist {
         self.media_sequence + self.segments.len() as u64
     }
 
+    /// Makes the next appended segment's sequence number at least `next`. Numbers are
+    /// positional, so a gap cannot be listed: when `next` is ahead, every listed segment slides
+    /// out (returned) and the list starts again at `next`. Another writer of the stream may
+    /// have used the numbers in between (see `catalog::cluster`'s stream leases).
+    pub fn skip_to(&mut self, next: u64) -> Vec<PlaylistSegment> {
+        if next <= self.next_sequence() {
+            return Vec::new();
+        }
+        let gone: Vec<PlaylistSegment> = self.segments.drain(..).collect();
+        self.discontinuity_sequence += gone.iter().filter(|s| s.discontinuity).count() as u64;
+        self.media_sequence = next;
+        gone
+    }
+
     /// Appends a segment; returns the segments that slid out of the window.
     pub fn push(&mut self, segment: PlaylistSegment) -> Result<Vec<PlaylistSegment>> {
         if segment.sequence != self.next_sequence() {
@@ -436,6 +450,34 @@ mod tests {
             discontinuity,
             pdt_ms: Some(1_700_000_000_000 + sequence as i64 * 4_000),
         }
+    }
+
+    #[test]
+    fn skipping_ahead_drops_the_list_and_keeps_both_sequences_increasing() {
+        let live = PlaylistKind::Live {
+            window: Dur90k::from_secs(40),
+        };
+        let mut p = MediaPlaylist::new(live, 8);
+        for (i, d) in [(0, false), (1, true), (2, false)] {
+            p.push(seg(i, 40, d)).unwrap();
+        }
+        assert!(p.skip_to(2).is_empty(), "behind: nothing changes");
+        assert!(p.skip_to(3).is_empty(), "already due: nothing changes");
+        assert_eq!(p.next_sequence(), 3);
+        let gone = p.skip_to(7);
+        assert_eq!(
+            gone.iter().map(|s| s.sequence).collect::<Vec<_>>(),
+            [0, 1, 2]
+        );
+        assert_eq!((p.media_sequence(), p.next_sequence()), (7, 7));
+        // The dropped segment with a discontinuity is counted, as if it had slid out.
+        assert_eq!(p.discontinuity_sequence(), 1);
+        p.push(seg(7, 40, true)).unwrap();
+        let text = p.render();
+        assert!(text.contains("#EXT-X-MEDIA-SEQUENCE:7\n"), "{text}");
+        assert!(text.contains("#EXT-X-DISCONTINUITY-SEQUENCE:1\n"), "{text}");
+        let back = MediaPlaylist::parse(&text, live).unwrap();
+        assert_eq!(back.next_sequence(), 8);
     }
 
     #[test]

@@ -482,6 +482,17 @@ impl LiveStream {
         })
     }
 
+    /// Numbers the next segment at least `sequence` (after a discontinuity). A stream that
+    /// another node wrote before may find numbers above its playlist's already taken; see
+    /// [`MediaPlaylist::skip_to`].
+    pub fn start_at_least(&mut self, sequence: u64) {
+        if sequence > self.playlist.next_sequence() {
+            let gone = self.playlist.skip_to(sequence);
+            tracing::info!(stream = %self.name, sequence, dropped = gone.len(), "numbering continues above another writer's segments");
+            self.force_discontinuity = true;
+        }
+    }
+
     pub fn name(&self) -> &str {
         &self.name
     }

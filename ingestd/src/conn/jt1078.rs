@@ -95,6 +95,8 @@ struct StreamSlot {
     sim: Arc<str>,
     kind: SessionKind,
     session_id: u64,
+    /// Host time the media session started.
+    started_ms: i64,
     /// The 0x9201 request this connection's upload answers.
     playback: Option<Arc<PlaybackTicket>>,
     /// The upload's timeline (rewinds run backwards on the device's clock).
@@ -259,6 +261,7 @@ impl<'a> Connection<'a> {
                 sim: Arc::from(sim.as_str()),
                 kind,
                 session_id: rec.id,
+                started_ms: rec.started_ms,
                 playback,
                 clock: PlaybackClock::default(),
             });
@@ -302,6 +305,7 @@ impl<'a> Connection<'a> {
             session: slot.kind,
             playback: slot.playback.clone(),
             received: read_at,
+            source_started_ms: slot.started_ms,
         });
         self.ctx.media.send(msg).await
     }

@@ -97,6 +97,7 @@ pub(crate) async fn handle(
                     codec,
                     data,
                     received: std::time::Instant::now(),
+                    source_started_ms: rec.started_ms,
                 }))
                 .await
                 .is_err()

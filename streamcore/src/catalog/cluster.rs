@@ -6,11 +6,18 @@
 //! A node is alive while its heartbeat is recent; the caller says how recent. A device held by
 //! a node that stopped beating counts as held by nobody: a crashed node's rows are left
 //! behind, and only the heartbeat tells them apart from a live one's.
+//!
+//! Stream leases (`stream_leases`): when nodes share an object store, a stream has one writer.
+//! The node that opens a stream takes its lease if the holder is gone or the new source
+//! connection is newer than the holder's; taking it from another node raises the fencing
+//! number. The writer checks its fence before each upload ([`Catalog::check_stream_lease`]),
+//! which also records the segment's sequence number, so the next writer starts above every
+//! sequence an older one could still upload and no object is ever written by two nodes.
 
 use diesel::prelude::*;
 
 use super::conn::{dispatch, write_tx};
-use super::schema::{device_nodes, ingest_nodes};
+use super::schema::{device_nodes, ingest_nodes, stream_leases};
 use super::{Catalog, Error};
 
 /// How often a node writes its heartbeat.
@@ -29,7 +36,150 @@ pub struct IngestNode {
     pub heartbeat_ms: i64,
 }
 
+/// What [`Catalog::acquire_stream_lease`] answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamLease {
+    /// The caller writes the stream: uploads carry `fence`, and its media sequence numbers
+    /// start above `last_sequence` (the highest any writer uploaded).
+    Granted {
+        fence: i64,
+        last_sequence: Option<i64>,
+    },
+    /// A live node with a newer source connection writes the stream.
+    Refused,
+}
+
 impl Catalog {
+    /// Takes the lease of `stream` for `node`, whose source connection started at
+    /// `source_started_ms`. Granted when nobody holds it, when `node` already does (the fence
+    /// stays: its own upload queue keeps its writes in order), when the holder's heartbeat is
+    /// older than `alive_since_ms`, or when the holder's source started no later than this
+    /// one (the newer connection wins; a lingering older one cannot take the stream back).
+    pub fn acquire_stream_lease(
+        &self,
+        stream: &str,
+        node: &str,
+        source_started_ms: i64,
+        alive_since_ms: i64,
+    ) -> Result<StreamLease, Error> {
+        let now = super::now_ms();
+        let row = self.with_conn(|c| {
+            Ok(write_tx!(c, |c| {
+                // Counts of affected rows are not relied on: MySQL's "insert or ignore" counts
+                // a row that was already there. The last read says who holds the lease.
+                diesel::insert_into(stream_leases::table)
+                    .values((
+                        stream_leases::stream.eq(stream),
+                        stream_leases::node.eq(node),
+                        stream_leases::fence.eq(1i64),
+                        stream_leases::source_started_ms.eq(source_started_ms),
+                        stream_leases::renewed_ms.eq(now),
+                    ))
+                    .on_conflict_do_nothing()
+                    .execute(c)?;
+                let live = ingest_nodes::table
+                    .filter(ingest_nodes::heartbeat_ms.ge(alive_since_ms))
+                    .select(ingest_nodes::id);
+                diesel::update(
+                    stream_leases::table
+                        .filter(stream_leases::stream.eq(stream))
+                        .filter(stream_leases::node.ne(node))
+                        .filter(
+                            stream_leases::source_started_ms
+                                .le(source_started_ms)
+                                .or(diesel::dsl::not(stream_leases::node.eq_any(live))),
+                        ),
+                )
+                .set((
+                    stream_leases::node.eq(node),
+                    stream_leases::fence.eq(stream_leases::fence + 1i64),
+                    stream_leases::source_started_ms.eq(source_started_ms),
+                    stream_leases::renewed_ms.eq(now),
+                ))
+                .execute(c)?;
+                // The holder's newest source is the one an older connection must beat.
+                diesel::update(
+                    stream_leases::table
+                        .filter(stream_leases::stream.eq(stream))
+                        .filter(stream_leases::node.eq(node))
+                        .filter(stream_leases::source_started_ms.lt(source_started_ms)),
+                )
+                .set(stream_leases::source_started_ms.eq(source_started_ms))
+                .execute(c)?;
+                stream_leases::table
+                    .filter(stream_leases::stream.eq(stream))
+                    .select((
+                        stream_leases::node,
+                        stream_leases::fence,
+                        stream_leases::last_sequence,
+                    ))
+                    .first::<(String, i64, Option<i64>)>(c)
+            })?)
+        })?;
+        Ok(match row {
+            (holder, fence, last_sequence) if holder == node => StreamLease::Granted {
+                fence,
+                last_sequence,
+            },
+            _ => StreamLease::Refused,
+        })
+    }
+
+    /// Whether `node` still writes `stream` under `fence` (false once another node took it);
+    /// when it does and `sequence` is given, records it as uploaded. Called before each upload:
+    /// a takeover is ordered before or after this check, never between the recorded sequence
+    /// and the next writer's first one.
+    pub fn check_stream_lease(
+        &self,
+        stream: &str,
+        node: &str,
+        fence: i64,
+        sequence: Option<i64>,
+    ) -> Result<bool, Error> {
+        let now = super::now_ms();
+        self.with_conn(|c| {
+            Ok(dispatch!(c, |c| {
+                let held = || {
+                    stream_leases::table
+                        .filter(stream_leases::stream.eq(stream))
+                        .filter(stream_leases::node.eq(node))
+                        .filter(stream_leases::fence.eq(fence))
+                };
+                let recorded = match sequence {
+                    Some(seq) => diesel::update(
+                        held().filter(
+                            stream_leases::last_sequence
+                                .is_null()
+                                .or(stream_leases::last_sequence.lt(seq)),
+                        ),
+                    )
+                    .set((
+                        stream_leases::last_sequence.eq(seq),
+                        stream_leases::renewed_ms.eq(now),
+                    ))
+                    .execute(c)?,
+                    None => 0,
+                };
+                if recorded > 0 {
+                    Ok::<_, diesel::result::Error>(true)
+                } else {
+                    held().count().get_result::<i64>(c).map(|n| n > 0)
+                }
+            })?)
+        })
+    }
+
+    /// The lease of `stream`: its holder and fence.
+    pub fn stream_lease_holder(&self, stream: &str) -> Result<Option<(String, i64)>, Error> {
+        self.with_conn(|c| {
+            Ok(dispatch!(c, |c| stream_leases::table
+                .filter(stream_leases::stream.eq(stream))
+                .select((stream_leases::node, stream_leases::fence))
+                .first(c)
+                .optional())?)
+        })
+    }
+
     /// Registers (or re-registers, after a restart) a node, its heartbeat set to its start.
     pub fn register_node(&self, node: &IngestNode) -> Result<(), Error> {
         self.with_conn(|c| {

@@ -218,6 +218,17 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    stream_leases (stream) {
+        stream -> Text,
+        node -> Text,
+        fence -> BigInt,
+        source_started_ms -> BigInt,
+        last_sequence -> Nullable<BigInt>,
+        renewed_ms -> BigInt,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
     devices,
     positions,
@@ -238,4 +249,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     viewers,
     ingest_nodes,
     device_nodes,
+    stream_leases,
 );

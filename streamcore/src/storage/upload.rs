@@ -14,6 +14,13 @@
 //! commit returns, so a restart finds what was not uploaded yet and uploads it first, in the old
 //! order; files still being written (`.staging`) are removed. Playlists waiting at a crash are
 //! lost with the process: the stream rewrites its playlist when it resumes.
+//!
+//! Fencing: when several nodes may write the same keys (a stream whose device reconnected to
+//! another node), a writer gets a [`UploadQueue::fenced`] view: its operations carry a fencing
+//! number (kept in the spill file's name, `<seq>@<fence>~...`), and each is shown to the
+//! queue's [`UploadFence`] right before every upload attempt. One the fence refuses is dropped
+//! (counted in [`Backlog::superseded`]): a node that lost a stream never overwrites the newer
+//! writer's playlist, however long its backlog.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs;
@@ -30,6 +37,14 @@ use super::{key_parts, Fetched, SegmentWriter, StagedSegment, Storage, StoredObj
 const FIRST_RETRY_DELAY: Duration = Duration::from_millis(250);
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(5);
 
+/// Decides, right before each upload of a fenced operation, whether its writer still owns the
+/// key (see the module docs).
+pub trait UploadFence: Send + Sync {
+    /// `Ok(false)`: a newer writer took over, drop the operation. An error (the authority
+    /// cannot be asked) is retried like a failed upload: nothing is uploaded unchecked.
+    fn admits(&self, key: &str, fence: i64) -> io::Result<bool>;
+}
+
 #[derive(Clone)]
 enum Op {
     Segment {
@@ -37,11 +52,13 @@ enum Op {
         file: PathBuf,
         bytes: u64,
         queued: Instant,
+        fence: Option<i64>,
     },
     Playlist {
         key: String,
         text: Vec<u8>,
         queued: Instant,
+        fence: Option<i64>,
     },
 }
 
@@ -54,6 +71,11 @@ impl Op {
     fn queued(&self) -> Instant {
         match self {
             Op::Segment { queued, .. } | Op::Playlist { queued, .. } => *queued,
+        }
+    }
+    fn fence(&self) -> Option<i64> {
+        match self {
+            Op::Segment { fence, .. } | Op::Playlist { fence, .. } => *fence,
         }
     }
     fn bytes(&self) -> u64 {
@@ -100,10 +122,13 @@ impl Lanes {
 
     fn push(&mut self, lane: String, op: Op) {
         let queue = self.waiting.entry(lane.clone()).or_default();
-        if let Op::Playlist { key, .. } = &op {
-            // A newer playlist supersedes an older one still waiting in this lane: it is queued
-            // after everything the older one named, so dropping the older loses nothing.
-            queue.retain(|o| !matches!(o, Op::Playlist { key: k, .. } if k == key));
+        if let Op::Playlist { key, fence, .. } = &op {
+            // A newer playlist supersedes an older one of the same writer still waiting in
+            // this lane: it is queued after everything the older one named, so dropping the
+            // older loses nothing. Another writer's may yet be the one the fence admits.
+            queue.retain(
+                |o| !matches!(o, Op::Playlist { key: k, fence: f, .. } if k == key && f == fence),
+            );
         }
         queue.push_back(op);
         if queue.len() == 1 && !self.busy.contains(&lane) && !self.ready.contains(&lane) {
@@ -124,6 +149,8 @@ pub struct Backlog {
     pub failing: bool,
     /// Uploads done since start.
     pub uploaded: u64,
+    /// Fenced operations dropped since start because a newer writer took their keys over.
+    pub superseded: u64,
 }
 
 struct Shared {
@@ -134,6 +161,8 @@ struct Shared {
     seq: AtomicU64,
     failing: AtomicBool,
     uploaded: AtomicU64,
+    superseded: AtomicU64,
+    fence: Option<Arc<dyn UploadFence>>,
 }
 
 /// A [`Storage`] in front of a slower one; see the module docs.
@@ -152,17 +181,22 @@ fn lane_of(key: &str) -> &str {
     key.rsplit_once('/').map_or("", |(dir, _)| dir)
 }
 
-/// `<seq>~<key with / as ~>.pending`: `~` is not a key character, so the name gives the key
-/// back, and the sequence number the order.
-fn pending_name(seq: u64, key: &str) -> String {
-    format!("{seq:020}~{}.pending", key.replace('/', "~"))
+/// `<seq>[@<fence>]~<key with / as ~>.pending`: `~` is not a key character, so the name gives
+/// the key back, the sequence number the order, and the fence survives a restart.
+fn pending_name(seq: u64, fence: Option<i64>, key: &str) -> String {
+    let fence = fence.map(|f| format!("@{f}")).unwrap_or_default();
+    format!("{seq:020}{fence}~{}.pending", key.replace('/', "~"))
 }
 
-fn parse_pending(name: &str) -> Option<(u64, String)> {
-    let (seq, key) = name.strip_suffix(".pending")?.split_once('~')?;
+fn parse_pending(name: &str) -> Option<(u64, Option<i64>, String)> {
+    let (head, key) = name.strip_suffix(".pending")?.split_once('~')?;
     let key = key.replace('~', "/");
     key_parts(&key).ok()?;
-    Some((seq.parse().ok()?, key))
+    let (seq, fence) = match head.split_once('@') {
+        Some((seq, fence)) => (seq, Some(fence.parse().ok()?)),
+        None => (head, None),
+    };
+    Some((seq.parse().ok()?, fence, key))
 }
 
 impl UploadQueue {
@@ -174,14 +208,25 @@ impl UploadQueue {
         spill: impl Into<PathBuf>,
         workers: usize,
     ) -> io::Result<Self> {
+        Self::open_fenced(remote, spill, workers, None)
+    }
+
+    /// Like [`UploadQueue::open`], with `fence` asked before each upload of a fenced
+    /// operation (see [`UploadQueue::fenced`]).
+    pub fn open_fenced(
+        remote: Arc<dyn Storage>,
+        spill: impl Into<PathBuf>,
+        workers: usize,
+        fence: Option<Arc<dyn UploadFence>>,
+    ) -> io::Result<Self> {
         let spill = spill.into();
         fs::create_dir_all(&spill)?;
         let mut leftovers = Vec::new();
         for entry in fs::read_dir(&spill)? {
             let entry = entry?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            if let Some((seq, key)) = parse_pending(&name) {
-                leftovers.push((seq, key, entry.path(), entry.metadata()?.len()));
+            if let Some((seq, fence, key)) = parse_pending(&name) {
+                leftovers.push((seq, fence, key, entry.path(), entry.metadata()?.len()));
             } else if name.ends_with(".staging") {
                 let _ = fs::remove_file(entry.path());
             }
@@ -197,7 +242,7 @@ impl UploadQueue {
                 "uploading segments a previous run had not uploaded"
             );
         }
-        for (_, key, file, bytes) in leftovers {
+        for (_, fence, key, file, bytes) in leftovers {
             lanes.push(
                 lane_of(&key).to_owned(),
                 Op::Segment {
@@ -205,6 +250,7 @@ impl UploadQueue {
                     file,
                     bytes,
                     queued: now,
+                    fence,
                 },
             );
         }
@@ -216,6 +262,8 @@ impl UploadQueue {
             seq: AtomicU64::new(next_seq),
             failing: AtomicBool::new(false),
             uploaded: AtomicU64::new(0),
+            superseded: AtomicU64::new(0),
+            fence,
         });
         let workers = (0..workers.max(1))
             .map(|i| {
@@ -234,6 +282,7 @@ impl UploadQueue {
         let mut b = Backlog {
             failing: self.shared.failing.load(Ordering::Relaxed),
             uploaded: self.shared.uploaded.load(Ordering::Relaxed),
+            superseded: self.shared.superseded.load(Ordering::Relaxed),
             ..Backlog::default()
         };
         let now = Instant::now();
@@ -270,6 +319,92 @@ impl UploadQueue {
         let lane = lane_of(op.key()).to_owned();
         self.shared.lock().push(lane, op);
         self.shared.wake.notify_all();
+    }
+
+    /// This queue as seen by a writer holding `fence`: its segments and playlists are uploaded
+    /// only while the queue's [`UploadFence`] admits the fence (everything else is shared).
+    pub fn fenced(self: &Arc<Self>, fence: i64) -> Arc<dyn Storage> {
+        Arc::new(FencedWrites {
+            queue: self.clone(),
+            fence,
+        })
+    }
+
+    fn begin_segment_with(
+        &self,
+        key: &str,
+        fence: Option<i64>,
+    ) -> io::Result<Box<dyn SegmentWriter>> {
+        key_parts(key)?;
+        let seq = self.shared.seq.fetch_add(1, Ordering::Relaxed);
+        let pending = self.shared.spill.join(pending_name(seq, fence, key));
+        let staging = pending.with_extension("staging");
+        let shared = self.shared.clone();
+        let key = key.to_owned();
+        let segment = StagedSegment::create(staging, move |file, staged| {
+            let bytes = file.metadata()?.len();
+            // Renamed before the commit returns: from here a crash still uploads it.
+            fs::rename(staged, &pending)?;
+            let lane = lane_of(&key).to_owned();
+            shared.lock().push(
+                lane,
+                Op::Segment {
+                    key,
+                    file: pending,
+                    bytes,
+                    queued: Instant::now(),
+                    fence,
+                },
+            );
+            shared.wake.notify_all();
+            Ok(())
+        })?;
+        Ok(Box::new(segment))
+    }
+
+    fn replace_playlist_with(&self, key: &str, text: &[u8], fence: Option<i64>) -> io::Result<()> {
+        key_parts(key)?;
+        self.enqueue(Op::Playlist {
+            key: key.to_owned(),
+            text: text.to_vec(),
+            queued: Instant::now(),
+            fence,
+        });
+        Ok(())
+    }
+}
+
+/// [`UploadQueue::fenced`]'s view.
+struct FencedWrites {
+    queue: Arc<UploadQueue>,
+    fence: i64,
+}
+
+impl std::fmt::Debug for FencedWrites {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?} fenced {}", self.queue, self.fence)
+    }
+}
+
+impl Storage for FencedWrites {
+    fn begin_segment(&self, key: &str) -> io::Result<Box<dyn SegmentWriter>> {
+        self.queue.begin_segment_with(key, Some(self.fence))
+    }
+    fn replace_playlist(&self, key: &str, text: &[u8]) -> io::Result<()> {
+        self.queue
+            .replace_playlist_with(key, text, Some(self.fence))
+    }
+    fn remove(&self, key: &str) -> io::Result<bool> {
+        self.queue.remove(key)
+    }
+    fn read(&self, key: &str) -> io::Result<Option<Vec<u8>>> {
+        self.queue.read(key)
+    }
+    fn fetch(&self, key: &str) -> io::Result<Option<Fetched>> {
+        self.queue.fetch(key)
+    }
+    fn list(&self, prefix: &str) -> io::Result<Vec<StoredObject>> {
+        self.queue.list(prefix)
     }
 }
 
@@ -336,21 +471,50 @@ impl Shared {
         }
     }
 
+    /// One upload attempt; `Ok(false)` when a segment's spill file is gone (retention removed
+    /// it while it waited; a NotFound from the store, e.g. a missing bucket, is a failure).
+    fn upload(&self, op: &Op) -> io::Result<bool> {
+        match op {
+            Op::Segment { key, file, .. } => match fs::read(file) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+                Err(e) => Err(e),
+                Ok(bytes) => {
+                    let mut w = self.remote.begin_segment(key)?;
+                    io::Write::write_all(&mut w, &bytes)?;
+                    w.commit().map(|()| true)
+                }
+            },
+            Op::Playlist { key, text, .. } => {
+                self.remote.replace_playlist(key, text).map(|()| true)
+            }
+        }
+    }
+
     fn upload_until_done(&self, op: &Op) -> bool {
         let mut delay = FIRST_RETRY_DELAY;
         loop {
-            let result = match op {
-                Op::Segment { key, file, .. } => match fs::read(file) {
-                    // Retention removed the segment while it waited: nothing to upload. (A
-                    // NotFound from the store, e.g. a missing bucket, is a failure like any.)
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => return true,
-                    Err(e) => Err(e),
-                    Ok(bytes) => self.remote.begin_segment(key).and_then(|mut w| {
-                        io::Write::write_all(&mut w, &bytes)?;
-                        w.commit()
-                    }),
+            let admitted = match (op.fence(), &self.fence) {
+                (Some(fence), Some(authority)) => authority.admits(op.key(), fence),
+                _ => Ok(true),
+            };
+            let result = match admitted {
+                Ok(true) => match self.upload(op) {
+                    // Retention removed the segment while it waited: nothing to upload.
+                    Ok(false) => return true,
+                    other => other.map(drop),
                 },
-                Op::Playlist { key, text, .. } => self.remote.replace_playlist(key, text),
+                Ok(false) => {
+                    if let Op::Segment { file, .. } = op {
+                        let _ = fs::remove_file(file);
+                    }
+                    self.superseded.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(
+                        key = op.key(),
+                        "upload dropped: a newer writer holds the key"
+                    );
+                    return true;
+                }
+                Err(e) => Err(e),
             };
             match result {
                 Ok(()) => {
@@ -394,40 +558,11 @@ impl Shared {
 
 impl Storage for UploadQueue {
     fn begin_segment(&self, key: &str) -> io::Result<Box<dyn SegmentWriter>> {
-        key_parts(key)?;
-        let seq = self.shared.seq.fetch_add(1, Ordering::Relaxed);
-        let pending = self.shared.spill.join(pending_name(seq, key));
-        let staging = pending.with_extension("staging");
-        let shared = self.shared.clone();
-        let key = key.to_owned();
-        let segment = StagedSegment::create(staging, move |file, staged| {
-            let bytes = file.metadata()?.len();
-            // Renamed before the commit returns: from here a crash still uploads it.
-            fs::rename(staged, &pending)?;
-            let lane = lane_of(&key).to_owned();
-            shared.lock().push(
-                lane,
-                Op::Segment {
-                    key,
-                    file: pending,
-                    bytes,
-                    queued: Instant::now(),
-                },
-            );
-            shared.wake.notify_all();
-            Ok(())
-        })?;
-        Ok(Box::new(segment))
+        self.begin_segment_with(key, None)
     }
 
     fn replace_playlist(&self, key: &str, text: &[u8]) -> io::Result<()> {
-        key_parts(key)?;
-        self.enqueue(Op::Playlist {
-            key: key.to_owned(),
-            text: text.to_vec(),
-            queued: Instant::now(),
-        });
-        Ok(())
+        self.replace_playlist_with(key, text, None)
     }
 
     fn remove(&self, key: &str) -> io::Result<bool> {
@@ -538,10 +673,18 @@ mod tests {
 
     #[test]
     fn pending_names_give_the_key_and_order_back() {
-        let name = pending_name(42, "live/cab_1/7.ts");
-        assert_eq!(parse_pending(&name), Some((42, "live/cab_1/7.ts".into())));
+        let name = pending_name(42, None, "live/cab_1/7.ts");
+        assert_eq!(
+            parse_pending(&name),
+            Some((42, None, "live/cab_1/7.ts".into()))
+        );
+        let fenced = pending_name(43, Some(7), "live/cab_1/8.ts");
+        assert_eq!(
+            parse_pending(&fenced),
+            Some((43, Some(7), "live/cab_1/8.ts".into()))
+        );
         assert!(
-            pending_name(9, "a") < pending_name(10, "a"),
+            pending_name(9, Some(12), "a") < pending_name(10, None, "a"),
             "sorts by sequence"
         );
         assert_eq!(parse_pending("x.pending"), None);

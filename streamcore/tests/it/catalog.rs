@@ -229,6 +229,7 @@ suite!(
     upgrade_from_step_2_keeps_incidents_and_adds_playbacks,
     stale_open_incidents_are_closed,
     nodes_register_beat_and_hold_devices_newest_first,
+    stream_leases_go_to_the_newest_source_and_fence_the_old_writer,
 );
 
 // ------------------------------------------------------------ helpers
@@ -368,7 +369,7 @@ fn migrations_apply_once_with_a_comment_on_every_column(db: TestDb) {
                 "SELECT name AS a, sql AS b FROM sqlite_master WHERE type = 'table' \
                  AND name NOT LIKE 'sqlite_%' AND name <> '__diesel_schema_migrations'",
             );
-            assert_eq!(tables.len(), 19, "{tables:?}");
+            assert_eq!(tables.len(), 20, "{tables:?}");
             let mut missing = Vec::new();
             for (table, sql) in tables {
                 let cols = db.pairs(&format!(
@@ -411,6 +412,7 @@ fn migrations_apply_once_with_a_comment_on_every_column(db: TestDb) {
         ("viewers", 3),
         ("ingest_nodes", 5),
         ("device_nodes", 3),
+        ("stream_leases", 6),
     ];
     for (t, _) in expected {
         assert_eq!(db.count(t), 0, "{t}");
@@ -2413,4 +2415,69 @@ fn nodes_register_beat_and_hold_devices_newest_first(db: TestDb) {
     cat.remove_node("b").unwrap();
     assert_eq!(cat.device_node(SIM_B, 0).unwrap(), None);
     assert_eq!(ids(cat.live_nodes(0).unwrap()), ["a"]);
+}
+
+fn stream_leases_go_to_the_newest_source_and_fence_the_old_writer(db: TestDb) {
+    use streamcore::catalog::cluster::{IngestNode, StreamLease};
+    let cat = db.open();
+    for id in ["a", "b"] {
+        cat.register_node(&IngestNode {
+            id: id.into(),
+            control_url: format!("http://{id}.example:6811"),
+            media_addr: None,
+            started_ms: T0,
+            heartbeat_ms: T0,
+        })
+        .unwrap();
+    }
+    let stream = "013800138000_1";
+    let granted = |fence, last_sequence| StreamLease::Granted {
+        fence,
+        last_sequence,
+    };
+    // a opens the stream: the first fence, no sequence yet.
+    let lease = cat.acquire_stream_lease(stream, "a", T0 + 100, T0).unwrap();
+    assert_eq!(lease, granted(1, None));
+    // Its uploads record their sequence numbers; a playlist (no sequence) only checks.
+    assert!(cat.check_stream_lease(stream, "a", 1, Some(7)).unwrap());
+    assert!(cat.check_stream_lease(stream, "a", 1, Some(8)).unwrap());
+    assert!(cat.check_stream_lease(stream, "a", 1, None).unwrap());
+    // An older sequence (a retried upload) never lowers the record.
+    assert!(cat.check_stream_lease(stream, "a", 1, Some(3)).unwrap());
+    // a reopening the stream (a codec change, a second connection of its own) keeps its fence.
+    assert_eq!(
+        cat.acquire_stream_lease(stream, "a", T0 + 150, T0).unwrap(),
+        granted(1, Some(8))
+    );
+    // The device reconnected to b: the newer connection takes the stream above a's sequences.
+    assert_eq!(
+        cat.acquire_stream_lease(stream, "b", T0 + 200, T0).unwrap(),
+        granted(2, Some(8))
+    );
+    assert_eq!(
+        cat.stream_lease_holder(stream).unwrap(),
+        Some(("b".to_owned(), 2))
+    );
+    // a's next upload is refused, with or without a sequence, and records nothing.
+    assert!(!cat.check_stream_lease(stream, "a", 1, Some(9)).unwrap());
+    assert!(!cat.check_stream_lease(stream, "a", 1, None).unwrap());
+    assert!(cat.check_stream_lease(stream, "b", 2, Some(9)).unwrap());
+    // a's lingering older connection cannot take the stream back while b is alive...
+    assert_eq!(
+        cat.acquire_stream_lease(stream, "a", T0 + 150, T0).unwrap(),
+        StreamLease::Refused
+    );
+    // ...but takes it once b has stopped beating (b crashed; a newer fence).
+    assert_eq!(
+        cat.acquire_stream_lease(stream, "a", T0 + 150, T0 + 1)
+            .unwrap(),
+        granted(3, Some(9))
+    );
+    assert!(!cat.check_stream_lease(stream, "b", 2, Some(10)).unwrap());
+    // Another stream is another lease.
+    assert_eq!(
+        cat.acquire_stream_lease("013800138000_2", "b", T0 + 50, T0)
+            .unwrap(),
+        granted(1, None)
+    );
 }

@@ -168,6 +168,87 @@ fn the_upload_queue_keeps_the_contract() {
     );
 }
 
+/// The fencing authority a node asks before each upload: here a current fence (the catalog's
+/// lease in ingestd), and whether it can be reached at all.
+struct CurrentFence {
+    fence: std::sync::atomic::AtomicI64,
+    reachable: std::sync::atomic::AtomicBool,
+    asked: std::sync::atomic::AtomicU64,
+}
+
+impl streamcore::storage::upload::UploadFence for CurrentFence {
+    fn admits(&self, _key: &str, fence: i64) -> std::io::Result<bool> {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.asked.fetch_add(1, SeqCst);
+        if !self.reachable.load(SeqCst) {
+            return Err(std::io::Error::other("catalog unreachable"));
+        }
+        Ok(fence == self.fence.load(SeqCst))
+    }
+}
+
+/// Two writers of one stream through fenced views of one queue: only the current fence's
+/// segments and playlists reach the store, the other's are dropped and counted, and while the
+/// authority cannot be asked nothing is uploaded unchecked (it waits, then goes).
+#[test]
+fn fenced_writes_reach_the_store_only_under_the_current_fence() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let remote = MemoryStorage::new();
+    let spill = tempfile::tempdir().unwrap();
+    let authority = Arc::new(CurrentFence {
+        fence: 2.into(),
+        reachable: false.into(),
+        asked: 0.into(),
+    });
+    let queue = Arc::new(
+        UploadQueue::open_fenced(
+            Arc::new(remote.clone()),
+            spill.path(),
+            2,
+            Some(authority.clone()),
+        )
+        .unwrap(),
+    );
+    let (old, new) = (queue.fenced(1), queue.fenced(2));
+    let write = |w: &Arc<dyn Storage>, seq: u32, who: &str| {
+        let mut seg = w.begin_segment(&format!("live/cab_1/{seq}.ts")).unwrap();
+        seg.write_all(format!("{who} {seq}").as_bytes()).unwrap();
+        seg.commit().unwrap();
+        w.replace_playlist(
+            "live/cab_1/index.m3u8",
+            format!("{who} lists {seq}").as_bytes(),
+        )
+        .unwrap();
+    };
+    write(&new, 5, "new");
+    write(&old, 4, "old");
+    // Unreachable: asked, retried, nothing uploaded, and the writers' reads still see their
+    // own queued writes.
+    std::thread::sleep(Duration::from_millis(600));
+    assert!(authority.asked.load(SeqCst) >= 2);
+    assert!(remote.names().is_empty());
+    assert!(queue.backlog().failing);
+    authority.reachable.store(true, SeqCst);
+    assert!(queue.flush(Duration::from_secs(10)));
+    assert_eq!(remote.names(), ["live/cab_1/5.ts", "live/cab_1/index.m3u8"]);
+    assert_eq!(
+        remote.get("live/cab_1/index.m3u8").unwrap(),
+        b"new lists 5".to_vec()
+    );
+    let backlog = queue.backlog();
+    assert_eq!((backlog.superseded, backlog.uploaded), (2, 2));
+    // An unfenced write (the single-node case) is never asked about.
+    let before = authority.asked.load(SeqCst);
+    queue.replace_playlist("live/raw/index.m3u8", b"x").unwrap();
+    assert!(queue.flush(Duration::from_secs(10)));
+    assert_eq!(authority.asked.load(SeqCst), before);
+    assert_eq!(
+        std::fs::read_dir(spill.path()).unwrap().count(),
+        0,
+        "a dropped segment's spill file is removed too"
+    );
+}
+
 #[cfg(feature = "s3")]
 mod s3 {
     use super::*;

@@ -6,6 +6,7 @@
 //! files, no fake ingestd.
 
 mod cluster;
+mod failover;
 mod store;
 mod terminal;
 

@@ -25,7 +25,7 @@ const BUCKET: &str = "fleet-cluster";
 const STORE_URL: &str = "s3://fleet-cluster/site-a";
 
 /// `name value` of a Prometheus text exposition line, summed over labels matching `labels`.
-fn metric(text: &str, name: &str, labels: &str) -> u64 {
+pub(super) fn metric(text: &str, name: &str, labels: &str) -> u64 {
     text.lines()
         .filter(|l| !l.starts_with('#'))
         .filter_map(|l| l.rsplit_once(' '))
