@@ -266,6 +266,17 @@ def ingestd_totals(text):
     return tot, buckets
 
 
+def merged_totals(per_node):
+    """Counters summed over nodes; histogram buckets summed per bound."""
+    tot, buckets = {}, {}
+    for t, b in per_node:
+        for k, v in t.items():
+            tot[k] = tot.get(k, 0) + v
+        for le, count in b:
+            buckets[le] = buckets.get(le, 0) + count
+    return tot, sorted(buckets.items())
+
+
 def parse_devsim(out):
     m = re.search(
         r"total: (\d+) devices, frames (\d+) packets (\d+) bytes (\d+) .* late sends (\d+) max lag (\d+) ms",
@@ -363,25 +374,36 @@ def run(args):
         result["devsim_args"] = args.devsim_arg
 
     if args.approach == "ingestd":
-        data = os.path.join(work, "data")
-        os.makedirs(os.path.join(data, "live"))
-        log = open(os.path.join(work, "ingestd.log"), "w")
-        p = lambda k: f"127.0.0.1:{INGESTD_PORTS[k]}"
-        servers.append(subprocess.Popen(
-            [args.ingestd_bin, "--data-dir", data,
-             "--jt808-listen", p("jt808"), "--jt1078-listen", p("jt1078"),
-             "--raw-listen", p("raw"), "--http-listen", p("http"),
-             # The load devices send JT/T 1078 media without a JT/T 808 login.
-             "--device-auth", "off",
-             "--max-connections", str(n + 1000)] + args.ingestd_arg,
-            stdout=log, stderr=log, env={**os.environ, "RUST_LOG": "warn"}))
-        metrics_url = f"http://{p('http')}/metrics"
-        wait_http(metrics_url)
+        # --nodes K: K ingestd (ports offset by 100 per node), each with its own data dir;
+        # devsim sends device i to node i mod K.
+        k_nodes = max(1, args.nodes)
+        result["nodes"] = k_nodes
+        datas, metrics_urls, media = [], [], []
+        for k in range(k_nodes):
+            data = os.path.join(work, "data" if k == 0 else f"data{k}")
+            os.makedirs(os.path.join(data, "live"))
+            log = open(os.path.join(work, "ingestd.log" if k == 0 else f"ingestd{k}.log"), "w")
+            p = lambda name, k=k: f"127.0.0.1:{INGESTD_PORTS[name] + 100 * k}"
+            servers.append(subprocess.Popen(
+                [args.ingestd_bin, "--data-dir", data,
+                 "--jt808-listen", p("jt808"), "--jt1078-listen", p("jt1078"),
+                 "--raw-listen", p("raw"), "--http-listen", p("http"),
+                 "--instance-id", f"load-node-{k}",
+                 # The load devices send JT/T 1078 media without a JT/T 808 login.
+                 "--device-auth", "off",
+                 "--max-connections", str(n + 1000)] + args.ingestd_arg,
+                stdout=log, stderr=log, env={**os.environ, "RUST_LOG": "warn"}))
+            datas.append(data)
+            metrics_urls.append(f"http://{p('http')}/metrics")
+            media.append(p("jt1078"))
+        for url in metrics_urls:
+            wait_http(url)
+        node_data = lambda i: datas[i % k_nodes]
         for i in range(0, n, sample_every):
             name = f"{SIM_BASE + i:012d}_1"
-            watch_dirs[name] = os.path.join(data, "live", name)
-        devsim += ["--jt1078", p("jt1078")]
-        stream_dirs = [os.path.join(data, "live", f"{SIM_BASE + i:012d}_1") for i in range(n)]
+            watch_dirs[name] = os.path.join(node_data(i), "live", name)
+        devsim += ["--jt1078", media[0]] + [x for m in media[1:] for x in ("--jt1078-node", m)]
+        stream_dirs = [os.path.join(node_data(i), "live", f"{SIM_BASE + i:012d}_1") for i in range(n)]
     elif args.approach == "ffmpeg-hls":
         if FFMPEG_BASE_PORT + n > 65535:
             raise SystemExit("too many streams for the port range")
@@ -455,15 +477,18 @@ def run(args):
         # Wait for the workers to drain (the last segments publish on disconnect).
         prev = None
         for _ in range(120):
-            tot, buckets = ingestd_totals(scrape(metrics_url))
+            tot, buckets = merged_totals([ingestd_totals(scrape(u)) for u in metrics_urls])
             cur = (tot.get("frames_muxed"), tot.get("segments"))
             if cur == prev:
                 break
             prev = cur
             time.sleep(0.5)
-        io = proc_io(servers[0].pid)
-        servers[0].send_signal(signal.SIGTERM)
-        servers[0].wait(60)
+        ios = [proc_io(s.pid) for s in servers]
+        io = {"wchar": sum(x.get("wchar") or 0 for x in ios)}
+        for s in servers:
+            s.send_signal(signal.SIGTERM)
+        for s in servers:
+            s.wait(60)
         result.update({
             "frames_muxed": tot.get("frames_muxed", 0),
             "dropped_before_keyframe": tot.get("dropped_before_keyframe", 0),
@@ -574,6 +599,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--approach", required=True, choices=["ingestd", "ffmpeg-hls", "ffmpeg-chunks", "floor"])
     ap.add_argument("--streams", type=int, required=True)
+    ap.add_argument("--nodes", type=int, default=1,
+                    help="ingestd only: spread the devices over this many ingestd on this machine")
     ap.add_argument("--input", required=True, help="Annex-B H.264 (the 720p25 2.7 Mbit/s stream)")
     ap.add_argument("--duration", type=float, default=40, help="seconds devsim sends")
     ap.add_argument("--ramp", type=float, default=4, help="seconds over which the devices start")

@@ -57,6 +57,11 @@ struct Args {
     /// JT/T 1078 address of ingestd (media).
     #[arg(long)]
     jt1078: Option<SocketAddr>,
+    /// More JT/T 1078 addresses (repeat): media-only device i sends to the (i mod k)-th of
+    /// --jt1078 and these, spreading the devices over k ingest nodes (the load harness's
+    /// --nodes).
+    #[arg(long = "jt1078-node", requires = "jt1078", conflicts_with = "jt808")]
+    jt1078_nodes: Vec<SocketAddr>,
     /// Raw port address: send `STREAM <name>\n` + Annex-B instead of JT/T 1078.
     #[arg(long, conflicts_with = "jt1078")]
     raw: Option<SocketAddr>,
@@ -1213,6 +1218,12 @@ async fn device(
                 let mut a = base;
                 a.set_port(base.port() + i as u16);
                 Some(a)
+            } else if let (Some(first), false) = (args.jt1078, args.jt1078_nodes.is_empty()) {
+                let k = args.jt1078_nodes.len() + 1;
+                Some(match i as usize % k {
+                    0 => first,
+                    n => args.jt1078_nodes[n - 1],
+                })
             } else {
                 args.raw.or(args.jt1078)
             };
