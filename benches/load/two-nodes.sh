@@ -15,19 +15,7 @@ REPS=${REPS:-2}
 DURATION=${DURATION:-40}
 mkdir -p "$OUT"
 scripts/install-deps.sh
-cargo build --release -q -p ingestd --bin ingestd
-cargo build --release -q -p benches --bin devsim
-if [ ! -x target/loadenv/bin/python ]; then
-  python3 -m venv target/loadenv
-  target/loadenv/bin/pip install -q -r benches/load/requirements.txt
-fi
-PY=target/loadenv/bin/python
-IN=target/bench-inputs
-mkdir -p "$IN"
-[ -s "$IN/720p25_2700k_10s.h264" ] || ffmpeg -nostdin -v error -y -f lavfi \
-  -i testsrc2=size=1280x720:rate=25:duration=10 -pix_fmt yuv420p -c:v libx264 -preset veryfast \
-  -profile:v main -bf 0 -g 50 -keyint_min 50 -sc_threshold 0 -b:v 2700k -maxrate 2700k \
-  -bufsize 5400k -f h264 "$IN/720p25_2700k_10s.h264"
+. benches/load/inputs.sh
 catalog_args=()
 if [ "${CATALOG:-postgres}" = postgres ]; then
   scripts/start-test-databases.sh >/dev/null
@@ -35,7 +23,6 @@ if [ "${CATALOG:-postgres}" = postgres ]; then
     -c 'CREATE DATABASE fleet_load'
   catalog_args=(--ingestd-arg=--database-url=postgres://root@127.0.0.1:5432/fleet_load)
 fi
-ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 RES="$OUT/results.jsonl"
 : > "$RES"
 {
@@ -48,7 +35,7 @@ for rep in $(seq 1 "$REPS"); do
   for n in $N; do
     for nodes in 1 2; do
       "$PY" benches/load/loadtest.py --approach ingestd --streams "$n" --nodes "$nodes" \
-        --input "$IN/720p25_2700k_10s.h264" --duration "$DURATION" --label "nodes=$nodes rep=$rep" \
+        --input "$IN" --duration "$DURATION" --label "nodes=$nodes rep=$rep" \
         "${catalog_args[@]}" --out "$RES" > /dev/null
     done
   done
