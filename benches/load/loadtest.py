@@ -250,8 +250,11 @@ def scrape(url):
 
 
 def ingestd_totals(text):
+    """Per-stream counters summed, and the buckets of ingestd's histograms
+    (publish latency; media queue wait, when the build has it) by name."""
     tot = {}
-    buckets = []
+    hists = {"publish": [], "wait": []}
+    names = {"ingestd_segment_publish_seconds": "publish", "ingestd_media_queue_wait_seconds": "wait"}
     for line in text.splitlines():
         if line.startswith("#"):
             continue
@@ -259,22 +262,24 @@ def ingestd_totals(text):
         if m:
             tot[m.group(1)] = tot.get(m.group(1), 0) + int(m.group(2))
             continue
-        m = re.match(r'ingestd_segment_publish_seconds_bucket\{le="([^"]+)"\} (\d+)', line)
-        if m:
-            le = float("inf") if m.group(1) == "+Inf" else float(m.group(1))
-            buckets.append((le, int(m.group(2))))
-    return tot, buckets
+        m = re.match(r'(\w+)_bucket\{le="([^"]+)"\} (\d+)', line)
+        if m and m.group(1) in names:
+            le = float("inf") if m.group(2) == "+Inf" else float(m.group(2))
+            hists[names[m.group(1)]].append((le, int(m.group(3))))
+    return tot, hists
 
 
 def merged_totals(per_node):
     """Counters summed over nodes; histogram buckets summed per bound."""
-    tot, buckets = {}, {}
-    for t, b in per_node:
+    tot, hists = {}, {}
+    for t, h in per_node:
         for k, v in t.items():
             tot[k] = tot.get(k, 0) + v
-        for le, count in b:
-            buckets[le] = buckets.get(le, 0) + count
-    return tot, sorted(buckets.items())
+        for name, b in h.items():
+            merged = hists.setdefault(name, {})
+            for le, count in b:
+                merged[le] = merged.get(le, 0) + count
+    return tot, {name: sorted(b.items()) for name, b in hists.items()}
 
 
 def parse_devsim(out):
@@ -477,7 +482,8 @@ def run(args):
         # Wait for the workers to drain (the last segments publish on disconnect).
         prev = None
         for _ in range(120):
-            tot, buckets = merged_totals([ingestd_totals(scrape(u)) for u in metrics_urls])
+            tot, hists = merged_totals([ingestd_totals(scrape(u)) for u in metrics_urls])
+            buckets = hists["publish"]
             cur = (tot.get("frames_muxed"), tot.get("segments"))
             if cur == prev:
                 break
@@ -501,6 +507,13 @@ def run(args):
             "publish_p99_ms": round(histogram_quantile(buckets, 0.99) * 1000, 2),
             "publish_samples": buckets[-1][1],
         })
+        wait = hists.get("wait") or []
+        if wait and wait[-1][1]:
+            # Read to a worker taking the frame up: the queueing part of the publish latency.
+            result.update({
+                "media_wait_p50_ms": round(histogram_quantile(wait, 0.5) * 1000, 2),
+                "media_wait_p99_ms": round(histogram_quantile(wait, 0.99) * 1000, 2),
+            })
         # Audio counters (audio_packets, audio_payloads, audio_frames_muxed,
         # audio_rejected, ...), when the build has them.
         result.update({k: v for k, v in tot.items() if k.startswith("audio")})
