@@ -15,31 +15,7 @@
 
 use std::sync::Arc;
 
-use streamcore::access_unit::AccessUnitAssembler;
-use streamcore::annexb::split_nals;
 use streamcore::{LiveStream, MemoryStorage, StreamConfig};
-
-fn access_units(data: &[u8]) -> Vec<Vec<u8>> {
-    let mut asm = AccessUnitAssembler::new();
-    let mut out = Vec::new();
-    let mut encode = |au: streamcore::access_unit::AccessUnit| {
-        let mut v = Vec::new();
-        for n in au.nals {
-            v.extend_from_slice(&[0, 0, 0, 1]);
-            v.extend_from_slice(&n);
-        }
-        out.push(v);
-    };
-    for nal in split_nals(data) {
-        if let Some(au) = asm.push(nal, None) {
-            encode(au);
-        }
-    }
-    if let Some(au) = asm.flush() {
-        encode(au);
-    }
-    out
-}
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
@@ -48,7 +24,7 @@ fn main() -> anyhow::Result<()> {
     };
     let data = std::fs::read(file)?;
     let iterations: usize = iterations.parse()?;
-    let aus = access_units(&data);
+    let aus = benches::access_units(&data);
     let shared: Vec<bytes::Bytes> = aus.iter().map(|a| bytes::Bytes::from(a.clone())).collect();
     let mut segments = 0;
     let mut stream = LiveStream::with_storage(

@@ -121,6 +121,12 @@ pub struct Cli {
     /// Queued media messages per worker before readers are paused [default: 1024].
     #[arg(long, env = "INGESTD_QUEUE_DEPTH", value_name = "N")]
     pub queue_depth: Option<usize>,
+    /// Queued media bytes per worker before readers are paused; bounds memory under a burst from every device at once [default: 4194304].
+    #[arg(long, env = "INGESTD_MEDIA_QUEUE_BYTES", value_name = "BYTES")]
+    pub media_queue_bytes: Option<usize>,
+    /// fsync each segment and playlist before renaming it into place, so that what is listed survives a power cut; off, a process crash still never lists a partial segment, but a power cut may lose the last seconds the kernel had not written [default: off].
+    #[arg(long, env = "INGESTD_FSYNC", value_name = "on|off", value_parser = parse_on_off)]
+    pub fsync: Option<bool>,
     /// Longest H.264 NAL unit accepted in bytes; longer ones are dropped and counted [default: 4194304].
     #[arg(long, env = "INGESTD_MAX_NAL_BYTES", value_name = "BYTES")]
     pub max_nal_bytes: Option<usize>,
@@ -270,6 +276,8 @@ pub struct FileConfig {
     pub max_frame_bytes: Option<usize>,
     pub media_workers: Option<usize>,
     pub queue_depth: Option<usize>,
+    pub media_queue_bytes: Option<usize>,
+    pub fsync: Option<bool>,
     pub max_nal_bytes: Option<usize>,
     pub catalog_buffer: Option<usize>,
     pub auth_secret: Option<String>,
@@ -333,6 +341,10 @@ pub struct Config {
     pub max_frame_bytes: usize,
     pub media_workers: usize,
     pub queue_depth: usize,
+    /// Media bytes queued per worker before readers are paused.
+    pub media_queue_bytes: usize,
+    /// fsync segments and playlists before they are renamed into place.
+    pub fsync: bool,
     /// Longest NAL unit accepted (streamcore's `StreamConfig::max_nal_bytes`).
     pub max_nal_bytes: usize,
     /// Catalog writer's outage buffer, in records.
@@ -388,6 +400,13 @@ fn addr(what: &'static str, v: Option<String>, default: &str) -> Result<SocketAd
 /// Catalog records buffered during a database outage (the catalog writer's
 /// default).
 pub const DEFAULT_CATALOG_BUFFER: usize = 200_000;
+
+/// Media bytes queued per worker: about 300 frames of 720p at 2.7 Mbit/s,
+/// some milliseconds of a worker's work. Enough to keep it busy while the
+/// connections refill its queue; small enough that a frame never waits long
+/// behind the others, and that a burst from every device at once stays in
+/// the kernel's socket buffers instead of this process's memory.
+pub const DEFAULT_MEDIA_QUEUE_BYTES: usize = 4 << 20;
 
 impl Config {
     /// Resolves flags (already merged with the environment by clap) over the
@@ -581,6 +600,12 @@ impl Config {
                 .unwrap_or(cores)
                 .max(1),
             queue_depth: cli.queue_depth.or(f.queue_depth).unwrap_or(1024).max(1),
+            media_queue_bytes: cli
+                .media_queue_bytes
+                .or(f.media_queue_bytes)
+                .unwrap_or(DEFAULT_MEDIA_QUEUE_BYTES)
+                .max(1),
+            fsync: cli.fsync.or(f.fsync).unwrap_or(false),
             max_nal_bytes: cli
                 .max_nal_bytes
                 .or(f.max_nal_bytes)
@@ -646,6 +671,8 @@ impl Config {
             max_frame_bytes: crate::jt1078::DEFAULT_MAX_FRAME,
             media_workers: 2,
             queue_depth: 64,
+            media_queue_bytes: DEFAULT_MEDIA_QUEUE_BYTES,
+            fsync: false,
             max_nal_bytes: streamcore::annexb::DEFAULT_MAX_NAL,
             catalog_buffer: DEFAULT_CATALOG_BUFFER,
             auth_secret: Some("test-secret".into()),

@@ -521,10 +521,14 @@ pub fn routes(
         .and(warp::get())
         .and(with_ctx.clone())
         .map(|ctx: Arc<Ctx>| {
-            let mut text = ctx
-                .metrics
-                .render(ctx.media.queue_depth(), ctx.registry.online_count());
+            let mut text = ctx.metrics.render(
+                (ctx.media.queue_depth(), ctx.media.queued_bytes()),
+                ctx.registry.online_count(),
+            );
             text.push_str(&ctx.ll.render_metrics());
+            text.push_str(&crate::metrics::render_worker_loads(
+                ctx.media.worker_loads(),
+            ));
             warp::reply::with_header(text, "content-type", "text/plain; version=0.0.4")
                 .into_response()
         });

@@ -33,6 +33,7 @@ pub mod jt808;
 pub mod leases;
 pub mod low_latency;
 pub mod media;
+pub mod memory;
 pub mod metrics;
 pub mod remux;
 pub mod server;

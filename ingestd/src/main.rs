@@ -47,6 +47,7 @@ async fn main() -> anyhow::Result<()> {
         target_segment: streamcore::Dur90k::from_millis(config.segment_target.as_millis() as i64),
         max_nal_bytes: config.max_nal_bytes,
         audio: config.audio,
+        durable: config.fsync,
         ..Default::default()
     };
     let app = ingestd::app::start(config, stream)

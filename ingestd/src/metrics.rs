@@ -153,6 +153,10 @@ pub struct Metrics {
     /// From the arrival of the access unit that closes a segment to the
     /// playlist listing that segment being in place.
     pub publish_latency: LatencyHistogram,
+    /// From the read that completed a frame (or raw chunk) to a media worker
+    /// taking it up: the wait in the media queue, the part of the publish
+    /// latency that is queueing rather than work.
+    pub media_wait: LatencyHistogram,
     /// Audio packets of payload types we do not decode, by payload type.
     unsupported_audio: Mutex<BTreeMap<u8, u64>>,
     streams: Mutex<BTreeMap<String, Arc<StreamCounters>>>,
@@ -289,7 +293,8 @@ impl Metrics {
     }
 
     /// Prometheus text exposition format 0.0.4.
-    pub fn render(&self, queue_depth: usize, devices_online: usize) -> String {
+    pub fn render(&self, queue: (usize, usize), devices_online: usize) -> String {
+        let (queue_depth, queued_bytes) = queue;
         let mut o = String::new();
         let g = |o: &mut String, name: &str, kind: &str, help: &str, v: u64| {
             let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
@@ -376,6 +381,13 @@ impl Metrics {
             "gauge",
             "Messages queued for the media workers.",
             queue_depth as u64,
+        );
+        g(
+            &mut o,
+            "ingestd_media_queue_bytes",
+            "gauge",
+            "Media bytes queued for (or being handled by) the media workers.",
+            queued_bytes as u64,
         );
         g(
             &mut o,
@@ -498,6 +510,11 @@ impl Metrics {
             "ingestd_segment_publish_seconds",
             "From the arrival of the access unit that closes a segment to the playlist listing it.",
         );
+        self.media_wait.render(
+            &mut o,
+            "ingestd_media_queue_wait_seconds",
+            "From the read that completed a frame to a media worker taking it up.",
+        );
         let streams = self.streams();
         let ingest: Vec<(&String, Vec<u64>)> = streams
             .iter()
@@ -534,6 +551,33 @@ fn render_stream_counter<'a>(
     for (stream, v) in values {
         let _ = writeln!(o, "ingestd_stream_{name}_total{{stream=\"{stream}\"}} {v}");
     }
+}
+
+/// Where each media worker's time goes: wall time handling media, and its
+/// thread's CPU time. Busy time well above CPU time means the worker waits
+/// on storage writes (the disk is the bottleneck); busy time near the wall
+/// clock means it cannot keep up, and connections are being paused for it.
+pub fn render_worker_loads(loads: &[Arc<crate::media::WorkerLoad>]) -> String {
+    let mut o = String::new();
+    for (name, help, pick) in [
+        (
+            "ingestd_media_worker_busy_seconds_total",
+            "Wall time each media worker spent handling media.",
+            (|l: &crate::media::WorkerLoad| l.busy_ns.load(Relaxed))
+                as fn(&crate::media::WorkerLoad) -> u64,
+        ),
+        (
+            "ingestd_media_worker_cpu_seconds_total",
+            "CPU time of each media worker's thread.",
+            |l: &crate::media::WorkerLoad| l.cpu_ns.load(Relaxed),
+        ),
+    ] {
+        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter");
+        for (i, l) in loads.iter().enumerate() {
+            let _ = writeln!(o, "{name}{{worker=\"{i}\"}} {:.6}", pick(l) as f64 / 1e9);
+        }
+    }
+    o
 }
 
 #[cfg(test)]

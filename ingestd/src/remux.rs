@@ -563,6 +563,7 @@ impl MediaHandler for RemuxHandler {
     fn handle(&mut self, msg: MediaMsg) {
         match msg {
             MediaMsg::Frame(f) => {
+                self.metrics.media_wait.record(f.received.elapsed());
                 let handled = StreamStats::worker_frame(f.data.len());
                 if f.kind == FrameKind::Audio {
                     self.audio_frame(f, handled);
@@ -605,6 +606,7 @@ impl MediaHandler for RemuxHandler {
                 self.published(&f.stream, result);
             }
             MediaMsg::Raw(r) => {
+                self.metrics.media_wait.record(r.received.elapsed());
                 let handled = StreamStats::worker_frame(r.data.len());
                 let Some(a) = self.stream(&r.stream, Some(r.codec), None, r.source_started_ms)
                 else {

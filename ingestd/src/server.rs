@@ -90,7 +90,13 @@ pub async fn start(mut config: Config, hooks: Hooks) -> std::io::Result<Running>
     let factory = hooks
         .media
         .unwrap_or_else(|| CountingHandler::factory(metrics.clone()));
-    let pool = MediaPool::start(config.media_workers, config.queue_depth, factory);
+    crate::memory::start_trimming();
+    let pool = MediaPool::start(
+        config.media_workers,
+        config.queue_depth,
+        config.media_queue_bytes,
+        factory,
+    );
     // Alarm reports are few (one per position): a full queue drops them
     // rather than stall a device's connection.
     let (alarm_tx, alarm_rx) = mpsc::channel(4096);

@@ -690,7 +690,8 @@ impl LlWriter {
             in_segment: false,
             segment_start: None,
             part: OpenPart::default(),
-            buf: Vec::with_capacity(16 * 1024),
+            // Grown when the rendition is first watched: most streams never are.
+            buf: Vec::new(),
             discontinuity: false,
             failures: 0,
         }

@@ -261,6 +261,14 @@ struct OpenSegment {
     first_video_pts: Option<Ts90k>,
 }
 
+thread_local! {
+    /// The video packet being built for the muxer (an access unit with its
+    /// AUD), one per thread rather than one per stream: the muxer copies it
+    /// before `write` returns, so a keyframe-sized buffer is needed only
+    /// for as long as one frame is muxed, and a worker muxes one at a time.
+    static PACKET: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// A video packet waiting for the muxer.
 struct HeldPacket {
     data: Vec<u8>,
@@ -389,8 +397,6 @@ pub struct LiveStream {
     open: Option<OpenSegment>,
     /// Frames released by the timeline, reused between pushes.
     frames: Vec<TimedFrame>,
-    /// The packet being built for the muxer, reused between frames.
-    packet: Vec<u8>,
     pending_deletes: VecDeque<(String, Ts90k)>,
     /// How long a segment that left the window stays on storage.
     delete_after: Dur90k,
@@ -472,7 +478,6 @@ impl LiveStream {
             playlist,
             open: None,
             frames: Vec::new(),
-            packet: Vec::with_capacity(64 * 1024),
             pending_deletes: VecDeque::new(),
             delete_after,
             last_pts: Ts90k(0),
@@ -760,8 +765,10 @@ impl LiveStream {
                         ll.mark_discontinuity();
                     }
                 }
-                self.parser.write_packet(&f.au, &mut self.packet);
-                self.write_video(f.pts, f.dts, f.duration, f.au.keyframe, f.pdt_ms)?;
+                PACKET.with_borrow_mut(|packet| {
+                    self.parser.write_packet(&f.au, packet);
+                    self.write_video(packet, f.pts, f.dts, f.duration, f.au.keyframe, f.pdt_ms)
+                })?;
                 self.stats.frames_muxed += 1;
                 self.last_pts = self.last_pts.max(f.pts);
                 if let Some(open) = self.open.as_mut() {
@@ -859,10 +866,11 @@ impl LiveStream {
         Ok(())
     }
 
-    /// Writes `self.packet` (one video access unit), holding it while the
+    /// Writes `packet` (one video access unit), holding it while the
     /// first segment waits to learn whether audio comes with the video.
     fn write_video(
         &mut self,
+        packet: &[u8],
         pts: Ts90k,
         dts: Ts90k,
         duration: Dur90k,
@@ -882,7 +890,7 @@ impl LiveStream {
                     .is_some_and(|a| a.output_config().is_some());
             if !audio_known && held_span < TRACK_PROBE {
                 self.held.push(HeldPacket {
-                    data: self.packet.clone(),
+                    data: packet.to_vec(),
                     pdt_ms,
                     pts,
                     dts,
@@ -902,7 +910,7 @@ impl LiveStream {
         };
         let packet = MuxPacket {
             track,
-            data: &self.packet,
+            data: packet,
             pts,
             dts,
             duration,

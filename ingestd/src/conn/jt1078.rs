@@ -41,6 +41,23 @@ pub(crate) async fn handle(
     let mut first = true;
     let mut deadline = tokio::time::Instant::now() + ctx.config.handshake_timeout;
     loop {
+        // Behind a full media queue the bytes wait in the socket (the
+        // device slows down), not read and half-processed here; the wait
+        // does not count against the idle timeout.
+        let waited = tokio::select! {
+            w = ctx.media.wait_for_room(conn.workers) => w,
+            _ = super::stopped(&mut stop) => break,
+        };
+        deadline += waited;
+        // Wait for data before taking a read buffer: a thousand idle
+        // connections would otherwise each hold 16 KiB between frames.
+        if conn.parser.buffered() == 0 {
+            tokio::select! {
+                _ = sock.readable() => {}
+                _ = tokio::time::sleep_until(deadline) => {}
+                _ = super::stopped(&mut stop) => break,
+            }
+        }
         let r = read_until(
             &mut sock,
             conn.parser.buffer_mut(),
@@ -65,6 +82,11 @@ pub(crate) async fn handle(
                 warn!(%sim, %peer, "media connection refused: the SIM has no authenticated JT/T 808 session on this node");
             }
             break;
+        }
+        // Between frames a connection usually has nothing buffered: it then
+        // holds no read buffer either (the next read takes a fresh one).
+        if conn.parser.buffered() == 0 {
+            *conn.parser.buffer_mut() = bytes::BytesMut::new();
         }
         // Only whole packets move the deadline (see `read_until`).
         if conn.publish_counter_deltas() > 0 {
@@ -152,6 +174,8 @@ struct Connection<'a> {
     published_parser: ParserCounters,
     published_reasm: ReassemblyCounters,
     h265_logged: bool,
+    /// The media workers its streams go to: it reads only while they have room.
+    workers: u64,
 }
 
 impl<'a> Connection<'a> {
@@ -169,6 +193,7 @@ impl<'a> Connection<'a> {
             primary: None,
             primary_counters: None,
             h265_logged: false,
+            workers: 0,
         }
     }
 
@@ -265,6 +290,7 @@ impl<'a> Connection<'a> {
                 playback,
                 clock: PlaybackClock::default(),
             });
+            self.workers |= ctx.media.worker_bit(&stream);
         }
         if self.primary.is_none() {
             self.primary_counters = Some(ctx.metrics.stream_counters(&stream));

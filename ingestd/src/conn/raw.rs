@@ -83,6 +83,7 @@ pub(crate) async fn handle(
     ctx.emit(IngestEvent::MediaSessionStarted(rec.clone()));
     let counters = ctx.metrics.stream_counters(&name);
     let shared_name: Arc<str> = Arc::from(name.as_str());
+    let worker = ctx.media.worker_bit(&name);
     loop {
         if !buf.is_empty() {
             let data = buf.split().freeze();
@@ -104,6 +105,11 @@ pub(crate) async fn handle(
             {
                 break;
             }
+        }
+        // As for JT/T 1078 (`conn::jt1078`): no reading behind a full queue.
+        tokio::select! {
+            _ = ctx.media.wait_for_room(worker) => {}
+            _ = stopped(&mut stop) => break,
         }
         match read_some(&mut sock, &mut buf, ctx, &mut stop).await {
             Ok(Some(0)) | Ok(None) => break,

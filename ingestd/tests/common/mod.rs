@@ -160,6 +160,11 @@ pub struct Daemon {
 }
 
 pub async fn start(hooks: Hooks) -> Daemon {
+    start_with(hooks, |_| {}).await
+}
+
+/// [`start`] with the test configuration changed by `tweak`.
+pub async fn start_with(hooks: Hooks, tweak: impl FnOnce(&mut Config)) -> Daemon {
     let dir = tempfile::tempdir().unwrap();
     let (tx, rx) = crossbeam_channel::unbounded();
     let hooks = Hooks {
@@ -168,6 +173,7 @@ pub async fn start(hooks: Hooks) -> Daemon {
     };
     let mut cfg = Config::for_tests(dir.path());
     cfg.auth_secret = Some(SECRET.into());
+    tweak(&mut cfg);
     let running = ingestd::server::start(cfg, hooks).await.expect("start");
     Daemon {
         running,

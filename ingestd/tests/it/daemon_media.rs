@@ -217,3 +217,133 @@ async fn handshake_timeout_closes_silent_connections() {
     assert_eq!(m.connections_timed_out.load(Ordering::Relaxed), 2);
     running.shutdown().await;
 }
+
+/// Holds every message until `open` is set, like a worker stalled behind a
+/// burst, and records (stream, first byte, length) once let through.
+#[derive(Clone, Default)]
+struct Stalled {
+    open: Arc<std::sync::atomic::AtomicBool>,
+    log: Arc<Mutex<Vec<(String, u8, usize)>>>,
+}
+
+impl MediaHandler for Stalled {
+    fn handle(&mut self, msg: MediaMsg) {
+        while !self.open.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        if let MediaMsg::Frame(f) = msg {
+            let first = f.data.first().copied().unwrap_or(0);
+            self.log
+                .lock()
+                .unwrap()
+                .push((f.stream.to_string(), first, f.data.len()));
+        }
+    }
+    fn shutdown(&mut self) {}
+}
+
+/// Keyframes from every device at once (as after a network hiccup) while the
+/// workers are stalled: ingestd reads off the sockets no more than its media
+/// queues' byte budget plus what each connection holds on its own (the frame
+/// it waits to queue, the one it is reassembling, one read), however much the
+/// devices send; TCP holds the rest. Once the workers go on, every frame
+/// arrives, in order. With queues bounded in frames only (1,024 per worker)
+/// ingestd would read all 32 MB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keyframe_burst_from_every_device_stays_within_the_queue_budget() {
+    const DEVICES: usize = 40;
+    const FRAMES: usize = 8;
+    const FRAME: usize = 100_000;
+    const BUDGET: usize = 256 * 1024;
+    /// The most one read of a connection takes in (read_until's reserve).
+    const READ: usize = 64 * 1024;
+    let stalled = Stalled::default();
+    let handler = stalled.clone();
+    let hooks = Hooks {
+        media: Some(Arc::new(move |_| {
+            Box::new(handler.clone()) as Box<dyn MediaHandler>
+        })),
+        ..Default::default()
+    };
+    let d = common::start_with(hooks, |c| {
+        c.media_workers = 2;
+        c.media_queue_bytes = BUDGET;
+        c.queue_depth = 1024;
+    })
+    .await;
+    let addr = d.running.jt1078_addr;
+    let sims: Vec<String> = (0..DEVICES)
+        .map(|i| format!("{:012}", 13_800_000_000u64 + i as u64))
+        .collect();
+    let mut devices = Vec::new();
+    for sim in &sims {
+        let sim = sim.clone();
+        devices.push(tokio::spawn(async move {
+            let mut wire = bytes::BytesMut::new();
+            let mut seq = 0u16;
+            for k in 0..FRAMES {
+                let frame = CaptureFrame {
+                    data_type: ingestd::jt1078::DataType::IFrame,
+                    ts: k as u64 * 2000,
+                    data: vec![k as u8; FRAME],
+                };
+                packets(&sim, &frame, frame.ts, &mut seq, &mut wire);
+            }
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            s.write_all(&wire).await.unwrap();
+            s
+        }));
+    }
+    // Wait until ingestd stops taking bytes in.
+    let metrics = d.running.ctx.metrics.clone();
+    let read_in = || -> u64 {
+        sims.iter()
+            .filter_map(|s| metrics.stream(&format!("{s}_1")))
+            .map(|st| st.bytes_in)
+            .sum()
+    };
+    let mut last = (read_in(), std::time::Instant::now());
+    let settle = std::time::Instant::now();
+    while last.1.elapsed() < Duration::from_millis(500)
+        && settle.elapsed() < Duration::from_secs(20)
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let now = read_in();
+        if now != last.0 {
+            last = (now, std::time::Instant::now());
+        }
+    }
+    let queued = d.running.ctx.media.queued_bytes();
+    // Let the workers go before asserting: a stalled worker would hold the
+    // daemon's shutdown, and a failure here would hang instead of failing.
+    stalled.open.store(true, Ordering::SeqCst);
+    assert!(
+        queued <= 2 * BUDGET,
+        "{queued} bytes queued for 2 workers of {BUDGET}"
+    );
+    // A connection publishes its byte count after handing its frames on, so
+    // one read per connection may not be counted yet.
+    let read_at_most = last.0 as usize + DEVICES * READ;
+    let bound = 2 * BUDGET + DEVICES * (2 * FRAME + READ);
+    let sent = DEVICES * FRAMES * FRAME;
+    assert!(
+        read_at_most <= bound,
+        "read up to {read_at_most} of {sent} bytes sent: above the bound of {bound}"
+    );
+    let log = stalled.log.clone();
+    wait_until(|| log.lock().unwrap().len() >= DEVICES * FRAMES).await;
+    let log = log.lock().unwrap().clone();
+    for sim in &sims {
+        let name = format!("{sim}_1");
+        let order: Vec<u8> = log
+            .iter()
+            .filter(|(s, _, len)| *s == name && *len == FRAME)
+            .map(|(_, k, _)| *k)
+            .collect();
+        assert_eq!(order, (0..FRAMES as u8).collect::<Vec<_>>(), "{name}");
+    }
+    for dev in devices {
+        drop(dev.await.unwrap());
+    }
+    d.running.shutdown().await;
+}

@@ -416,7 +416,7 @@ async fn audio_and_h265_from_a_device_become_hls() {
     // 10 s of audio in AAC frames of 1024 samples at 8 kHz: about 78.
     assert!(ch1.remux.audio_frames_muxed >= 70, "{ch1:?}");
     assert_eq!(ch1.remux.frames_muxed, video.len() as u64, "{ch1:?}");
-    let rendered = metrics.render(0, 0);
+    let rendered = metrics.render((0, 0), 0);
     assert!(
         rendered.contains("ingestd_audio_unsupported_packets_total{payload_type=\"2\"} 5"),
         "{rendered}"

@@ -5,12 +5,18 @@
 //! run on across segments (FFmpeg's own HLS client reports "Packet corrupt"
 //! where they restart). Its output goes through a custom AVIO context into
 //! whichever [`SegmentWriter`] is current, so a segment streams to storage
-//! as it is produced instead of being held whole in memory. `max_delay`
+//! as it is produced instead of being held whole in memory. Each frame's
+//! output is gathered in a buffer of the thread and handed to the writer in
+//! one piece (one `write` system call for a file) before `write` returns:
+//! between frames a stream holds no output of its own, only a small AVIO
+//! buffer, where a buffer of several frames per stream would cost as much
+//! memory as the rest of the stream together. `max_delay`
 //! stays at its API default (no PCR/PTS shift); packets carry exact
 //! durations; every video packet starts with an AUD so the muxer never has
 //! to copy one in; PAT/PMT start every segment. Audio arrives as ADTS
 //! frames, which the muxer carries as they are (stream type 0x0f).
 
+use std::cell::RefCell;
 use std::io::{self, Write};
 use std::sync::{Arc, Mutex};
 
@@ -22,9 +28,17 @@ use crate::codec::VideoCodec;
 use crate::error::{Error, Result};
 use crate::storage::SegmentWriter;
 
-/// AVIO buffer: output reaches the segment writer (one `write` system call
-/// for a file) in chunks of this size, a few frames at a time.
-const AVIO_BUFFER: usize = 64 * 1024;
+/// AVIO buffer, per stream: libavformat's output reaches [`FRAME_OUT`] in
+/// chunks of up to this size (22 TS packets), flushed at the end of every
+/// frame.
+const AVIO_BUFFER: usize = 22 * 188;
+
+thread_local! {
+    /// The TS output of the frame being muxed on this thread, on its way to
+    /// the segment writer. Empty between calls: [`TsMuxer::write`] and
+    /// [`TsMuxer::end_segment`] drain it before they return.
+    static FRAME_OUT: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
 
 #[derive(Default)]
 struct Sink {
@@ -39,23 +53,38 @@ struct Sink {
 #[derive(Clone, Default)]
 struct SinkHandle(Arc<Mutex<Sink>>);
 
-impl Write for SinkHandle {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let mut sink = self.0.lock().expect("sink poisoned");
-        let sink = &mut *sink;
-        sink.bytes += buf.len() as u64;
-        if sink.error.is_none() {
-            match sink.writer.as_mut() {
-                Some(w) => {
-                    if let Err(e) = w.write_all(buf) {
-                        sink.error = Some(e);
+impl SinkHandle {
+    /// Hands what this thread gathered for the stream to the segment's
+    /// writer, in one piece.
+    fn drain(&self) {
+        FRAME_OUT.with_borrow_mut(|out| {
+            if out.is_empty() {
+                return;
+            }
+            let mut sink = self.0.lock().expect("sink poisoned");
+            let sink = &mut *sink;
+            sink.bytes += out.len() as u64;
+            if sink.error.is_none() {
+                match sink.writer.as_mut() {
+                    Some(w) => {
+                        if let Err(e) = w.write_all(out) {
+                            sink.error = Some(e);
+                        }
+                    }
+                    None => {
+                        sink.error = Some(io::Error::other("muxer output with no segment open"));
                     }
                 }
-                None => {
-                    sink.error = Some(io::Error::other("muxer output with no segment open"));
-                }
             }
-        }
+            out.clear();
+        });
+    }
+}
+
+impl Write for SinkHandle {
+    /// Called by libavformat's AVIO with a full (or flushed) buffer.
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        FRAME_OUT.with_borrow_mut(|out| out.extend_from_slice(buf));
         Ok(buf.len())
     }
 
@@ -125,9 +154,9 @@ impl TsMuxer {
         }
         // SAFETY: `octx` is a live output context whose header is not written
         // yet; a plain field store. Left at -1 (auto), libavformat flushes
-        // a non-seekable output such as ours after every packet: one write
-        // system call per frame. Segments are flushed at their end instead
-        // (`end_segment`), the only point where a reader may look at them.
+        // a non-seekable output such as ours after every packet; we flush
+        // ourselves once a frame is wholly written (`flush_frame`), which
+        // also covers audio frames the muxer only gathers.
         unsafe {
             (*octx.as_mut_ptr()).flush_packets = 0;
         }
@@ -139,6 +168,25 @@ impl TsMuxer {
             tracks: tracks.len(),
             has_audio: tracks.iter().any(|t| matches!(t, Track::Audio(_))),
         })
+    }
+}
+
+impl TsMuxer {
+    /// Pushes what libavformat buffered for this stream through to the
+    /// segment writer, leaving neither the AVIO buffer nor [`FRAME_OUT`]
+    /// holding any of it.
+    fn flush_frame(&mut self) {
+        // SAFETY: `octx` is live with its header written; `pb` is the custom
+        // AVIO context installed by output_to_stream and kept alive by
+        // `octx`. avio_flush only calls our write callback, which does not
+        // re-enter libav.
+        unsafe {
+            let pb = (*self.octx.as_mut_ptr()).pb;
+            if !pb.is_null() {
+                ffi::avio_flush(pb);
+            }
+        }
+        self.sink.drain();
     }
 }
 
@@ -189,6 +237,7 @@ impl SegmentMuxer for TsMuxer {
                 packet.keyframe,
             )
         };
+        self.flush_frame();
         if ret < 0 {
             return Err(Error::Mux {
                 stream: self.stream.clone(),
@@ -208,18 +257,13 @@ impl SegmentMuxer for TsMuxer {
         // what it buffers: mpegts gathers audio frames into PES packets of
         // up to ~2.9 kB, which would otherwise land in the next segment (an
         // audio-only segment would be left empty, the stream's last audio
-        // lost). `pb` is the custom AVIO context installed by
-        // output_to_stream, kept alive by `octx`; avio_flush only calls our
-        // write callback, which does not re-enter libav.
+        // lost).
         unsafe {
             if self.has_audio {
                 ffi::av_write_frame(self.octx.as_mut_ptr(), std::ptr::null_mut());
             }
-            let pb = (*self.octx.as_mut_ptr()).pb;
-            if !pb.is_null() {
-                ffi::avio_flush(pb);
-            }
         }
+        self.flush_frame();
         let mut sink = self.sink.0.lock().expect("sink poisoned");
         FinishedSegment {
             bytes: std::mem::take(&mut sink.bytes),
@@ -258,10 +302,11 @@ mod tests {
         fn abort(self: Box<Self>) {}
     }
 
-    /// Output reaches storage in buffer-sized chunks, not one write (a
-    /// system call for a file) per frame, and all of it by `end_segment`.
+    /// Each frame's output reaches the writer in one write (one system
+    /// call for a file) before `write` returns: nothing of the stream's
+    /// output waits in memory between frames.
     #[test]
-    fn segment_output_is_written_in_large_chunks() {
+    fn each_frame_reaches_the_writer_in_one_write() {
         let mut mux = TsMuxer::new("t", &[Track::Video(VideoCodec::H264)]).unwrap();
         let writes = Arc::new(AtomicUsize::new(0));
         let bytes = Arc::new(AtomicUsize::new(0));
@@ -269,7 +314,8 @@ mod tests {
             writes: writes.clone(),
             bytes: bytes.clone(),
         })));
-        // 100 frames of ~13.5 kB (720p at 2.7 Mbit/s and 25 fps).
+        // 100 frames of ~13.5 kB (720p at 2.7 Mbit/s and 25 fps), each
+        // several times the AVIO buffer.
         let mut frame = vec![0, 0, 0, 1, 0x09, 0xf0, 0, 0, 0, 1, 0x65];
         frame.resize(13_500, 0x55);
         for i in 0..100i64 {
@@ -283,7 +329,15 @@ mod tests {
                 keyframe: i == 0,
             })
             .unwrap();
+            assert_eq!(writes.load(Ordering::Relaxed), i as usize + 1, "frame {i}");
+            // 13.5 kB in 184-byte TS payloads, all of it out.
+            let out = bytes.load(Ordering::Relaxed);
+            assert!(
+                out >= (i as usize + 1) * 13_500 / 184 * 188,
+                "frame {i}: {out} bytes out"
+            );
         }
+        FRAME_OUT.with_borrow(|out| assert!(out.is_empty()));
         assert!(
             mux.write(&MuxPacket {
                 track: 1,
@@ -304,9 +358,6 @@ mod tests {
         );
         assert_eq!(total as u64, done.bytes);
         assert!(total > 100 * 13_500, "{total}");
-        assert!(
-            n <= total / AVIO_BUFFER + 2,
-            "{n} writes for {total} bytes: flushed per frame?"
-        );
+        assert_eq!(n, 100, "the segment's end had nothing left to write");
     }
 }
