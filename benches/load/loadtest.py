@@ -26,6 +26,7 @@ Prints one JSON object per run and appends it to --out.
 """
 
 import argparse
+import atexit
 import json
 import os
 import re
@@ -262,6 +263,13 @@ def ingestd_totals(text):
         if m:
             tot[m.group(1)] = tot.get(m.group(1), 0) + int(m.group(2))
             continue
+        m = re.match(r"ingestd_media_worker_(busy|cpu)_seconds_total\{[^}]*\} ([0-9.eE+-]+)", line)
+        if m:
+            # Floats, summed over the workers: time blocked or computing.
+            key = f"worker_{m.group(1)}_s"
+            tot[key] = tot.get(key, 0.0) + float(m.group(2))
+            tot["workers"] = tot.get("workers", 0) + (m.group(1) == "busy")
+            continue
         m = re.match(r'(\w+)_bucket\{le="([^"]+)"\} (\d+)', line)
         if m and m.group(1) in names:
             le = float("inf") if m.group(2) == "+Inf" else float(m.group(2))
@@ -357,7 +365,7 @@ def run(args):
     n = args.streams
     devsim = [os.path.join(ROOT, "target/release/devsim"), "--devices", str(n),
               "--input", args.input, "--loop", "--duration", str(args.duration),
-              "--ramp", str(args.ramp), "--fps", str(FPS),
+              "--ramp", str(args.ramp), "--fps", str(args.fps),
               "--keyframe-log", os.path.join(work, "keyframes.log")] + args.devsim_arg
     if args.audio:
         # JT/T 1078 approaches only: devsim interleaves the audio packets
@@ -367,10 +375,14 @@ def run(args):
         devsim += ["--audio", args.audio, "--audio-pt", str(args.audio_pt),
                    "--audio-packet-bytes", str(args.audio_packet_bytes)]
     servers = []  # Popen objects of the system under test
+    # A run that fails half-way (e.g. a window too short to measure) must not leave its
+    # servers holding the ports and the work dir for the next run.
+    atexit.register(lambda: [s.kill() for s in servers if s.poll() is None])
     sample_every = max(1, n // args.latency_sample)
     watch_dirs = {}
     children = False
     result = {"approach": args.approach, "streams": n, "duration_s": args.duration, "label": args.label,
+              "fps": args.fps,
               "input": os.path.basename(args.input), "cores": os.cpu_count(),
               "audio": os.path.basename(args.audio) if args.audio else None}
     if args.ingestd_arg:
@@ -495,6 +507,11 @@ def run(args):
             s.send_signal(signal.SIGTERM)
         for s in servers:
             s.wait(60)
+        # The operator's signal when a worker cannot keep up (media.rs LoadWatch).
+        logs = "".join(open(os.path.join(work, f)).read()
+                       for f in os.listdir(work) if f.startswith("ingestd") and f.endswith(".log"))
+        result["log_disk_bottleneck"] = logs.count("the disk is the bottleneck")
+        result["log_cpu_bottleneck"] = logs.count("media worker busy on CPU")
         result.update({
             "frames_muxed": tot.get("frames_muxed", 0),
             "dropped_before_keyframe": tot.get("dropped_before_keyframe", 0),
@@ -507,6 +524,9 @@ def run(args):
             "publish_p99_ms": round(histogram_quantile(buckets, 0.99) * 1000, 2),
             "publish_samples": buckets[-1][1],
         })
+        if "worker_busy_s" in tot:
+            result.update({"workers": tot["workers"], "worker_busy_s": round(tot["worker_busy_s"], 2),
+                           "worker_cpu_s": round(tot.get("worker_cpu_s", 0.0), 2)})
         wait = hists.get("wait") or []
         if wait and wait[-1][1]:
             # Read to a worker taking the frame up: the queueing part of the publish latency.
@@ -616,6 +636,8 @@ def main():
                     help="ingestd only: spread the devices over this many ingestd on this machine")
     ap.add_argument("--input", required=True, help="Annex-B H.264 (the 720p25 2.7 Mbit/s stream)")
     ap.add_argument("--duration", type=float, default=40, help="seconds devsim sends")
+    ap.add_argument("--fps", type=int, default=FPS,
+                    help="frames per second devsim sends (JT/T 1078 approaches; the ffmpeg ones assume 25)")
     ap.add_argument("--ramp", type=float, default=4, help="seconds over which the devices start")
     ap.add_argument("--warmup", type=float, default=8, help="seconds after the ramp before measuring")
     ap.add_argument("--work", default="/dev/shm/streamload", help="scratch dir (a tmpfs by default)")

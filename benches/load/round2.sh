@@ -43,16 +43,9 @@ ingestd_args=()
 read -ra extra <<< "${EXTRA_INGESTD_ARGS:-}"
 for w in "${extra[@]}"; do ingestd_args+=("--ingestd-arg=$w"); done
 
-RES="$OUT/results.jsonl"
-[ ! -s "$RES" ] || mv "$RES" "$RES.$(date -u +%Y%m%dT%H%M%SZ)"
-: > "$RES"
+RES=$(fresh_results "$OUT")
 {
-  echo "date: $(date -u +%FT%TZ)"
-  echo "cores: $(nproc)"
-  echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
-  echo "memory: $(free -g | awk '/Mem:/{print $2}') GiB"
-  dirty=$(git status --porcelain --untracked-files=no | wc -l)
-  echo "commit: $(git rev-parse --short HEAD)$([ "$dirty" = 0 ] || echo " + $dirty modified files")"
+  machine_lines
   echo "work dir: $work_dir ($(stat -f -c %T "$work_dir"))"
   echo "ingestd: ${INGESTD_BIN:-target/release/ingestd} ${EXTRA_INGESTD_ARGS:-}"
   echo "matrix: ROUND2_N=\"$ROUND2_N\" REPS=$REPS DURATION=$DURATION ARMS=\"$ARMS\" ${common[*]:4:4}"
