@@ -22,9 +22,14 @@
 //! and playlist groups which isolate one stage:
 //! `memcpy` (the baseline), `annexb_framing`, `access_units` (+ assembler),
 //! `timing` (+ timeline), `ts_mux` (libavformat alone on pre-split access
-//! units into a discarding sink), `playlist_render` (10-segment live window,
+//! units, each already behind our AUD, into a discarding sink),
+//! `ts_mux_as_is` (the same with the access units as the input has them:
+//! libavformat copies each packet to put its AUD in front, the copy
+//! `LiveStream` makes for it when it builds the packet), `playlist_render` (10-segment live window,
 //! push + render), `whole_stream` (`LiveStream` into a discarding
-//! `MemoryStorage`: push_bytes of the whole input, then finish).
+//! `MemoryStorage`: push_bytes of the whole input, then finish),
+//! `whole_stream_shared` (the same through `push_bytes_shared`: the input
+//! handed over as `Bytes`, NAL units sliced out of it, not copied).
 
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
@@ -145,8 +150,10 @@ fn sps_timing(asm: &AccessUnitAssembler) -> (Option<Dur90k>, u32) {
 }
 
 /// Timed access units as the muxer receives them: one Annex-B packet each,
-/// starting with an AUD, as `LiveStream` builds them.
-fn mux_packets(data: &[u8]) -> Vec<(Vec<u8>, TimedFrame)> {
+/// starting with an AUD, as `LiveStream` builds them; or (`as_is`) the
+/// access units' NAL units as the input has them, for libavformat to put
+/// its own AUD in front (what it does to a packet without one).
+fn mux_packets(data: &[u8], as_is: bool) -> Vec<(Vec<u8>, TimedFrame)> {
     let mut framer = AnnexBFramer::new();
     let mut asm = AccessUnitAssembler::new();
     let mut timeline = Timeline::new(TimingConfig::default());
@@ -173,7 +180,11 @@ fn mux_packets(data: &[u8]) -> Vec<(Vec<u8>, TimedFrame)> {
         .skip(first_key)
         .map(|f| {
             let mut p = Vec::new();
-            asm.write_packet(&f.au, &mut p);
+            if as_is {
+                p = f.au.to_annexb();
+            } else {
+                asm.write_packet(&f.au, &mut p);
+            }
             (p, f)
         })
         .collect()
@@ -198,32 +209,37 @@ fn stages(c: &mut Criterion) {
             h264_stages(c, name, &data);
         }
 
-        let mut g = c.benchmark_group("whole_stream");
-        g.throughput(Throughput::Bytes(bytes));
+        // `whole_stream_shared`: the input handed over as `Bytes`, so NAL
+        // units are sliced out of it instead of copied into the framer.
         let cfg = StreamConfig {
             codec,
             ..StreamConfig::default()
         };
-        g.bench_function(name, |b| {
-            b.iter_batched(
-                || {
-                    LiveStream::with_storage(
-                        "bench",
-                        Arc::new(MemoryStorage::discarding()),
-                        cfg.clone(),
-                    )
-                    .unwrap()
-                },
-                |mut s| {
-                    let mut events = s.push_bytes(black_box(&data)).unwrap();
-                    events.extend(s.finish(true).unwrap());
-                    assert!(!events.is_empty());
-                    (s, events)
-                },
-                BatchSize::PerIteration,
-            )
-        });
-        g.finish();
+        let shared = bytes::Bytes::from(data.clone());
+        for (group, as_bytes) in [("whole_stream", false), ("whole_stream_shared", true)] {
+            let mut g = c.benchmark_group(group);
+            g.throughput(Throughput::Bytes(bytes));
+            g.bench_function(name, |b| {
+                b.iter_batched(
+                    || {
+                        let storage = Arc::new(MemoryStorage::discarding());
+                        LiveStream::with_storage("bench", storage, cfg.clone()).unwrap()
+                    },
+                    |mut s| {
+                        let mut events = if as_bytes {
+                            s.push_bytes_shared(black_box(shared.clone())).unwrap()
+                        } else {
+                            s.push_bytes(black_box(&data)).unwrap()
+                        };
+                        events.extend(s.finish(true).unwrap());
+                        assert!(!events.is_empty());
+                        (s, events)
+                    },
+                    BatchSize::PerIteration,
+                )
+            });
+            g.finish();
+        }
     }
 }
 
@@ -297,31 +313,33 @@ fn h264_stages(c: &mut Criterion, name: &str, data: &[u8]) {
         });
         g.finish();
 
-        let packets = mux_packets(data);
-        let mut g = c.benchmark_group("ts_mux");
-        g.throughput(Throughput::Bytes(bytes));
-        let storage = MemoryStorage::discarding();
-        g.bench_function(name, |b| {
-            b.iter(|| {
-                let mut mux = TsMuxer::new("bench", &[Track::Video(VideoCodec::H264)]).unwrap();
-                mux.begin_segment(Some(storage.begin_segment("0.ts").unwrap()));
-                for (p, f) in &packets {
-                    mux.write(&MuxPacket {
-                        track: 0,
-                        data: p,
-                        pts: f.pts,
-                        dts: f.dts,
-                        duration: f.duration,
-                        keyframe: f.au.keyframe,
-                    })
-                    .unwrap();
-                }
-                let done = mux.end_segment();
-                done.writer.unwrap().commit().unwrap();
-                done.bytes
-            })
-        });
-        g.finish();
+        for (group, as_is) in [("ts_mux", false), ("ts_mux_as_is", true)] {
+            let packets = mux_packets(data, as_is);
+            let mut g = c.benchmark_group(group);
+            g.throughput(Throughput::Bytes(bytes));
+            let storage = MemoryStorage::discarding();
+            g.bench_function(name, |b| {
+                b.iter(|| {
+                    let mut mux = TsMuxer::new("bench", &[Track::Video(VideoCodec::H264)]).unwrap();
+                    mux.begin_segment(Some(storage.begin_segment("0.ts").unwrap()));
+                    for (p, f) in &packets {
+                        mux.write(&MuxPacket {
+                            track: 0,
+                            data: p,
+                            pts: f.pts,
+                            dts: f.dts,
+                            duration: f.duration,
+                            keyframe: f.au.keyframe,
+                        })
+                        .unwrap();
+                    }
+                    let done = mux.end_segment();
+                    done.writer.unwrap().commit().unwrap();
+                    done.bytes
+                })
+            });
+            g.finish();
+        }
     }
 }
 

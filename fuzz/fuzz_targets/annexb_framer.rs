@@ -1,5 +1,6 @@
 //! Annex-B framer: the NAL units found when the stream arrives in
-//! fuzzer-chosen chunks (pulling after every chunk) equal those of the
+//! fuzzer-chosen chunks (pulling after every chunk), each copied in or
+//! handed over as `Bytes` as the data's length decides, equal those of the
 //! one-shot split, and every NAL unit is well-formed: non-empty, no start
 //! code inside, no trailing zero byte.
 #![no_main]
@@ -19,8 +20,13 @@ fuzz_target!(|input: &[u8]| {
 
     let mut f = AnnexBFramer::new();
     let mut got = Vec::new();
-    for c in &chunks {
-        f.push(c);
+    for (i, c) in chunks.iter().enumerate() {
+        // A pattern of copied and shared chunks that changes with the input.
+        if (data.len() >> (i % 8)) & 1 == 1 {
+            f.push_shared(bytes::Bytes::copy_from_slice(c));
+        } else {
+            f.push(c);
+        }
         while let Some(n) = f.pull() {
             got.push(n);
         }

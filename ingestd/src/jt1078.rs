@@ -16,6 +16,7 @@
 use std::fmt;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use streamcore::codec::VideoCodec;
 use tracing::debug;
 
 /// The frame header every packet starts with ("01cd").
@@ -518,7 +519,9 @@ impl Reassembler {
                 }
                 let hint = self.size_hint[(p.data_type == DataType::IFrame) as usize];
                 let capacity = (p.body.len() * 8).max(hint + hint / 4).min(self.max_frame);
-                let mut data = BytesMut::with_capacity(capacity);
+                let head = frame_head(p.data_type, p.payload_type, &p.body);
+                let mut data = BytesMut::with_capacity(capacity + head.len());
+                data.extend_from_slice(head);
                 data.extend_from_slice(&p.body);
                 self.partial.insert(
                     key,
@@ -571,6 +574,26 @@ impl Reassembler {
                 })
             }
         }
+    }
+}
+
+/// What a reassembled frame's buffer begins with: an access-unit delimiter
+/// when the frame is Annex-B video of a codec the muxer takes and has none.
+/// Written here, in front of bytes about to be copied anyway, it lets the
+/// muxer take the frame as it is (`VideoParser::packet_in_place`) rather
+/// than copy it once more to put a delimiter in front. A one-packet frame
+/// is not copied here, so it gets none (the muxer path adds it).
+fn frame_head(data_type: DataType, payload_type: u8, body: &[u8]) -> &'static [u8] {
+    let codec = match payload_type {
+        _ if !data_type.is_video() => return &[],
+        PT_H264 => VideoCodec::H264,
+        PT_H265 => VideoCodec::H265,
+        _ => return &[],
+    };
+    match codec.first_nal_is_delimiter(body) {
+        Some(false) => codec.access_unit_delimiter(),
+        // Not Annex-B (nothing to put a delimiter in front of), or it has one.
+        None | Some(true) => &[],
     }
 }
 
@@ -645,6 +668,51 @@ mod tests {
             last_frame_interval_ms: dt.is_video().then_some(40),
             body: Bytes::copy_from_slice(body),
         }
+    }
+
+    /// A multi-packet Annex-B video frame is reassembled behind the codec's
+    /// access-unit delimiter (so the muxer can take it without a copy);
+    /// a frame with its own, audio, and bytes that are not Annex-B are
+    /// reassembled as they came.
+    #[test]
+    fn reassembled_video_frames_begin_with_a_delimiter() {
+        use DataType::*;
+        use SubPackage::*;
+        let mut r = Reassembler::default();
+        let slice = [0u8, 0, 0, 1, 0x41, 0x9a, 0x01];
+        let mut frame = |dt, pt, first: &[u8], seq: u16| {
+            let mut a = pkt(dt, First, seq, first);
+            let mut b = pkt(dt, Last, seq + 1, &[0x55, 0x66]);
+            (a.payload_type, b.payload_type) = (pt, pt);
+            assert!(r.push(a).is_none());
+            r.push(b).expect("complete").data
+        };
+        let h264 = frame(PFrame, PT_H264, &slice, 1);
+        assert_eq!(
+            &h264[..],
+            [
+                VideoCodec::H264.access_unit_delimiter(),
+                &slice[..],
+                &[0x55, 0x66]
+            ]
+            .concat()
+        );
+        let h265 = frame(IFrame, PT_H265, &slice, 3);
+        assert!(h265.starts_with(VideoCodec::H265.access_unit_delimiter()));
+        let own = [0u8, 0, 1, 0x09, 0xf0, 0, 0, 1, 0x41];
+        assert_eq!(
+            &frame(PFrame, PT_H264, &own, 5)[..],
+            [&own[..], &[0x55, 0x66]].concat()
+        );
+        assert_eq!(
+            &frame(Audio, 6, &slice, 7)[..],
+            [&slice[..], &[0x55, 0x66]].concat()
+        );
+        assert_eq!(&frame(PFrame, PT_H264, b"ab", 9)[..], b"ab\x55\x66");
+        assert_eq!(
+            &frame(PFrame, 200, &slice, 11)[..],
+            [&slice[..], &[0x55, 0x66]].concat()
+        );
     }
 
     fn parse_all(data: &[u8]) -> Vec<Jt1078Event> {

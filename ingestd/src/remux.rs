@@ -618,7 +618,7 @@ impl MediaHandler for RemuxHandler {
                 let Some(a) = self.streams.get_mut(&*r.stream) else {
                     return;
                 };
-                let result = a.live.push_bytes(&r.data);
+                let result = a.live.push_bytes_shared(r.data);
                 self.record_latency(&result, r.received);
                 self.published(&r.stream, result);
             }

@@ -511,9 +511,19 @@ async fn database_outage(catalog_buffer: usize, heartbeat: bool) -> Outage {
         !app.catalog_stats().connected
     })
     .await;
-    // Counted once the writer has noticed: a COMMIT already through the relay when it went
-    // down lands on the server a moment later, and is not a row written through the cut.
-    let rows_down = rows(&direct);
+    // Counted once the writer has noticed and the count has held still for half a second: a
+    // COMMIT already through the relay when it went down can land on the server a moment
+    // later (seen once in a full test run), and is not a row written through the cut.
+    let mut rows_down = rows(&direct);
+    let t = Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = rows(&direct);
+        if now == rows_down || t.elapsed() > Duration::from_secs(5) {
+            break;
+        }
+        rows_down = now;
+    }
     let listed_down = last_listed(&data, CONTROL);
     tokio::time::sleep(Duration::from_secs(6)).await;
     if heartbeat {

@@ -47,6 +47,11 @@ pub struct AccessUnit {
     pub capture_ms: Option<i64>,
     /// Bytes of NAL payload (without start codes).
     pub payload_bytes: usize,
+    /// The buffer the NAL units were cut from, when the caller handed over
+    /// a whole frame (`LiveStream::push_frame_bytes`): if the access unit
+    /// lies in it exactly as the muxer wants it, the packet is a slice of
+    /// it ([`packet_in_place`]) instead of a copy.
+    pub source: Option<Bytes>,
 }
 
 /// The Annex-B start code written before each NAL unit.
@@ -63,6 +68,49 @@ impl AccessUnit {
         }
         out
     }
+}
+
+/// `au` as the muxer's packet, sliced out of `au.source` without a copy,
+/// when the bytes there are already what [`VideoParser::write_packet`]
+/// would build: an access-unit delimiter first (`is_aud`), then the other
+/// NAL units in order, each behind a start code, with nothing between them
+/// but the start codes and trailing zero bytes, and no second delimiter.
+/// The codec decides beforehand whether parameter sets must be inserted
+/// (which rules this out). `None` when any of that does not hold.
+pub(crate) fn packet_in_place(au: &AccessUnit, is_aud: impl Fn(&[u8]) -> bool) -> Option<Bytes> {
+    let source = au.source.as_ref()?;
+    let (first, rest) = au.nals.split_first()?;
+    if !is_aud(first) || rest.iter().any(|n| is_aud(n)) {
+        return None;
+    }
+    // Where a NAL unit lies in `source`, if it lies in it at all (plain
+    // address arithmetic: nothing is read outside `source`).
+    let base = source.as_ptr() as usize;
+    let span = |nal: &Bytes| {
+        let start = (nal.as_ptr() as usize).checked_sub(base)?;
+        let end = start.checked_add(nal.len())?;
+        (end <= source.len()).then_some((start, end))
+    };
+    let (first_start, mut end) = span(first)?;
+    let packet_start = [4, 3]
+        .into_iter()
+        .filter_map(|n| first_start.checked_sub(n))
+        .find(|&at| is_start_code(&source[at..first_start]))?;
+    for nal in rest {
+        let (start, nal_end) = span(nal)?;
+        let gap = source.get(end..start)?;
+        // Zero bytes, then 00 00 01: trailing zeros and one start code.
+        if gap.len() < 3 || gap[gap.len() - 1] != 1 || gap[..gap.len() - 1].iter().any(|&b| b != 0)
+        {
+            return None;
+        }
+        end = nal_end;
+    }
+    Some(source.slice(packet_start..end))
+}
+
+fn is_start_code(b: &[u8]) -> bool {
+    b == [0, 0, 1] || b == [0, 0, 0, 1]
 }
 
 /// Splits a whole H.264 Annex-B buffer (a file, a test fixture) into its
@@ -127,6 +175,8 @@ pub trait NalSyntax: Default + std::fmt::Debug + Send {
     fn has_parameter_sets(&self) -> bool;
     /// As [`VideoParser::write_packet`].
     fn write_packet(&self, au: &AccessUnit, out: &mut Vec<u8>);
+    /// As [`VideoParser::packet_in_place`].
+    fn packet_in_place(&self, au: &AccessUnit) -> Option<Bytes>;
 }
 
 /// What [`NalSyntax::read`] made of a NAL unit.
@@ -273,6 +323,7 @@ impl<C: NalSyntax> Assembler<C> {
     /// can hold a later picture's NAL units (and its NAL units, slices of
     /// the framer's buffers, are released now rather than later).
     pub fn recycle(&mut self, au: AccessUnit) {
+        // `au.source` goes with `au`: a spare list must not pin a frame.
         self.recycle_nals(au.nals);
     }
 
@@ -421,6 +472,10 @@ impl<C: NalSyntax> VideoParser for Assembler<C> {
         self.syntax.write_packet(au, out)
     }
 
+    fn packet_in_place(&self, au: &AccessUnit) -> Option<Bytes> {
+        self.syntax.packet_in_place(au)
+    }
+
     fn stats(&self) -> AssemblerStats {
         self.stats
     }
@@ -459,6 +514,61 @@ fn cache_parameter_set(cache: &mut Option<Bytes>, nal: &Bytes) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::annexb::FrameNals;
+
+    /// The muxer gets a slice of the frame only when the frame's bytes are
+    /// exactly the packet `write_packet` would build; anything else is
+    /// copied.
+    #[test]
+    fn packet_in_place_only_for_a_delimited_contiguous_unit() {
+        let frame = Bytes::from_static(&[
+            0, 0, 0, 1, 0x09, 0xf0, // AUD
+            0, 0, 1, 0x41, 0x9a, 0x01, 0, 0, // P slice, trailing zeros
+            0, 0, 0, 1, 0x41, 0x9b, 0x02, // P slice
+        ]);
+        let nals: Vec<Bytes> = FrameNals::new(frame.clone()).collect();
+        assert_eq!(nals.len(), 3);
+        let au = |nals: Vec<Bytes>, source: Option<Bytes>| AccessUnit {
+            nals,
+            source,
+            ..AccessUnit::default()
+        };
+        let syntax = H264Syntax::default();
+        let whole = au(nals.clone(), Some(frame.clone()));
+        let packet = syntax.packet_in_place(&whole).expect("in place");
+        assert_eq!(packet.as_ptr(), frame.as_ptr(), "a slice, not a copy");
+        assert_eq!(packet.len(), frame.len());
+
+        // No frame to slice, or NAL units copied out of it.
+        assert!(syntax.packet_in_place(&au(nals.clone(), None)).is_none());
+        let copies = nals.iter().map(|n| Bytes::copy_from_slice(n)).collect();
+        assert!(syntax
+            .packet_in_place(&au(copies, Some(frame.clone())))
+            .is_none());
+        // A NAL unit left out: its bytes would be in the packet.
+        let gap = vec![nals[0].clone(), nals[2].clone()];
+        assert!(syntax
+            .packet_in_place(&au(gap, Some(frame.clone())))
+            .is_none());
+        // No delimiter first.
+        let headless = nals[1..].to_vec();
+        assert!(syntax
+            .packet_in_place(&au(headless, Some(frame.clone())))
+            .is_none());
+        // A keyframe without parameter sets gets the cached ones inserted.
+        let mut key = au(nals.clone(), Some(frame.clone()));
+        key.keyframe = true;
+        assert!(syntax.packet_in_place(&key).is_none());
+        key.has_sps = true;
+        key.has_pps = true;
+        assert!(syntax.packet_in_place(&key).is_some());
+        // A second delimiter would be dropped by `write_packet`.
+        let twice = Bytes::from_static(&[
+            0, 0, 1, 0x09, 0xf0, 0, 0, 1, 0x09, 0xf0, 0, 0, 1, 0x41, 0x9a,
+        ]);
+        let nals = FrameNals::new(twice.clone()).collect();
+        assert!(syntax.packet_in_place(&au(nals, Some(twice))).is_none());
+    }
 
     /// Slices that never begin a new picture (`first_mb_in_slice` != 0)
     /// used to pile up in one access unit without bound.

@@ -7,6 +7,11 @@
 //! NAL units come out as `Bytes` slices of one shared buffer, without their
 //! start code and without trailing zero bytes, so no copy is made per NAL.
 //!
+//! [`push_shared`](AnnexBFramer::push_shared) takes a chunk the caller
+//! already holds as `Bytes` and scans it in place: the NAL units that lie
+//! wholly in it are slices of it, and only a NAL unit cut by the chunk's end
+//! is copied (into the framer's buffer, to be completed by the next chunk).
+//!
 //! Buffers are recycled: when the current buffer is full, it is reclaimed in
 //! place if every NAL unit cut from it has been dropped downstream, else a
 //! spare buffer whose NAL units are all gone takes over. A warm stream thus
@@ -21,7 +26,7 @@
 
 use std::sync::OnceLock;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use memchr::memmem::Finder;
 
 const START_CODE: &[u8] = &[0, 0, 1];
@@ -45,7 +50,13 @@ fn start_code_finder() -> &'static Finder<'static> {
 /// Splits an Annex-B byte stream into NAL units.
 #[derive(Debug)]
 pub struct AnnexBFramer {
+    /// Pending bytes copied in. While `shared` holds bytes, `buf` is empty
+    /// or ends with a start code, so no NAL unit spans the two.
     buf: BytesMut,
+    /// Pending bytes of a chunk given as `Bytes`, after those of `buf`.
+    /// Offsets (`nal_start`, `scan_from`) are into `buf` while it holds
+    /// bytes, else into `shared`.
+    shared: Bytes,
     /// Earlier buffers, some of whose NAL units may still be alive
     /// downstream; reused once they are all dropped.
     spare: Vec<BytesMut>,
@@ -84,6 +95,7 @@ impl AnnexBFramer {
     pub fn with_max_nal(max_nal: usize) -> Self {
         AnnexBFramer {
             buf: BytesMut::new(),
+            shared: Bytes::new(),
             spare: Vec::new(),
             allocated: false,
             nal_start: None,
@@ -119,6 +131,12 @@ impl AnnexBFramer {
 
     /// Drops the first `len` bytes of `buf` (the open NAL unit) as overlong.
     fn drop_oversize(&mut self, len: usize) {
+        self.count_oversize(len);
+        let _ = self.buf.split_to(len);
+    }
+
+    /// Counts an overlong NAL unit of `len` bytes as dropped.
+    fn count_oversize(&mut self, len: usize) {
         self.oversize_nals += 1;
         self.oversize_bytes += len as u64;
         tracing::debug!(
@@ -126,20 +144,53 @@ impl AnnexBFramer {
             max = self.max_nal,
             "NAL unit over the bound dropped"
         );
-        let _ = self.buf.split_to(len);
     }
 
     /// Appends bytes of the stream.
     pub fn push(&mut self, bytes: &[u8]) {
         self.finished = false;
-        self.make_room(bytes.len());
+        let shared = std::mem::take(&mut self.shared);
+        self.make_room(shared.len() + bytes.len());
+        self.buf.extend_from_slice(&shared);
         self.buf.extend_from_slice(bytes);
+    }
+
+    /// Appends a chunk of the stream the caller holds as `Bytes`: NAL units
+    /// that lie wholly in it come out as slices of it, without a copy. The
+    /// same NAL units and counts as [`push`](Self::push) of the same bytes.
+    pub fn push_shared(&mut self, chunk: Bytes) {
+        self.finished = false;
+        if !self.shared.is_empty() {
+            // The last chunk was not pulled to its end: behind `buf` it
+            // keeps the offsets' meaning.
+            let rest = std::mem::take(&mut self.shared);
+            self.make_room(rest.len());
+            self.buf.extend_from_slice(&rest);
+        }
+        if self.buf.is_empty() {
+            self.shared = chunk;
+            return;
+        }
+        // A NAL unit (or garbage) in `buf` goes on into the chunk: copy the
+        // chunk up to the first start code, so `buf` ends with one.
+        match first_start_code_end(&self.buf, &chunk) {
+            Some(cut) => {
+                self.make_room(cut);
+                self.buf.extend_from_slice(&chunk[..cut]);
+                self.shared = chunk.slice(cut..);
+            }
+            None => {
+                self.make_room(chunk.len());
+                self.buf.extend_from_slice(&chunk);
+            }
+        }
     }
 
     /// Forgets any partial NAL unit and the end-of-input mark (the source
     /// broke), keeping the buffers and the skipped-byte count.
     pub fn reset(&mut self) {
         self.buf.clear();
+        self.shared = Bytes::new();
         self.nal_start = None;
         self.scan_from = 0;
         self.finished = false;
@@ -179,7 +230,7 @@ impl AnnexBFramer {
 
     /// Nothing is buffered: no partial NAL unit waits for more bytes.
     pub fn is_empty(&self) -> bool {
-        self.buf.is_empty()
+        self.buf.is_empty() && self.shared.is_empty()
     }
 
     /// Bytes that preceded the first start code and were thrown away.
@@ -189,6 +240,69 @@ impl AnnexBFramer {
 
     /// Returns the next complete NAL unit, if any.
     pub fn pull(&mut self) -> Option<Bytes> {
+        if !self.buf.is_empty() || self.shared.is_empty() {
+            if let Some(nal) = self.pull_copied() {
+                return Some(nal);
+            }
+            if self.shared.is_empty() || !self.buf.is_empty() {
+                return None;
+            }
+        }
+        self.pull_shared()
+    }
+
+    /// [`pull`](Self::pull) from `shared` (`buf` is empty): the same rules
+    /// as [`pull_copied`](Self::pull_copied), NAL units sliced out of the
+    /// chunk. What remains of the chunk without a start code after it moves
+    /// to `buf`, to be completed by the next push.
+    fn pull_shared(&mut self) -> Option<Bytes> {
+        loop {
+            let found = start_code_finder()
+                .find(&self.shared[self.scan_from..])
+                .map(|i| i + self.scan_from);
+            let Some(at) = found else {
+                // No start code in what is left: it moves to `buf`, where
+                // the copying path's rules apply (the input's end, a NAL
+                // unit the next push completes, the bound).
+                let rest = std::mem::take(&mut self.shared);
+                self.make_room(rest.len());
+                self.buf.extend_from_slice(&rest);
+                if !self.finished {
+                    // Known to hold no start code: only its end needs a look.
+                    let open = self.nal_start.unwrap_or(0);
+                    self.scan_from = self.buf.len().saturating_sub(2).max(open);
+                }
+                return self.pull_copied();
+            };
+            let nal = match self.nal_start {
+                None => {
+                    self.count_unframed(at);
+                    self.discarding = false;
+                    None
+                }
+                Some(start) => {
+                    let end = trim_zeros(&self.shared, start, at);
+                    if end - start > self.max_nal {
+                        self.count_oversize(at);
+                        None
+                    } else {
+                        Some(self.shared.slice(start..end))
+                    }
+                }
+            };
+            self.shared.advance(at + 3);
+            self.nal_start = Some(0);
+            self.scan_from = 0;
+            if let Some(nal) = nal.filter(|n| !n.is_empty()) {
+                return Some(nal);
+            }
+        }
+    }
+
+    /// [`pull`](Self::pull) from `buf`.
+    fn pull_copied(&mut self) -> Option<Bytes> {
+        // With a chunk waiting in `shared`, `buf` is not the input's end.
+        let finished = self.finished && self.shared.is_empty();
         loop {
             let found = start_code_finder()
                 .find(&self.buf[self.scan_from..])
@@ -223,7 +337,7 @@ impl AnnexBFramer {
                     }
                 }
                 (None, start) => {
-                    if self.finished {
+                    if finished {
                         let Some(start) = start else {
                             // No start code in the whole stream: all of it
                             // was garbage, counted the same whatever the
@@ -276,6 +390,37 @@ impl AnnexBFramer {
                 }
             }
         }
+    }
+}
+
+/// `end` moved back over the zero bytes that end `data[start..end]`
+/// (trailing_zero_8bits, or the first byte of a 4-byte start code).
+fn trim_zeros(data: &[u8], start: usize, mut end: usize) -> usize {
+    while end > start && data[end - 1] == 0 {
+        end -= 1;
+    }
+    end
+}
+
+/// Where the first start code that ends in `chunk` ends, as an index into
+/// `chunk`, counting one that begins in the last bytes of `before`.
+fn first_start_code_end(before: &[u8], chunk: &[u8]) -> Option<usize> {
+    let tail = &before[before.len().saturating_sub(2)..];
+    // `n` bytes of the start code at the end of `tail`, the rest in `chunk`.
+    let straddles = |n: usize| {
+        n <= tail.len()
+            && chunk.len() >= 3 - n
+            && tail[tail.len() - n..]
+                .iter()
+                .chain(&chunk[..3 - n])
+                .eq(START_CODE.iter())
+    };
+    if straddles(2) {
+        Some(1)
+    } else if straddles(1) {
+        Some(2)
+    } else {
+        start_code_finder().find(chunk).map(|at| at + 3)
     }
 }
 

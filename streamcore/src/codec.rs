@@ -36,6 +36,31 @@ impl VideoCodec {
             VideoCodec::H265 => "h265",
         }
     }
+
+    /// An access-unit delimiter behind a 4-byte start code, as this crate
+    /// writes it before every access unit for the muxer. A caller that
+    /// assembles a frame into a buffer of its own (a JT/T 1078 reassembler)
+    /// can begin the buffer with it: the frame then reaches the muxer
+    /// without another copy ([`VideoParser::packet_in_place`]).
+    pub fn access_unit_delimiter(self) -> &'static [u8] {
+        match self {
+            VideoCodec::H264 => &crate::h264::H264_AUD,
+            VideoCodec::H265 => &crate::h265::HEVC_AUD,
+        }
+    }
+
+    /// Whether the first NAL unit of `annexb` is an access-unit delimiter;
+    /// `None` when `annexb` does not begin with a start code.
+    pub fn first_nal_is_delimiter(self, annexb: &[u8]) -> Option<bool> {
+        let header = match annexb {
+            [0, 0, 1, h, ..] | [0, 0, 0, 1, h, ..] => *h,
+            _ => return None,
+        };
+        Some(match self {
+            VideoCodec::H264 => header & 0x1f == crate::h264::nal_type::AUD,
+            VideoCodec::H265 => (header >> 1) & 0x3f == crate::h265::nal_type::AUD,
+        })
+    }
 }
 
 impl std::fmt::Display for VideoCodec {
@@ -87,6 +112,13 @@ pub trait VideoParser: Send {
     /// parameter sets before a keyframe that lacks them (devices often send
     /// them once), so every segment can start decoding on its own.
     fn write_packet(&self, au: &AccessUnit, out: &mut Vec<u8>);
+    /// What [`write_packet`](Self::write_packet) would write, as a slice of
+    /// the frame `au` came in (`au.source`), when that frame already holds
+    /// it: it begins with an access-unit delimiter and needs no parameter
+    /// sets inserted. A device frame put behind a delimiter as it was
+    /// reassembled (see [`VideoCodec::access_unit_delimiter`]) goes to the
+    /// muxer without being copied again.
+    fn packet_in_place(&self, au: &AccessUnit) -> Option<Bytes>;
     fn stats(&self) -> AssemblerStats;
 }
 

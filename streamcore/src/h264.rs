@@ -10,7 +10,7 @@
 use bytes::Bytes;
 
 use crate::access_unit::{
-    read_parameter_set, AccessUnit, AccessUnitAssembler, NalRead, NalSyntax, START_CODE,
+    self, read_parameter_set, AccessUnit, AccessUnitAssembler, NalRead, NalSyntax, START_CODE,
 };
 use crate::codec::{TimingHints, VideoCodec};
 use crate::error::{Error, Result};
@@ -659,7 +659,7 @@ pub struct H264Syntax {
 
 /// Our access-unit delimiter: primary_pic_type 7 (any slice type), then the
 /// RBSP stop bit.
-const H264_AUD: [u8; 6] = [0, 0, 0, 1, nal_type::AUD, 0xf0];
+pub(crate) const H264_AUD: [u8; 6] = [0, 0, 0, 1, nal_type::AUD, 0xf0];
 
 impl NalSyntax for H264Syntax {
     const CODEC: VideoCodec = VideoCodec::H264;
@@ -748,6 +748,13 @@ impl NalSyntax for H264Syntax {
 
     fn has_parameter_sets(&self) -> bool {
         self.last_sps_nal.is_some()
+    }
+
+    fn packet_in_place(&self, au: &AccessUnit) -> Option<Bytes> {
+        if au.keyframe && !(au.has_sps && au.has_pps) {
+            return None;
+        }
+        access_unit::packet_in_place(au, |nal| nal_unit_type(nal) == nal_type::AUD)
     }
 
     fn write_packet(&self, au: &AccessUnit, out: &mut Vec<u8>) {

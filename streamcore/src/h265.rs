@@ -18,7 +18,7 @@
 use bytes::Bytes;
 
 use crate::access_unit::{
-    read_parameter_set, AccessUnit, Assembler, NalRead, NalSyntax, START_CODE,
+    self, read_parameter_set, AccessUnit, Assembler, NalRead, NalSyntax, START_CODE,
 };
 use crate::codec::{TimingHints, VideoCodec};
 // The unit tests drive the assembler through the trait, as the stream does.
@@ -784,7 +784,7 @@ pub struct HevcSyntax {
 
 /// Our access-unit delimiter: type 35, layer 0, temporal id 0, pic_type 2
 /// (any slice type), then the RBSP stop bit.
-const HEVC_AUD: [u8; 7] = [0, 0, 0, 1, 0x46, 0x01, 0x50];
+pub(crate) const HEVC_AUD: [u8; 7] = [0, 0, 0, 1, 0x46, 0x01, 0x50];
 
 impl NalSyntax for HevcSyntax {
     const CODEC: VideoCodec = VideoCodec::H265;
@@ -906,6 +906,15 @@ impl NalSyntax for HevcSyntax {
 
     fn has_parameter_sets(&self) -> bool {
         self.cached_parameter_sets().iter().all(Option::is_some)
+    }
+
+    fn packet_in_place(&self, au: &AccessUnit) -> Option<Bytes> {
+        if au.keyframe && !(au.has_sps && au.has_pps) {
+            return None;
+        }
+        access_unit::packet_in_place(au, |nal| {
+            NalHeader::parse(nal).is_some_and(|h| h.nal_type == nal_type::AUD)
+        })
     }
 
     fn write_packet(&self, au: &AccessUnit, out: &mut Vec<u8>) {

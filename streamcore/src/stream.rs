@@ -215,6 +215,11 @@ stream_stats! {
     access_units,
     /// Access units written into segments.
     frames_muxed,
+    /// Access units muxed as slices of the frame they came in, not copied.
+    ///
+    /// (The frame began with an access-unit delimiter: see
+    /// `VideoParser::packet_in_place`.)
+    packets_in_place,
     /// Segments published (complete on storage and listed).
     segments,
     /// Bytes of published segments.
@@ -550,6 +555,25 @@ impl LiveStream {
         Ok(events)
     }
 
+    /// [`push_bytes`](Self::push_bytes) for a chunk already in a `Bytes`
+    /// (e.g. read from a socket): the NAL units that lie wholly in it are
+    /// slices of it, not copies; an access unit that lies in it as the
+    /// muxer wants it (behind a delimiter) reaches the muxer uncopied too.
+    pub fn push_bytes_shared(&mut self, annexb: Bytes) -> Result<Vec<StreamEvent>> {
+        self.stats.annexb_bytes += annexb.len() as u64;
+        self.framer.push_shared(annexb.clone());
+        let mut events = Vec::new();
+        while let Some(nal) = self.framer.pull() {
+            if let Some(mut au) = self.parser.push(nal, None) {
+                // If it came from an earlier chunk, `packet_in_place` sees
+                // that its NAL units are not in this one.
+                au.source = Some(annexb.clone());
+                self.process(au, &mut events)?;
+            }
+        }
+        Ok(events)
+    }
+
     /// Feeds one complete access unit (what a JT/T 1078 frame carries),
     /// with the device's capture time when known.
     pub fn push_frame(
@@ -586,12 +610,14 @@ impl LiveStream {
         }
         self.stats.annexb_bytes += annexb.len() as u64;
         let mut events = Vec::new();
-        for nal in FrameNals::new(annexb) {
-            if let Some(au) = self.parser.push(nal, capture_ms) {
+        for nal in FrameNals::new(annexb.clone()) {
+            if let Some(mut au) = self.parser.push(nal, capture_ms) {
+                au.source = Some(annexb.clone());
                 self.process(au, &mut events)?;
             }
         }
-        if let Some(au) = self.parser.flush() {
+        if let Some(mut au) = self.parser.flush() {
+            au.source = Some(annexb);
             self.process(au, &mut events)?;
         }
         Ok(events)
@@ -765,10 +791,16 @@ impl LiveStream {
                         ll.mark_discontinuity();
                     }
                 }
-                PACKET.with_borrow_mut(|packet| {
-                    self.parser.write_packet(&f.au, packet);
-                    self.write_video(packet, f.pts, f.dts, f.duration, f.au.keyframe, f.pdt_ms)
-                })?;
+                match self.parser.packet_in_place(&f.au) {
+                    Some(packet) => {
+                        self.stats.packets_in_place += 1;
+                        self.write_video(&packet, f.pts, f.dts, f.duration, f.au.keyframe, f.pdt_ms)
+                    }
+                    None => PACKET.with_borrow_mut(|packet| {
+                        self.parser.write_packet(&f.au, packet);
+                        self.write_video(packet, f.pts, f.dts, f.duration, f.au.keyframe, f.pdt_ms)
+                    }),
+                }?;
                 self.stats.frames_muxed += 1;
                 self.last_pts = self.last_pts.max(f.pts);
                 if let Some(open) = self.open.as_mut() {

@@ -76,8 +76,12 @@ fn capture_24s_parses_into_documented_packets_and_frames() {
     assert_eq!(fr.len(), 631);
     let first = &fr[0];
     assert_eq!(first.data_type, DataType::IFrame);
-    // An I-frame of this device starts with its SPS (NAL type 7).
-    assert_eq!(&first.data[..5], &[0, 0, 0, 1, 0x67]);
+    // A sub-packaged frame comes behind the muxer's AUD (written by the
+    // reassembler); an I-frame of this device then starts with its SPS
+    // (NAL type 7).
+    let aud = streamcore::codec::VideoCodec::H264.access_unit_delimiter();
+    assert_eq!(&first.data[..aud.len()], aud);
+    assert_eq!(&first.data[aud.len()..aud.len() + 5], &[0, 0, 0, 1, 0x67]);
     for f in fr.iter().filter(|f| f.data_type == DataType::IFrame) {
         assert!(f
             .data
@@ -87,8 +91,13 @@ fn capture_24s_parses_into_documented_packets_and_frames() {
     let ts: Vec<u64> = fr.iter().map(|f| f.timestamp_ms.unwrap()).collect();
     assert!(ts.windows(2).all(|w| w[0] <= w[1]));
     assert_eq!(ts[ts.len() - 1] - ts[0], 21_000);
+    let multi = fr.iter().filter(|f| f.packets > 1).count();
+    assert_eq!(multi, 625);
+    assert!(fr
+        .iter()
+        .all(|f| f.data.starts_with(aud) == (f.packets > 1)));
     let body_total: usize = fr.iter().map(|f| f.data.len()).sum();
-    assert_eq!(body_total, data.len() - 1634 * 30);
+    assert_eq!(body_total, data.len() - 1634 * 30 + multi * aud.len());
 }
 
 #[test]

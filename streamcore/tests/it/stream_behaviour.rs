@@ -569,3 +569,89 @@ fn push_frame_bytes_equals_push_frame() {
         assert_eq!(copied, sliced, "{file}");
     }
 }
+
+/// A frame that arrives behind an access-unit delimiter (as ingestd's
+/// JT/T 1078 reassembler builds them) reaches the muxer as a slice of
+/// itself, and the files are byte-identical to those of the copying path;
+/// a keyframe that needs the cached parameter sets put in front is still
+/// copied, so it stays decodable.
+#[test]
+fn frames_behind_a_delimiter_reach_the_muxer_in_place() {
+    use streamcore::codec::VideoCodec;
+    let cases = [
+        ("baseline.h264", VideoCodec::H264),
+        ("high_b3.h264", VideoCodec::H264),
+        ("reschange.h264", VideoCodec::H264),
+        ("sps_once.h264", VideoCodec::H264),
+        ("hevc_b.h265", VideoCodec::H265),
+    ];
+    for (file, codec) in cases {
+        let data = std::fs::read(fixture(file)).unwrap();
+        let aus: Vec<Vec<u8>> = match codec {
+            VideoCodec::H264 => access_units(&data),
+            VideoCodec::H265 => streamcore::h265::split_access_units(&data)
+                .iter()
+                .map(streamcore::access_unit::AccessUnit::to_annexb)
+                .collect(),
+        };
+        let run = |delimited: bool| {
+            let (mut s, storage) = memory_stream(StreamConfig {
+                clock: stepping_clock(),
+                codec,
+                ..Default::default()
+            });
+            for (i, au) in aus.iter().enumerate() {
+                let t = Some(1000 + 40 * i as i64);
+                if !delimited {
+                    // Copied into the framer: nothing to slice.
+                    s.push_frame(au, t).unwrap();
+                    continue;
+                }
+                let mut frame = Vec::new();
+                if codec.first_nal_is_delimiter(au) == Some(false) {
+                    frame.extend_from_slice(codec.access_unit_delimiter());
+                }
+                frame.extend_from_slice(au);
+                s.push_frame_bytes(bytes::Bytes::from(frame), t).unwrap();
+            }
+            s.finish(true).unwrap();
+            (all_files(&storage), s.stats())
+        };
+        let (copied, copied_stats) = run(false);
+        let (in_place, stats) = run(true);
+        assert_eq!(copied_stats.packets_in_place, 0, "{file}");
+        assert!(stats.frames_muxed > 0, "{file}");
+        if file == "sps_once.h264" {
+            // Its later keyframes lack SPS and PPS: those are rebuilt.
+            assert!(
+                stats.packets_in_place > 0 && stats.packets_in_place < stats.frames_muxed,
+                "{file}: {stats:?}"
+            );
+        } else {
+            assert_eq!(stats.packets_in_place, stats.frames_muxed, "{file}");
+        }
+        assert!(copied.len() >= 3, "{file}");
+        if codec.first_nal_is_delimiter(&aus[0]) == Some(true) {
+            // The file's own delimiters (sps_once: `09 10`, I pictures
+            // only) stay where ours (`09 f0`, any picture) would replace
+            // them: same playlists, same decoded pictures.
+            let dir = tempfile::tempdir().unwrap();
+            assert_eq!(copied.len(), in_place.len(), "{file}");
+            for ((name, a), (name_b, b)) in copied.iter().zip(&in_place) {
+                assert_eq!(name, name_b, "{file}");
+                if !name.ends_with(".ts") {
+                    assert_eq!(a, b, "{file}: {name}");
+                    continue;
+                }
+                let (pa, pb) = (dir.path().join("a.ts"), dir.path().join("b.ts"));
+                std::fs::write(&pa, a).unwrap();
+                std::fs::write(&pb, b).unwrap();
+                let md5s = frame_md5s(&pa);
+                assert!(!md5s.is_empty(), "{file}: {name}");
+                assert_eq!(md5s, frame_md5s(&pb), "{file}: {name}");
+            }
+        } else {
+            assert_eq!(copied, in_place, "{file}");
+        }
+    }
+}
