@@ -149,9 +149,8 @@ impl AnnexBFramer {
     /// Appends bytes of the stream.
     pub fn push(&mut self, bytes: &[u8]) {
         self.finished = false;
-        let shared = std::mem::take(&mut self.shared);
-        self.make_room(shared.len() + bytes.len());
-        self.buf.extend_from_slice(&shared);
+        self.copy_shared_into_buf();
+        self.make_room(bytes.len());
         self.buf.extend_from_slice(bytes);
     }
 
@@ -160,13 +159,8 @@ impl AnnexBFramer {
     /// same NAL units and counts as [`push`](Self::push) of the same bytes.
     pub fn push_shared(&mut self, chunk: Bytes) {
         self.finished = false;
-        if !self.shared.is_empty() {
-            // The last chunk was not pulled to its end: behind `buf` it
-            // keeps the offsets' meaning.
-            let rest = std::mem::take(&mut self.shared);
-            self.make_room(rest.len());
-            self.buf.extend_from_slice(&rest);
-        }
+        // The last chunk may not have been pulled to its end.
+        self.copy_shared_into_buf();
         if self.buf.is_empty() {
             self.shared = chunk;
             return;
@@ -184,6 +178,17 @@ impl AnnexBFramer {
                 self.buf.extend_from_slice(&chunk);
             }
         }
+    }
+
+    /// Moves what is left of `shared` to the end of `buf`, where the offsets
+    /// keep their meaning (they are into `buf` once it holds bytes).
+    fn copy_shared_into_buf(&mut self) {
+        if self.shared.is_empty() {
+            return;
+        }
+        let rest = std::mem::take(&mut self.shared);
+        self.make_room(rest.len());
+        self.buf.extend_from_slice(&rest);
     }
 
     /// Forgets any partial NAL unit and the end-of-input mark (the source
@@ -264,9 +269,7 @@ impl AnnexBFramer {
                 // No start code in what is left: it moves to `buf`, where
                 // the copying path's rules apply (the input's end, a NAL
                 // unit the next push completes, the bound).
-                let rest = std::mem::take(&mut self.shared);
-                self.make_room(rest.len());
-                self.buf.extend_from_slice(&rest);
+                self.copy_shared_into_buf();
                 if !self.finished {
                     // Known to hold no start code: only its end needs a look.
                     let open = self.nal_start.unwrap_or(0);
@@ -316,10 +319,7 @@ impl AnnexBFramer {
                     self.scan_from = 0;
                 }
                 (Some(at), Some(start)) => {
-                    let mut end = at;
-                    while end > start && self.buf[end - 1] == 0 {
-                        end -= 1;
-                    }
+                    let end = trim_zeros(&self.buf, start, at);
                     if end - start > self.max_nal {
                         self.drop_oversize(at);
                         let _ = self.buf.split_to(3);
@@ -348,10 +348,7 @@ impl AnnexBFramer {
                             self.discarding = false;
                             return None;
                         };
-                        let mut end = self.buf.len();
-                        while end > start && self.buf[end - 1] == 0 {
-                            end -= 1;
-                        }
+                        let end = trim_zeros(&self.buf, start, self.buf.len());
                         if end - start > self.max_nal {
                             let len = self.buf.len();
                             self.drop_oversize(len);
@@ -454,10 +451,8 @@ impl FrameNals {
 
     /// `start..end` with the trailing zero bytes (before the next start
     /// code, or at the end) left out.
-    fn trimmed(&self, start: usize, mut end: usize) -> Option<Bytes> {
-        while end > start && self.data[end - 1] == 0 {
-            end -= 1;
-        }
+    fn trimmed(&self, start: usize, end: usize) -> Option<Bytes> {
+        let end = trim_zeros(&self.data, start, end);
         (end > start).then(|| self.data.slice(start..end))
     }
 }
